@@ -1,0 +1,71 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+from manualnet.init import INITS
+from manualnet.layer import Layer, register_layer
+
+
+@register_layer("Linear")
+class Linear(Layer):
+    """y = x @ W^T + b.
+
+    Args:
+        in_features, out_features: sizes of x's and y's last dimension.
+        bias: learn an additive bias b.
+        init: weight scheme from ``manualnet.init`` (``default`` is PyTorch's); any scheme other than
+            ``default`` starts the bias at zero.
+        generator: a seeded ``torch.Generator`` to draw the weights from (the global RNG if None).
+    Shape: x (*, in_features) -> y (*, out_features); weight (out_features, in_features), bias (out_features,).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, init="default", generator=None,
+                 device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        weight = torch.empty(out_features, in_features, device=device, dtype=dtype)
+        INITS.get(init, where="Linear init")(weight, generator=generator)
+        self.params["weight"] = weight
+        if bias:
+            b = torch.empty(out_features, device=device, dtype=dtype)
+            if init == "default":
+                bound = 1 / math.sqrt(in_features) if in_features else 0.0
+                b.uniform_(-bound, bound, generator=generator)
+            else:
+                b.zero_()
+            self.params["bias"] = b
+        self.grads = {name: torch.zeros_like(p) for name, p in self.params.items()}
+
+    def check_input(self, x):
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            got = x.shape[-1] if x.dim() else "a scalar"
+            raise self.fail(f"expects {self.in_features} input features, gets {got} (input shape {tuple(x.shape)})")
+
+    def forward(self, x):
+        W, b = self.params["weight"], self.params.get("bias")
+        self.cache = x
+        if b is not None and x.dim() == 2:
+            return torch.addmm(b, x, W.t())
+        y = x @ W.t()
+        return y + b if b is not None else y
+
+    def backward(self, dy):
+        x = self.take_cache()
+        W = self.params["weight"]
+        x2, dy2 = x.reshape(-1, self.in_features), dy.reshape(-1, self.out_features)
+        self.grads["weight"].addmm_(dy2.t(), x2)           # dW += dy^T @ x: (out, N) @ (N, in) -> (out, in)
+        if "bias" in self.grads:
+            self.grads["bias"] += dy2.sum(0)                 # db += sum_n dy_n
+        if not self.needs_input_grad:
+            return None
+        return dy @ W                                        # dx = dy @ W: (*, out) @ (out, in) -> (*, in)
+
+    def reference(self, x, params):
+        return F.linear(x, params["weight"], params.get("bias"))
+
+    def describe(self):
+        return f"Linear({self.in_features}->{self.out_features})"
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={'bias' in self.params}"

@@ -1,0 +1,61 @@
+import torch
+import torch.nn.functional as F
+
+from manualnet.losses.base import Loss, register_loss
+
+
+class _ClassIndexLoss(Loss):
+    """Shared target check: pred (N, C) scores, target (N,) integer class indices in [0, C)."""
+
+    def check_target(self, pred, target):
+        if pred.dim() != 2:
+            raise self.fail(f"pred must be (N, C) class scores, got shape {tuple(pred.shape)}")
+        if target.is_floating_point() or target.dtype == torch.bool:
+            raise self.fail(f"target must hold integer class indices (torch.long), got dtype {target.dtype}")
+        if target.shape != pred.shape[:1]:
+            raise self.fail(f"target must have shape ({pred.shape[0]},) for pred {tuple(pred.shape)}, "
+                            f"got {tuple(target.shape)}")
+        if target.numel() and (target.min() < 0 or target.max() >= pred.shape[1]):
+            bad = target[(target < 0) | (target >= pred.shape[1])][0].item()
+            raise self.fail(f"class index {bad} is out of range for {pred.shape[1]} classes (valid: 0..{pred.shape[1] - 1})")
+
+
+@register_loss("CrossEntropyLoss")
+class CrossEntropyLoss(_ClassIndexLoss):
+    """L = reduce_n(log sum_c exp(x_nc) - x_n,t_n): softmax and negative log-likelihood fused.
+
+    Args: pred x (N, C) logits; target t (N,) class indices. Backward is the fused
+    softmax(x) - onehot(t), never a softmax Jacobian.
+    """
+
+    def forward(self, pred, target):
+        log_p = torch.log_softmax(pred, 1)
+        self.cache = (log_p, target)            # backward needs softmax (exp of log_p) and t
+        return self.reduce(-log_p.gather(1, target.unsqueeze(1)))
+
+    def backward(self, dloss=1.0):
+        log_p, t = self.take_cache()
+        dx = log_p.exp_()                       # dx = softmax(x) - onehot(t), times the reduction's scale
+        dx[torch.arange(len(t), device=t.device), t] -= 1
+        return dx.mul_(self.scale(len(t)) * dloss)
+
+    def reference(self, pred, target):
+        return F.cross_entropy(pred, target, reduction=self.reduction)
+
+
+@register_loss("NLLLoss")
+class NLLLoss(_ClassIndexLoss):
+    """L = -reduce_n(x_n,t_n). Args: pred x (N, C) log-probabilities (a LogSoftmax's output); target t (N,)."""
+
+    def forward(self, pred, target):
+        self.cache = (pred, target)             # backward needs x's shape, dtype and t
+        return self.reduce(-pred.gather(1, target.unsqueeze(1)))
+
+    def backward(self, dloss=1.0):
+        x, t = self.take_cache()
+        dx = torch.zeros_like(x)                # dx_nc = -[c == t_n], times the reduction's scale
+        dx[torch.arange(len(t), device=t.device), t] = -self.scale(len(t)) * dloss
+        return dx
+
+    def reference(self, pred, target):
+        return F.nll_loss(pred, target, reduction=self.reduction)

@@ -1,0 +1,108 @@
+from collections import OrderedDict
+
+import torch
+
+from manualnet.errors import LayerError
+from manualnet.layer import Layer
+
+
+class Sequential(Layer):
+    """y = layer_k(... layer_1(layer_0(x))); backward runs the layers in reverse.
+
+    ``params`` and ``grads`` hold every layer's tensors under PyTorch-style names (``"0.weight"``), the
+    same objects the layers hold, so an optimizer built on a Sequential updates its layers.
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise LayerError(f"Sequential: item {i} is a {type(layer).__name__}, not a manualnet.Layer")
+        self.layers = list(layers)
+        self._collect()
+
+    def _collect(self):
+        self.params = {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+        self.grads = {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()}
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def forward(self, x):
+        self.cache = True
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy, input_grad=True):
+        """Backpropagate dy through every layer; with ``input_grad=False`` skip the first layer's dL/dx
+        (nothing upstream needs it, as autograd skips inputs that do not require grad) and return None."""
+        self.take_cache()
+        for layer in reversed(self.layers[1:]):
+            dy = layer.backward(dy)
+        if not self.layers:
+            return dy
+        first = self.layers[0]
+        first.needs_input_grad = input_grad
+        dx = first.backward(dy)
+        first.needs_input_grad = True
+        return dx if input_grad else None
+
+    def zero_grad(self):
+        for layer in self.layers:
+            layer.zero_grad()
+
+    def train(self, mode=True):
+        self.training = mode
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def to(self, device=None, dtype=None):
+        for layer in self.layers:
+            layer.to(device=device, dtype=dtype)
+        return self
+
+    def state_dict(self):
+        """Name -> parameter tensor, PyTorch's names; loads into the equivalent torch.nn.Sequential."""
+        return OrderedDict((name, p) for name, p in self.params.items())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy tensors into the parameters in place. Strict: every name must be present, known and of
+        the same shape, else a LayerError lists the missing, unexpected and mis-shaped names."""
+        missing = [k for k in self.params if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in self.params]
+        misshaped = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(self.params[k].shape)}"
+                     for k, v in state_dict.items() if k in self.params and v.shape != self.params[k].shape]
+        problems = [f"{label} {', '.join(items)}" for label, items in
+                    (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if items]
+        if misshaped or (strict and problems):
+            raise LayerError(f"state dict does not fit this model: {'; '.join(problems)}")
+        for k, v in state_dict.items():
+            if k in self.params:
+                self.params[k].copy_(v)
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = ["Sequential("]
+        for i, layer in enumerate(self.layers):
+            count = layer.num_parameters()
+            lines.append(f"  ({i}): {layer!r}" + (f"  # {count:,} params" if count else ""))
+        lines.append(f")  # {self.num_parameters():,} parameters")
+        return "\n".join(lines)
+
+    def describe(self):
+        return "Sequential"
+
+
+def as_tensor_dict(state_dict):
+    """A plain {name: tensor} copy (detached, contiguous), e.g. for saving."""
+    return {k: torch.as_tensor(v).detach().clone() for k, v in state_dict.items()}
