@@ -6,10 +6,8 @@ verify them (``manualnet.verify``).
 
 from manualnet.errors import CheckpointError, ConfigError, DataError, LayerError, ManualnetError
 from manualnet.layer import LAYERS, Layer, register_layer
-from manualnet.layers import (Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, ReLU, Sigmoid,
-                              Softmax, Tanh)
-from manualnet.losses import (LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss,
-                              register_loss)
+from manualnet.layers import Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from manualnet.losses import LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, register_loss
 from manualnet.sequential import Sequential
 
 __version__ = "0.1.0"

@@ -7,8 +7,6 @@ by ``manualnet.Linear(i, o)`` gives the weights of ``torch.nn.Linear(i, o)``.
 
 import math
 
-import torch
-
 from manualnet.registry import Registry
 
 INITS = Registry("init scheme")

@@ -118,7 +118,10 @@ def _checked_forward(forward):
         if not x.is_floating_point():
             raise self.fail(f"input has dtype {x.dtype}; layers work on floating tensors, cast it with x.float()")
         self.check_input(x)
-        with torch.no_grad():
+        if torch.is_grad_enabled():  # entering no_grad costs microseconds: only when needed
+            with torch.no_grad():
+                y = forward(self, x, *args, **kwargs)
+        else:
             y = forward(self, x, *args, **kwargs)
         if torch.is_inference_mode_enabled():
             self.cache, self._y_shape = None, None
@@ -141,7 +144,9 @@ def _checked_backward(backward):
             got = tuple(dy.shape) if isinstance(dy, torch.Tensor) else type(dy).__name__
             raise self.fail(f"backward got dy of shape {got}, expected y's shape {tuple(self._y_shape)}")
         self._y_shape = None
-        with torch.no_grad():
-            return backward(self, dy, *args, **kwargs)
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return backward(self, dy, *args, **kwargs)
+        return backward(self, dy, *args, **kwargs)
 
     return checked

@@ -55,8 +55,7 @@ class Sequential(Layer):
         return dx if input_grad else None
 
     def zero_grad(self):
-        for layer in self.layers:
-            layer.zero_grad()
+        torch._foreach_zero_(list(self.grads.values()))  # one fused call for every gradient
 
     def train(self, mode=True):
         self.training = mode

@@ -20,8 +20,8 @@ class Linear(Layer):
     Shape: x (*, in_features) -> y (*, out_features); weight (out_features, in_features), bias (out_features,).
     """
 
-    def __init__(self, in_features, out_features, bias=True, init="default", generator=None,
-                 device=None, dtype=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, init: str = "default",
+                 generator=None, device=None, dtype=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         weight = torch.empty(out_features, in_features, device=device, dtype=dtype)

@@ -74,7 +74,10 @@ def _checked_forward(forward):
         if not pred.is_floating_point():
             raise self.fail(f"pred has dtype {pred.dtype}; expected a floating tensor, cast it with pred.float()")
         self.check_target(pred, target)
-        with torch.no_grad():
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                loss = forward(self, pred, target)
+        else:
             loss = forward(self, pred, target)
         self._pred_shape = None if torch.is_inference_mode_enabled() else pred.shape
         if self._pred_shape is None:
@@ -90,7 +93,9 @@ def _checked_backward(backward):
         if self._pred_shape is None:
             raise self.fail("backward called without a forward to go back through (call forward first)")
         self._pred_shape = None
-        with torch.no_grad():
-            return backward(self, dloss)
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return backward(self, dloss)
+        return backward(self, dloss)
 
     return checked

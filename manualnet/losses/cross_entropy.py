@@ -15,9 +15,21 @@ class _ClassIndexLoss(Loss):
         if target.shape != pred.shape[:1]:
             raise self.fail(f"target must have shape ({pred.shape[0]},) for pred {tuple(pred.shape)}, "
                             f"got {tuple(target.shape)}")
-        if target.numel() and (target.min() < 0 or target.max() >= pred.shape[1]):
-            bad = target[(target < 0) | (target >= pred.shape[1])][0].item()
-            raise self.fail(f"class index {bad} is out of range for {pred.shape[1]} classes (valid: 0..{pred.shape[1] - 1})")
+        if target.device.type != "cpu":  # on the CPU gather itself reports a bad index, without a sync
+            self.check_range(target, pred.shape[1])
+
+    def check_range(self, target, classes):
+        if target.numel() and (target.min() < 0 or target.max() >= classes):
+            bad = target[(target < 0) | (target >= classes)][0].item()
+            raise self.fail(f"class index {bad} is out of range for {classes} classes (valid: 0..{classes - 1})")
+
+    def pick(self, scores, target):
+        """scores[n, target[n]] as an (N, 1) column."""
+        try:
+            return scores.gather(1, target.unsqueeze(1))
+        except RuntimeError:
+            self.check_range(target, scores.shape[1])
+            raise
 
 
 @register_loss("CrossEntropyLoss")
@@ -31,12 +43,12 @@ class CrossEntropyLoss(_ClassIndexLoss):
     def forward(self, pred, target):
         log_p = torch.log_softmax(pred, 1)
         self.cache = (log_p, target)            # backward needs softmax (exp of log_p) and t
-        return self.reduce(-log_p.gather(1, target.unsqueeze(1)))
+        return self.reduce(-self.pick(log_p, target))
 
     def backward(self, dloss=1.0):
         log_p, t = self.take_cache()
         dx = log_p.exp_()                       # dx = softmax(x) - onehot(t), times the reduction's scale
-        dx[torch.arange(len(t), device=t.device), t] -= 1
+        dx.scatter_(1, t.unsqueeze(1), -1.0, reduce="add")
         return dx.mul_(self.scale(len(t)) * dloss)
 
     def reference(self, pred, target):
@@ -49,13 +61,12 @@ class NLLLoss(_ClassIndexLoss):
 
     def forward(self, pred, target):
         self.cache = (pred, target)             # backward needs x's shape, dtype and t
-        return self.reduce(-pred.gather(1, target.unsqueeze(1)))
+        return self.reduce(-self.pick(pred, target))
 
     def backward(self, dloss=1.0):
         x, t = self.take_cache()
         dx = torch.zeros_like(x)                # dx_nc = -[c == t_n], times the reduction's scale
-        dx[torch.arange(len(t), device=t.device), t] = -self.scale(len(t)) * dloss
-        return dx
+        return dx.scatter_(1, t.unsqueeze(1), -self.scale(len(t)) * dloss)
 
     def reference(self, pred, target):
         return F.nll_loss(pred, target, reduction=self.reduction)

@@ -1,0 +1,5 @@
+import sys
+
+from manualnet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,109 @@
+"""Everything a run needs, built from a validated config: device, data, model, loss, optimizer, schedule.
+
+``train``, ``eval`` and ``verify`` all start here, so they see the same model on the same data.
+"""
+
+import hashlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from manualnet.build import build_loss, build_model, loss_targets, spec_kwargs
+from manualnet.components import construct
+from manualnet.data import load_dataset
+from manualnet.errors import ConfigError
+from manualnet.optim import OPTIMIZERS, SCHEDULES
+
+
+@dataclass
+class Setup:
+    config: object
+    device: torch.device
+    dtype: torch.dtype
+    data: object
+    model: object
+    loss: object
+    targets: dict  # split -> what the loss compares with (labels, one-hot rows, or regression targets)
+
+    @property
+    def classification(self):
+        return self.data.task == "classification"
+
+    @property
+    def threshold(self):
+        """Decision threshold of a single binary output: 0 for logits, 0.5 for probabilities."""
+        return 0.0 if type(self.loss).__name__ == "BCEWithLogitsLoss" else 0.5
+
+    def split(self, name):
+        """(x, loss targets, labels) of the split ``train``, ``val`` or ``test``."""
+        x, labels = getattr(self.data, f"x_{name}"), getattr(self.data, f"y_{name}")
+        return x, self.targets[name], labels
+
+
+def resolve_device(requested):
+    """``auto`` -> CUDA when present, else CPU; a CUDA device that is not there is a ConfigError."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {requested!r} was asked for, but CUDA is not available on this machine "
+                              f"(torch {torch.__version__}); use device: cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {requested!r} does not exist; this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def load_plugins(paths, base_dir=None):
+    """Import each user plugin file so its ``@register_layer`` classes are known; returns their absolute
+    paths (the run's saved config keeps those, so a resumed run finds them from anywhere)."""
+    resolved = []
+    for entry in paths:
+        path = Path(entry)
+        if not path.is_absolute() and not path.exists() and base_dir is not None:
+            path = Path(base_dir) / entry
+        if not path.is_file():
+            raise ConfigError(f"plugins: plugin file {entry} not found (looked in the working directory"
+                              f"{' and ' + str(base_dir) if base_dir else ''})")
+        name = "manualnet_plugin_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # a user's file can fail in any way; report it in one line
+            del sys.modules[name]
+            raise ConfigError(f"plugins: {path} failed to import: {type(e).__name__}: {e}") from None
+        resolved.append(str(path.resolve()))
+    return resolved
+
+
+def build(config, device=None, base_dir=None):
+    """A Setup for ``config``; ``device`` overrides ``config.device``."""
+    config.plugins = load_plugins(config.plugins, base_dir)
+    device = resolve_device(device or config.device)
+    dtype = getattr(torch, config.dtype)
+    data = load_dataset(config.data.model_dump(), seed=config.seed, device=device, dtype=dtype)
+    raw = config.to_dict()
+    model, out_features = build_model(raw["model"], data.in_features, config.seed, device, dtype)
+    loss = build_loss(raw["loss"], out_features, data)
+    targets = {split: loss_targets(raw["loss"]["type"], getattr(data, f"y_{split}"), out_features, dtype)
+               for split in ("train", "val", "test")}
+    return Setup(config, device, dtype, data, model, loss, targets)
+
+
+def build_optimizer(config, model):
+    spec = config.to_dict()["optim"]
+    cls = OPTIMIZERS.get(spec["type"], where="optim.type")
+    return construct(cls, spec_kwargs(spec), "optim", fixed={"model": model})
+
+
+def build_schedule(config, optimizer, steps_per_epoch):
+    spec = config.to_dict()["schedule"]
+    cls = SCHEDULES.get(spec["type"], where="schedule.type")
+    fixed = {"optimizer": optimizer, "steps_per_epoch": steps_per_epoch, "epochs": config.train.epochs}
+    return construct(cls, spec_kwargs(spec), "schedule", fixed=fixed)

@@ -1,0 +1,121 @@
+"""Checkpoints: written atomically, read back with ``weights_only=True``.
+
+A checkpoint is a dict of tensors, numbers and strings: ``model`` (the state dict), ``optim``,
+``schedule``, ``epoch``, ``batch`` (batches of that epoch already done), ``step``, ``rng``, ``config`` and
+the trainer's running ``progress``. It is written to a temporary file in the same directory, flushed and
+fsynced, then renamed over the old one, so a kill at any moment leaves the previous complete checkpoint.
+"""
+
+import os
+import pickle
+import queue
+import tempfile
+import threading
+import zipfile
+from pathlib import Path
+
+import torch
+
+from manualnet.errors import CheckpointError
+
+
+def save(state, path):
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename, fsync of the directory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load(path):
+    """The checkpoint at ``path`` on the CPU; a CheckpointError if it is missing, damaged or unsafe."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: refused to load: it holds pickled objects other than tensors and plain "
+                              f"data, which could run code ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({first})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a manualnet checkpoint (no 'model' entry)")
+    return state
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Writer:
+    """Writes checkpoints on a background thread, so the training loop waits only for a snapshot.
+
+    ``submit`` copies the state's tensors (cheap next to serialising and fsyncing) and queues the write;
+    writes happen in order, each atomic as in ``save``. ``flush`` waits for all of them and re-raises
+    a failed write's error.
+    """
+
+    def __init__(self):
+        self._queue = queue.Queue()
+        self._error = None
+        self._thread = threading.Thread(target=self._work, name="manualnet-checkpoints", daemon=True)
+        self._thread.start()
+
+    def submit(self, state, path):
+        self._raise_error()
+        self._queue.put((_snapshot(state), Path(path)))
+
+    def flush(self):
+        self._queue.join()
+        self._raise_error()
+
+    def _work(self):
+        while True:
+            state, path = self._queue.get()
+            try:
+                if self._error is None:
+                    save(state, path)
+            except BaseException as e:  # handed to the training thread at its next submit/flush
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def _raise_error(self):
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def _snapshot(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return type(obj)((k, _snapshot(v)) for k, v in obj.items())
+    if isinstance(obj, list | tuple):
+        return type(obj)(_snapshot(v) for v in obj)
+    return obj

@@ -1,0 +1,64 @@
+"""The ``manualnet`` command: parse arguments, call the library, turn errors into exit codes.
+
+Exit codes: 0 done; 1 training failed (divergence) or a gradient check failed; 2 bad input (one line, no
+traceback); 128 + signal number when SIGINT/SIGTERM stopped a run after checkpointing it.
+"""
+
+import argparse
+import sys
+
+from manualnet.errors import ManualnetError
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except ManualnetError as e:
+        for line in str(e).splitlines():
+            print(f"manualnet: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("manualnet: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="manualnet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    t = sub.add_parser("train", help="train a model from a YAML config")
+    t.add_argument("--config", help="the YAML config (not needed with --resume)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.lr=0.05 (repeatable)")
+    t.add_argument("--run-dir", help="write the run here (must be new or empty)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
+    t.add_argument("--quiet", action="store_true", help="print only the final summary")
+    t.set_defaults(run=_train)
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint on its validation and test splits")
+    e.add_argument("--run", required=True, metavar="RUN_DIR")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    e.set_defaults(run=_eval)
+    return parser
+
+
+def _train(args):
+    from manualnet.commands import train
+
+    return train(args)
+
+
+def _eval(args):
+    from manualnet.commands import evaluate_run
+
+    return evaluate_run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,85 @@
+"""Build registered components (layers, losses, optimizers, ...) from config sections.
+
+A section's keys are the keyword arguments of the registered class or function. They are checked against
+its signature before the call: an unknown key gets the closest valid name, and each value is type-checked
+by pydantic against the parameter's annotation, or else against the type of its default. What the
+constructor itself rejects (an out-of-range value) comes back as a ConfigError naming the config path.
+"""
+
+import inspect
+from typing import Any
+
+from pydantic import ValidationError, create_model
+
+from manualnet.errors import ConfigError, ManualnetError
+from manualnet.registry import closest
+
+RUNTIME = {"generator", "device", "dtype"}  # set by the trainer, never by a config
+
+
+def construct(factory, kwargs, where, fixed=None):
+    """``factory(**fixed, **kwargs)`` with kwargs checked; errors are ConfigErrors prefixed by ``where``."""
+    fixed = fixed or {}
+    params = _parameters(factory)
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    allowed = {n: p for n, p in params.items()
+               if n not in fixed and n not in RUNTIME and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    problems = [f"{where}.{k}: unknown argument{closest(k, allowed)}; "
+                f"{_name(factory)} takes {', '.join(allowed) or 'no arguments'}"
+                for k in kwargs if k not in allowed and not accepts_any]
+    problems += [f"{where}.{n}: required argument is missing" for n, p in allowed.items()
+                 if p.default is p.empty and n not in kwargs]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    values = _typecheck(allowed, kwargs, where)
+    try:
+        return factory(**fixed, **values)
+    except ManualnetError as e:
+        raise ConfigError(f"{where} ({_name(factory)}): {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where} ({_name(factory)}): {e}") from None
+
+
+def _parameters(factory):
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    params = dict(inspect.signature(target).parameters)
+    params.pop("self", None)
+    return params
+
+
+def _typecheck(allowed, kwargs, where):
+    fields = {}
+    for name in kwargs:
+        p = allowed.get(name)
+        if p is None:
+            continue
+        ann = p.annotation if p.annotation is not p.empty else _type_of_default(p.default)
+        fields[name] = (ann, ...)
+    checker = create_model("Arguments", **fields)
+    try:
+        checked = checker.model_validate({k: kwargs[k] for k in fields})
+    except ValidationError as e:
+        lines = [f"{where}.{'.'.join(map(str, err['loc']))}: {err['msg'][0].lower()}{err['msg'][1:]}, "
+                 f"got {err.get('input')!r}" for err in e.errors()]
+        raise ConfigError("\n".join(lines)) from None
+    out = dict(kwargs)
+    out.update({k: getattr(checked, k) for k in fields})
+    return out
+
+
+def _type_of_default(default):
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, float):
+        return float
+    if isinstance(default, int):
+        return int
+    if isinstance(default, str):
+        return str
+    if isinstance(default, tuple) and default and all(isinstance(v, int | float) for v in default):
+        return tuple[float, ...]
+    return Any
+
+
+def _name(factory):
+    return getattr(factory, "registered_name", getattr(factory, "__name__", repr(factory)))

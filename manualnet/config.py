@@ -1,0 +1,202 @@
+"""The run config: one YAML file, validated by pydantic before any training starts.
+
+Every key is spelled once, here. ``load_config(path, overrides)`` returns a validated ``Config`` or raises a
+ConfigError whose message has one line per problem, each naming the key path and what was expected (with
+the closest valid name for a typo). Component sections (``model`` items, ``loss``, ``optim``, ``schedule``,
+``data``) name a registered ``type``/``dataset`` and pass the other keys to it as keyword arguments; those are
+checked against its signature in ``manualnet.components``.
+"""
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from manualnet.errors import ConfigError
+from manualnet.registry import closest
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Component(BaseModel):
+    """A registered thing by name plus its keyword arguments (checked later against its signature)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")  # per-dataset keys, checked against the loader's signature
+    dataset: str = "digits"
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    standardize: bool = True
+
+
+class TrainConfig(Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    grad_clip: float | None = Field(None, gt=0)
+    eval_every: int = Field(1, ge=1)
+    checkpoint_every: int = Field(1, ge=1)
+    cuda_graph: bool = False
+
+
+class LogConfig(Section):
+    tensorboard: bool = True
+    every: int = Field(10, ge=1)
+    histograms_every: int = Field(100, ge=0)
+
+
+class VerifyConfig(Section):
+    every: int = Field(0, ge=0)
+    at_start: bool = False
+
+
+class Config(Section):
+    name: str = Field("run", min_length=1)
+    seed: int = 0
+    device: str = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    plugins: list[str] = []
+    data: DataConfig = DataConfig()
+    model: list[Component] = Field(min_length=1)
+    loss: Component = Component(type="CrossEntropyLoss")
+    optim: Component = Component(type="SGD", lr=0.1)
+    schedule: Component = Component(type="constant")
+    train: TrainConfig = TrainConfig()
+    log: LogConfig = LogConfig()
+    verify: VerifyConfig = VerifyConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_val_test(cls, value):
+        if isinstance(value, dict):
+            val, test = value.get("val_fraction", 0.1), value.get("test_fraction", 0.2)
+            if isinstance(val, int | float) and isinstance(test, int | float) and val + test >= 1:
+                raise ValueError(f"val_fraction + test_fraction must be < 1, got {val} + {test}")
+        return value
+
+    def to_dict(self):
+        return self.model_dump(mode="json")
+
+
+def load_config(path, overrides=()):
+    """Read, override (``["optim.lr=0.05", ...]``) and validate the YAML config at ``path``."""
+    raw = read_yaml(path)
+    for override in overrides:
+        apply_override(raw, override)
+    return validate(raw, source=str(path))
+
+
+def read_yaml(path):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found" if not path.exists() else f"{path} is not a file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: YAML syntax error{where}: {e.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"{path}: cannot read YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (name, data, model, ...), "
+                          f"got {type(raw).__name__}")
+    return raw
+
+
+def validate(raw, source="config"):
+    """A validated Config from a plain dict, or a ConfigError listing every problem."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        lines = [_describe(err, raw) for err in e.errors()]
+        raise ConfigError(f"{source}: " + "\n".join(lines) if len(lines) == 1 else
+                          f"{source}: {len(lines)} problems\n" + "\n".join(lines)) from None
+
+
+def _describe(err, raw):
+    path = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        key, section = err["loc"][-1], _section_model(err["loc"][:-1])
+        hint = closest(key, section.model_fields) if section else ""
+        return f"{path}: unknown key{hint}"
+    if err["type"] == "missing":
+        return f"{path}: required key is missing"
+    got = err.get("input")
+    shown = f", got {got!r}" if not isinstance(got, dict | list) else ""
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{path}: {msg[0].lower() + msg[1:]}{shown}" if msg else path
+
+
+def _section_model(loc):
+    model = Config
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def apply_override(raw, override):
+    """Apply one ``--set key.path=value`` (value parsed as YAML) to the raw config dict in place."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected key.path=value, e.g. --set optim.lr=0.05")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split(".")
+    node, model = raw, Config
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} has {len(node)} items, "
+                                  f"{part!r} is not an index 0..{len(node) - 1}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is a value, not a section")
+        elif model is not None and part not in node and part not in model.model_fields and _is_strict(model):
+            where = ".".join(parts[:i]) or "the top level"
+            raise ConfigError(f"--set {key}: unknown key {part!r} in {where}{closest(part, model.model_fields)}")
+        if last:
+            node[part] = value
+            return
+        model = _child_model(model, part)
+        if isinstance(node, dict) and part not in node:
+            node[part] = {}
+        node = node[part]
+
+
+def _is_strict(model):
+    return model.model_config.get("extra") == "forbid"
+
+
+def _child_model(model, part):
+    if model is None or not isinstance(part, str):
+        return None
+    field = model.model_fields.get(part)
+    ann = field.annotation if field else None
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+

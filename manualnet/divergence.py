@@ -1,0 +1,40 @@
+"""When the loss or a gradient stops being finite: find the first layer that produced it."""
+
+import torch
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss or gradient (exit code 1)."""
+
+
+def diagnose(model, loss, xb, tb, step, value):
+    """Replay the failing batch layer by layer and name the first non-finite value, forward then backward."""
+    where = _first_non_finite(model, loss, xb, tb)
+    return (f"training diverged at step {step + 1}: the loss is {value:g}; first non-finite value: {where}. "
+            "Lower optim.lr or set train.grad_clip")
+
+
+def _first_non_finite(model, loss, xb, tb):
+    for name, p in model.params.items():
+        if not torch.isfinite(p).all():
+            return f"parameter {name} (the previous update made it non-finite)"
+    model.zero_grad()
+    x = xb
+    for i, layer in enumerate(model.layers):
+        x = layer.forward(x)
+        if not torch.isfinite(x).all():
+            return f"layer {i} ({type(layer).__name__}) output, in forward"
+    if not torch.isfinite(loss.forward(x, tb)):
+        return f"the loss ({type(loss).__name__}), in forward"
+    dy = loss.backward()
+    if not torch.isfinite(dy).all():
+        return f"the loss ({type(loss).__name__}) gradient, in backward"
+    for i in reversed(range(len(model.layers))):
+        layer = model.layers[i]
+        dy = layer.backward(dy)
+        for name, grad in layer.grads.items():
+            if not torch.isfinite(grad).all():
+                return f"layer {i} ({type(layer).__name__}) d{name}, in backward"
+        if dy is not None and not torch.isfinite(dy).all():
+            return f"layer {i} ({type(layer).__name__}) dx, in backward"
+    return "none on replay (the batch's values overflowed only in the fused step)"

@@ -1,0 +1,29 @@
+"""Loss and accuracy of a model on a whole split, without caches or gradients."""
+
+import torch
+
+
+def accuracy_count(pred, labels, threshold=0.5):
+    """How many predictions name the right class: the argmax, or for a single output of a binary task,
+    pred > threshold (0.5 for probabilities, 0 for logits)."""
+    if pred.shape[-1] == 1:
+        return ((pred[:, 0] > threshold).long() == labels).sum()
+    return (pred.argmax(1) == labels).sum()
+
+
+def evaluate(model, loss, x, targets, labels, classification, threshold=0.5, batch_size=4096):
+    """{"loss": mean loss, "accuracy": fraction correct (classification only)} over all of x."""
+    if len(x) == 0:
+        return {}
+    total, correct = torch.zeros((), dtype=torch.float64, device=x.device), 0
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            xb, tb = x[start:start + batch_size], targets[start:start + batch_size]
+            pred = model.forward(xb)
+            total += loss.forward(pred, tb).double() * (len(xb) if loss.reduction == "mean" else 1)
+            if classification:
+                correct += accuracy_count(pred, labels[start:start + batch_size], threshold)
+    metrics = {"loss": total.item() / (len(x) if loss.reduction == "mean" else 1)}
+    if classification:
+        metrics["accuracy"] = float(correct) / len(x)
+    return metrics

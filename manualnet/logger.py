@@ -1,0 +1,59 @@
+"""Where metrics go: ``metrics.jsonl`` always, TensorBoard when ``log.tensorboard`` is on.
+
+Tags are the config's and summary.json's names (``train/loss``, ``val/accuracy``, ``lr``, ...).
+"""
+
+import json
+import math
+
+import torch
+
+
+class MetricsLogger:
+    def __init__(self, run_dir, tensorboard=True, purge_step=None):
+        self.jsonl = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115 - lives as long as the run
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+
+    def scalars(self, values, step, epoch):
+        """One metrics.jsonl line and one TensorBoard scalar per value."""
+        record = {"step": step, "epoch": epoch, **{k: _plain(v) for k, v in values.items()}}
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
+        if self.writer:
+            for tag in values:
+                self.writer.add_scalar(tag, record[tag], step)
+
+    def histogram(self, tag, values, step):
+        if self.writer:
+            self.writer.add_histogram(tag, values.detach().float().cpu(), step)
+
+    def text(self, tag, text):
+        if self.writer:
+            self.writer.add_text(tag, f"```\n{text}\n```")
+
+    def hparams(self, hparams, metrics):
+        """Hyperparameters with the final metrics, in this run's own event file (the HPARAMS tab)."""
+        if not self.writer:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
+        for summary in hparams_summary(hparams, metrics):
+            self.writer.file_writer.add_summary(summary)
+        for tag, value in metrics.items():
+            self.writer.add_scalar(f"hparams/{tag}", value)
+
+    def close(self):
+        self.jsonl.close()
+        if self.writer:
+            self.writer.close()
+
+
+def _plain(value):
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    return value

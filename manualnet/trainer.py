@@ -1,0 +1,243 @@
+"""The training loop: epochs of zero_grad, forward, loss, backward, clip, step; validation; checkpoints.
+
+``Trainer(setup, run_dir).fit()`` trains and returns the summary. Read ``fit`` and ``train_step`` top to
+bottom for the whole algorithm; the rest is bookkeeping (metrics, checkpoints, signals).
+"""
+
+import json
+import math
+import signal
+import time
+
+import torch
+
+from manualnet import checkpoint
+from manualnet.assembly import build_optimizer, build_schedule
+from manualnet.data import Batches
+from manualnet.divergence import Diverged, diagnose
+from manualnet.errors import CheckpointError, ManualnetError
+from manualnet.evaluate import accuracy_count, evaluate
+from manualnet.logger import MetricsLogger
+from manualnet.optim import clip_grad_norm, grad_norm
+from manualnet.progress import Progress, summary_table
+from manualnet.run_dir import write_config
+from manualnet.telemetry import log_histograms
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; the run was checkpointed and can be resumed."""
+
+    def __init__(self, signum, run_dir):
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint saved. "
+                         f"Resume with: manualnet train --resume {run_dir}")
+
+
+class Trainer:
+    def __init__(self, setup, run_dir, quiet=False, resume=None):
+        self.s, self.cfg, self.run_dir = setup, setup.config, run_dir
+        self.model, self.loss = setup.model, setup.loss
+        x, targets, labels = setup.split("train")
+        self.batches = Batches(x, targets, self.cfg.train.batch_size, setup.config.seed, labels=labels)
+        self.optimizer = build_optimizer(self.cfg, self.model)
+        self.schedule = build_schedule(self.cfg, self.optimizer, len(self.batches))
+        self.epoch, self.batch, self.step = 0, 0, 0
+        self.best = {"val/loss": math.inf, "epoch": -1}
+        self.running = _Running()
+        self.writer = checkpoint.Writer()
+        if resume is not None:
+            self._restore(resume)
+        write_config(run_dir, self.cfg)
+        self.log = MetricsLogger(run_dir, self.cfg.log.tensorboard, purge_step=self.step if resume else None)
+        self.progress = Progress(self.cfg.train.epochs, len(self.batches), self.epoch, quiet)
+        self.quiet = quiet
+        self._stop_signal = None
+
+    def fit(self):
+        """Train to ``train.epochs``, then evaluate the best checkpoint on the test split."""
+        started = time.perf_counter()
+        self.log.text("config", json.dumps(self.cfg.to_dict(), indent=2))
+        with _catch_signals(self):
+            while self.epoch < self.cfg.train.epochs:
+                self.train_epoch()
+                self.end_epoch()
+        self.progress.close()
+        summary = self.finish(time.perf_counter() - started)
+        if self.quiet:
+            print(summary_table(summary))
+        return summary
+
+    def train_epoch(self):
+        self.model.train()
+        self.progress.start_epoch(self.epoch, self.batch)
+        for xb, tb, lb in self.batches.epoch(self.epoch, start_batch=self.batch):
+            self.train_step(xb, tb, lb)
+            self.batch += 1
+            if self._stop_signal is not None:
+                self.save("last")
+                self.writer.flush()
+                raise Interrupted(self._stop_signal, self.run_dir)
+
+    def train_step(self, xb, tb, lb):
+        """One step of the algorithm, on one batch."""
+        self.model.zero_grad()
+        pred = self.model.forward(xb)
+        loss = self.loss.forward(pred, tb)
+        self.model.backward(self.loss.backward(), input_grad=False)
+        value = loss.item()
+        logging = (self.step + 1) % self.cfg.log.every == 0
+        if self.cfg.train.grad_clip is not None:
+            norm = clip_grad_norm(self.model.grads, self.cfg.train.grad_clip)
+        else:
+            norm = grad_norm(self.model.grads) if logging else None
+        if not math.isfinite(value) or (norm is not None and not torch.isfinite(norm)):
+            self.writer.flush()  # the last good checkpoint is complete on disk before we stop
+            raise Diverged(diagnose(self.model, self.loss, xb, tb, self.step, value))
+        histograms = self.cfg.log.histograms_every and (self.step + 1) % self.cfg.log.histograms_every == 0
+        before = {k: p.clone() for k, p in self.model.params.items()} if histograms else None
+        self.optimizer.step()
+        self.schedule.step()
+        self.step += 1
+        correct = accuracy_count(pred, lb, self.s.threshold) if self.s.classification else None
+        self.running.add(value, correct, len(xb))
+        self.progress.step(loss=value)
+        if logging:
+            self.log.scalars(self.running.interval_metrics(self.optimizer.lr, norm), self.step, self.epoch)
+        if histograms:
+            log_histograms(self.log, self.model, xb, before, self.step)
+
+    def end_epoch(self):
+        metrics = self.running.epoch_metrics()
+        if (self.epoch + 1) % self.cfg.train.eval_every == 0 or self.epoch + 1 == self.cfg.train.epochs:
+            metrics.update(self.validate())
+        self.log.scalars(metrics, self.step, self.epoch)
+        self.progress.end_epoch(self.epoch, metrics)
+        self.epoch, self.batch = self.epoch + 1, 0
+        self.running.new_epoch()
+        improved = metrics.get("val/loss", metrics["train/loss"]) < self.best["val/loss"]
+        if improved:
+            self.best = {"val/loss": metrics.get("val/loss", metrics["train/loss"]), "epoch": self.epoch}
+            self.save("best")
+        if self.epoch % self.cfg.train.checkpoint_every == 0 or self.epoch == self.cfg.train.epochs:
+            self.save("last")
+        self.last_metrics = metrics
+
+    def validate(self):
+        x, targets, labels = self.s.split("val")
+        self.model.eval()
+        result = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold)
+        self.model.train()
+        return {f"val/{k}": v for k, v in result.items()}
+
+    def finish(self, wall_time):
+        """Evaluate the best checkpoint on the test split and write summary.json."""
+        final = dict(getattr(self, "last_metrics", {}))
+        self.writer.flush()
+        best_path = self.run_dir / "checkpoints" / "best.pt"
+        if best_path.exists():
+            self.model.load_state_dict(checkpoint.load(best_path)["model"])
+        x, targets, labels = self.s.split("test")
+        self.model.eval()
+        test = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold)
+        final.update({f"test/{k}": v for k, v in test.items()})
+        samples = self.running.samples_total
+        final.update({"best_epoch": self.best["epoch"], "epochs": self.epoch, "steps": self.step,
+                      "wall_time_s": round(wall_time, 3),
+                      "samples_per_sec": round(samples / wall_time, 1) if wall_time > 0 else None})
+        (self.run_dir / "summary.json").write_text(json.dumps(final, indent=2) + "\n")
+        hparams = {"optim.type": self.cfg.optim.type, "optim.lr": self.cfg.optim.lr,
+                   "train.batch_size": self.cfg.train.batch_size, "train.epochs": self.cfg.train.epochs,
+                   "seed": self.cfg.seed}
+        self.log.hparams(hparams, final)
+        self.log.close()
+        return final
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def save(self, which):
+        state = {"model": self.model.state_dict(), "optim": self.optimizer.state_dict(),
+                 "schedule": self.schedule.state_dict(), "epoch": self.epoch, "batch": self.batch,
+                 "step": self.step, "rng": checkpoint.rng_state(), "config": self.cfg.to_dict(),
+                 "best": dict(self.best), "running": self.running.state_dict(), "format": 1}
+        self.writer.submit(state, self.run_dir / "checkpoints" / f"{which}.pt")
+
+    def _restore(self, state):
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optim"])
+            self.schedule.load_state_dict(state["schedule"])
+            self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+            self.best = dict(state["best"])
+            self.running.load_state_dict(state["running"])
+            checkpoint.set_rng_state(state["rng"])
+        except ManualnetError as e:
+            raise CheckpointError(f"checkpoint does not fit this run: {e}") from None
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"checkpoint is missing or has a malformed entry: {e}") from None
+
+
+class _Running:
+    """Running sums of the training loss and accuracy, over the log interval and the epoch."""
+
+    def __init__(self):
+        self.samples_total = 0
+        self.new_epoch()
+        self._interval_start = time.perf_counter()
+
+    def new_epoch(self):
+        self.epoch = [0.0, 0, 0, 0]  # loss sum (per batch), batches, correct, samples
+        self.interval = [0.0, 0, 0, 0]
+
+    def add(self, loss, correct, samples):
+        for acc in (self.epoch, self.interval):
+            acc[0] += loss
+            acc[1] += 1
+            acc[2] = acc[2] + correct if correct is not None else None
+            acc[3] += samples
+        self.samples_total += samples
+
+    def interval_metrics(self, lr, norm):
+        loss, batches, correct, samples = self.interval
+        now = time.perf_counter()
+        metrics = {"train/loss": loss / batches}
+        if correct is not None:
+            metrics["train/accuracy"] = float(correct) / samples
+        metrics.update({"lr": lr, "samples_per_sec": samples / max(now - self._interval_start, 1e-9)})
+        if norm is not None:
+            metrics["grad_norm"] = norm.item()
+        self.interval, self._interval_start = [0.0, 0, 0, 0], now
+        return metrics
+
+    def epoch_metrics(self):
+        loss, batches, correct, samples = self.epoch
+        metrics = {"train/loss": loss / max(batches, 1)}
+        if correct is not None and samples:
+            metrics["train/accuracy"] = float(correct) / samples
+        return metrics
+
+    def state_dict(self):
+        loss, batches, correct, samples = self.epoch
+        return {"epoch": [loss, batches, None if correct is None else int(correct), samples],
+                "samples_total": self.samples_total}
+
+    def load_state_dict(self, state):
+        self.epoch = list(state["epoch"])
+        self.samples_total = state["samples_total"]
+
+
+class _catch_signals:
+    """While training, SIGINT and SIGTERM only ask the loop to stop after the current step."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame):
+        self.trainer._stop_signal = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        return False
