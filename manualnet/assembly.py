@@ -14,6 +14,7 @@ import torch
 from manualnet.build import build_loss, build_model, loss_targets, spec_kwargs
 from manualnet.components import construct
 from manualnet.data import load_dataset
+from manualnet.distributed import local_device
 from manualnet.errors import ConfigError
 from manualnet.optim import OPTIMIZERS, SCHEDULES
 
@@ -85,7 +86,7 @@ def load_plugins(paths, base_dir=None):
 def build(config, device=None, base_dir=None):
     """A Setup for ``config``; ``device`` overrides ``config.device``."""
     config.plugins = load_plugins(config.plugins, base_dir)
-    device = resolve_device(device or config.device)
+    device = local_device(resolve_device(device or config.device))
     dtype = getattr(torch, config.dtype)
     data = load_dataset(config.data.model_dump(), seed=config.seed, device=device, dtype=dtype)
     raw = config.to_dict()

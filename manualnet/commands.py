@@ -3,9 +3,12 @@
 import sys
 from pathlib import Path
 
+import torch
+
 from manualnet import checkpoint
 from manualnet.assembly import build
 from manualnet.config import load_config
+from manualnet.distributed import cluster_for
 from manualnet.divergence import Diverged
 from manualnet.errors import CheckpointError, ConfigError
 from manualnet.evaluate import evaluate
@@ -26,11 +29,20 @@ def train(args):
         config = load_config(args.config, args.set)
         base_dir, state = Path(args.config).parent, None
     setup = build(config, device=args.device, base_dir=base_dir)
-    if not args.resume:
-        run_dir = new_run_dir(config.name, explicit=args.run_dir)
-    if not args.quiet:
-        print(f"run directory: {run_dir}", file=sys.stderr)
-    trainer = Trainer(setup, run_dir, quiet=args.quiet, resume=state)
+    cluster = cluster_for(setup.device, config.train.dist_timeout_s)
+    try:
+        if not args.resume:
+            run_dir = Path(cluster.broadcast(str(new_run_dir(config.name, explicit=args.run_dir))
+                                             if cluster.is_main else None))
+        if cluster.is_main and not args.quiet:
+            print(f"run directory: {run_dir}", file=sys.stderr)
+        return _fit(Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster), run_dir, args.quiet)
+    finally:
+        cluster.close()
+
+
+def _fit(trainer, run_dir, quiet):
+    rank = trainer.cluster.rank
     try:
         summary = trainer.fit()
     except Diverged as e:
@@ -39,7 +51,12 @@ def train(args):
     except Interrupted as e:
         print(f"manualnet: {e}", file=sys.stderr)
         return e.exit_code
-    if not args.quiet:
+    except torch.distributed.DistError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"manualnet: error: rank {rank}: a collective failed, so another rank died or hung: {first}",
+              file=sys.stderr)
+        return 1
+    if trainer.cluster.is_main and not quiet:
         print(summary_table(summary))
     return 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from manualnet.errors import ConfigError
 from manualnet.registry import closest
@@ -36,6 +36,12 @@ class DataConfig(BaseModel):
     test_fraction: float = Field(0.2, ge=0, lt=1)
     standardize: bool = True
 
+    @model_validator(mode="after")
+    def _leaves_training_data(self):
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction must be < 1, got {self.val_fraction} + {self.test_fraction}")
+        return self
+
 
 class TrainConfig(Section):
     epochs: int = Field(30, ge=1)
@@ -43,7 +49,7 @@ class TrainConfig(Section):
     grad_clip: float | None = Field(None, gt=0)
     eval_every: int = Field(1, ge=1)
     checkpoint_every: int = Field(1, ge=1)
-    cuda_graph: bool = False
+    dist_timeout_s: float = Field(300, gt=0)  # how long a rank waits for the others under torchrun
 
 
 class LogConfig(Section):
@@ -77,15 +83,6 @@ class Config(Section):
     def _device(cls, value):
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
             raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
-        return value
-
-    @field_validator("data", mode="before")
-    @classmethod
-    def _data_val_test(cls, value):
-        if isinstance(value, dict):
-            val, test = value.get("val_fraction", 0.1), value.get("test_fraction", 0.2)
-            if isinstance(val, int | float) and isinstance(test, int | float) and val + test >= 1:
-                raise ValueError(f"val_fraction + test_fraction must be < 1, got {val} + {test}")
         return value
 
     def to_dict(self):
@@ -179,10 +176,17 @@ def apply_override(raw, override):
         if last:
             node[part] = value
             return
-        model = _child_model(model, part)
         if isinstance(node, dict) and part not in node:
-            node[part] = {}
+            node[part] = _default_section(model, part)
+        model = _child_model(model, part)
         node = node[part]
+
+
+def _default_section(model, part):
+    """What a section the YAML left out holds by default, so ``--set optim.lr=...`` keeps ``type: SGD``."""
+    field = model.model_fields.get(part) if model is not None else None
+    default = field.default if field is not None else None
+    return default.model_dump(mode="json") if isinstance(default, BaseModel) else {}
 
 
 def _is_strict(model):

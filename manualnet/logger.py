@@ -10,16 +10,20 @@ import torch
 
 
 class MetricsLogger:
+    """``run_dir=None`` (a data-parallel rank other than 0) logs nothing."""
+
     def __init__(self, run_dir, tensorboard=True, purge_step=None):
-        self.jsonl = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115 - lives as long as the run
+        self.jsonl = open(run_dir / "metrics.jsonl", "a") if run_dir else None  # noqa: SIM115 - as long as the run
         self.writer = None
-        if tensorboard:
+        if tensorboard and run_dir:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
     def scalars(self, values, step, epoch):
         """One metrics.jsonl line and one TensorBoard scalar per value."""
+        if self.jsonl is None:
+            return
         record = {"step": step, "epoch": epoch, **{k: _plain(v) for k, v in values.items()}}
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
@@ -48,7 +52,8 @@ class MetricsLogger:
             self.writer.add_scalar(f"hparams/{tag}", value)
 
     def close(self):
-        self.jsonl.close()
+        if self.jsonl:
+            self.jsonl.close()
         if self.writer:
             self.writer.close()
 

@@ -14,6 +14,7 @@ import torch
 from manualnet import checkpoint
 from manualnet.assembly import build_optimizer, build_schedule
 from manualnet.data import Batches
+from manualnet.distributed import Single
 from manualnet.divergence import Diverged, diagnose
 from manualnet.errors import CheckpointError, ManualnetError
 from manualnet.evaluate import accuracy_count, evaluate
@@ -34,11 +35,14 @@ class Interrupted(Exception):
 
 
 class Trainer:
-    def __init__(self, setup, run_dir, quiet=False, resume=None):
+    def __init__(self, setup, run_dir, quiet=False, resume=None, cluster=None):
         self.s, self.cfg, self.run_dir = setup, setup.config, run_dir
+        self.cluster = cluster or Single()
+        main = self.cluster.is_main
         self.model, self.loss = setup.model, setup.loss
         x, targets, labels = setup.split("train")
-        self.batches = Batches(x, targets, self.cfg.train.batch_size, setup.config.seed, labels=labels)
+        self.batches = Batches(x, targets, self.cfg.train.batch_size, setup.config.seed, labels=labels,
+                               rank=self.cluster.rank, world_size=self.cluster.world_size)
         self.optimizer = build_optimizer(self.cfg, self.model)
         self.schedule = build_schedule(self.cfg, self.optimizer, len(self.batches))
         self.epoch, self.batch, self.step = 0, 0, 0
@@ -47,10 +51,12 @@ class Trainer:
         self.writer = checkpoint.Writer()
         if resume is not None:
             self._restore(resume)
-        write_config(run_dir, self.cfg)
-        self.log = MetricsLogger(run_dir, self.cfg.log.tensorboard, purge_step=self.step if resume else None)
-        self.progress = Progress(self.cfg.train.epochs, len(self.batches), self.epoch, quiet)
-        self.quiet = quiet
+        if main:
+            write_config(run_dir, self.cfg)
+        self.log = MetricsLogger(run_dir if main else None, self.cfg.log.tensorboard,
+                                 purge_step=self.step if resume else None)
+        self.progress = Progress(self.cfg.train.epochs, len(self.batches), self.epoch, quiet or not main)
+        self.quiet = quiet or not main
         self._stop_signal = None
 
     def fit(self):
@@ -80,17 +86,20 @@ class Trainer:
 
     def train_step(self, xb, tb, lb):
         """One step of the algorithm, on one batch."""
+        weight = self.cluster.shard_weight(len(xb), self.batches.global_size(self.batch))
         self.model.zero_grad()
         pred = self.model.forward(xb)
         loss = self.loss.forward(pred, tb)
-        self.model.backward(self.loss.backward(), input_grad=False)
-        value = loss.item()
+        self.model.backward(self.loss.backward(weight), input_grad=False)
+        self.cluster.reduce_gradients(self.model.grads)
+        value = loss.item() * weight
         logging = (self.step + 1) % self.cfg.log.every == 0
         if self.cfg.train.grad_clip is not None:
             norm = clip_grad_norm(self.model.grads, self.cfg.train.grad_clip)
         else:
-            norm = grad_norm(self.model.grads) if logging else None
-        if not math.isfinite(value) or (norm is not None and not torch.isfinite(norm)):
+            norm = grad_norm(self.model.grads) if logging or self.cluster.world_size > 1 else None
+        local_bad = self.cluster.world_size == 1 and not math.isfinite(value)  # ranks must agree: use norm
+        if local_bad or (norm is not None and not torch.isfinite(norm)):
             self.writer.flush()  # the last good checkpoint is complete on disk before we stop
             raise Diverged(diagnose(self.model, self.loss, xb, tb, self.step, value))
         histograms = self.cfg.log.histograms_every and (self.step + 1) % self.cfg.log.histograms_every == 0
@@ -102,12 +111,13 @@ class Trainer:
         self.running.add(value, correct, len(xb))
         self.progress.step(loss=value)
         if logging:
-            self.log.scalars(self.running.interval_metrics(self.optimizer.lr, norm), self.step, self.epoch)
-        if histograms:
+            metrics = self.running.interval_metrics(self.optimizer.lr, norm, self.cluster)
+            self.log.scalars(metrics, self.step, self.epoch)
+        if histograms and self.cluster.is_main:
             log_histograms(self.log, self.model, xb, before, self.step)
 
     def end_epoch(self):
-        metrics = self.running.epoch_metrics()
+        metrics = self.running.epoch_metrics(self.cluster)
         if (self.epoch + 1) % self.cfg.train.eval_every == 0 or self.epoch + 1 == self.cfg.train.epochs:
             metrics.update(self.validate())
         self.log.scalars(metrics, self.step, self.epoch)
@@ -140,11 +150,12 @@ class Trainer:
         self.model.eval()
         test = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold)
         final.update({f"test/{k}": v for k, v in test.items()})
-        samples = self.running.samples_total
+        samples = self.running.samples_total * self.cluster.world_size
         final.update({"best_epoch": self.best["epoch"], "epochs": self.epoch, "steps": self.step,
                       "wall_time_s": round(wall_time, 3),
                       "samples_per_sec": round(samples / wall_time, 1) if wall_time > 0 else None})
-        (self.run_dir / "summary.json").write_text(json.dumps(final, indent=2) + "\n")
+        if self.cluster.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(final, indent=2) + "\n")
         hparams = {"optim.type": self.cfg.optim.type, "optim.lr": self.cfg.optim.lr,
                    "train.batch_size": self.cfg.train.batch_size, "train.epochs": self.cfg.train.epochs,
                    "seed": self.cfg.seed}
@@ -155,6 +166,8 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------------
 
     def save(self, which):
+        if not self.cluster.is_main:
+            return
         state = {"model": self.model.state_dict(), "optim": self.optimizer.state_dict(),
                  "schedule": self.schedule.state_dict(), "epoch": self.epoch, "batch": self.batch,
                  "step": self.step, "rng": checkpoint.rng_state(), "config": self.cfg.to_dict(),
@@ -189,6 +202,7 @@ class _Running:
         self.interval = [0.0, 0, 0, 0]
 
     def add(self, loss, correct, samples):
+        """``loss`` is this rank's share of the global batch's mean loss (the whole of it in one process)."""
         for acc in (self.epoch, self.interval):
             acc[0] += loss
             acc[1] += 1
@@ -196,8 +210,8 @@ class _Running:
             acc[3] += samples
         self.samples_total += samples
 
-    def interval_metrics(self, lr, norm):
-        loss, batches, correct, samples = self.interval
+    def interval_metrics(self, lr, norm, cluster):
+        loss, batches, correct, samples = _global(self.interval, cluster)
         now = time.perf_counter()
         metrics = {"train/loss": loss / batches}
         if correct is not None:
@@ -208,8 +222,8 @@ class _Running:
         self.interval, self._interval_start = [0.0, 0, 0, 0], now
         return metrics
 
-    def epoch_metrics(self):
-        loss, batches, correct, samples = self.epoch
+    def epoch_metrics(self, cluster):
+        loss, batches, correct, samples = _global(self.epoch, cluster)
         metrics = {"train/loss": loss / max(batches, 1)}
         if correct is not None and samples:
             metrics["train/accuracy"] = float(correct) / samples
@@ -223,6 +237,15 @@ class _Running:
     def load_state_dict(self, state):
         self.epoch = list(state["epoch"])
         self.samples_total = state["samples_total"]
+
+
+def _global(sums, cluster):
+    """Running sums over every rank: losses, correct counts and samples add up; batches do not."""
+    loss, batches, correct, samples = sums
+    if cluster.world_size == 1:
+        return loss, batches, correct, samples
+    loss, correct_total, samples = cluster.sum([loss, float(correct or 0), samples])
+    return loss, batches, (None if correct is None else correct_total), samples
 
 
 class _catch_signals:

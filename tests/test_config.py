@@ -1,0 +1,157 @@
+"""Config loading and validation: every problem is one ConfigError line naming the key and what is expected."""
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from manualnet.config import apply_override, load_config, validate
+from manualnet.errors import ConfigError
+
+MINIMAL = {"model": [{"type": "Linear", "out_features": 10}]}
+
+
+def write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def problems(raw):
+    with pytest.raises(ConfigError) as e:
+        validate(raw)
+    return str(e.value)
+
+
+def test_shipped_configs_validate():
+    for name in ("mlp", "sigmoid_net", "spirals", "regression", "mnist_mlp"):
+        config = load_config(f"configs/{name}.yaml")
+        assert config.model and config.train.epochs >= 1
+
+
+def test_defaults_fill_missing_sections():
+    config = validate(MINIMAL)
+    assert config.data.dataset == "digits" and config.train.batch_size == 64 and config.optim.type == "SGD"
+
+
+def test_unknown_key_suggests_closest_name():
+    message = problems({**MINIMAL, "train": {"epcohs": 3}})
+    assert "train.epcohs: unknown key (did you mean 'epochs'?)" in message
+
+
+def test_unknown_top_level_key_suggests_closest_name():
+    assert "unknown key (did you mean 'model'?)" in problems({**MINIMAL, "modle": []})
+
+
+def test_wrong_type_names_key_and_value():
+    message = problems({**MINIMAL, "train": {"batch_size": "big"}})
+    assert "train.batch_size" in message and "'big'" in message and "integer" in message
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("train", "batch_size", 0, "greater than or equal to 1"),
+    ("train", "epochs", -1, "greater than or equal to 1"),
+    ("data", "val_fraction", 1.0, "less than 1"),
+    ("train", "grad_clip", -1.0, "greater than 0"),
+])
+def test_out_of_range_values_are_rejected(section, key, value, expected):
+    message = problems({**MINIMAL, section: {key: value}})
+    assert f"{section}.{key}" in message and expected in message
+
+
+def test_val_plus_test_fraction_must_leave_training_data():
+    assert "val_fraction + test_fraction must be < 1" in problems({**MINIMAL, "data": {"val_fraction": 0.5,
+                                                                                         "test_fraction": 0.5}})
+
+
+def test_bad_device_is_rejected():
+    assert "expected auto, cpu, cuda or cuda:N" in problems({**MINIMAL, "device": "gpu"})
+
+
+def test_every_problem_is_reported_at_once():
+    message = problems({**MINIMAL, "train": {"epcohs": 3, "batch_size": 0}, "seed": "x"})
+    assert message.count("\n") >= 3 and "3 problems" in message
+
+
+def test_yaml_syntax_error_gives_line_number(tmp_path):
+    path = write(tmp_path, "name: x\nmodel: [\n  {type: Linear\n")
+    with pytest.raises(ConfigError, match=r"YAML syntax error at line \d+"):
+        load_config(path)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_set_overrides_a_value_parsed_as_yaml(tmp_path):
+    path = write(tmp_path, yaml.safe_dump(MINIMAL))
+    config = load_config(path, ["optim.lr=0.05", "train.grad_clip=1", "model.0.out_features=7"])
+    assert config.optim.lr == 0.05 and config.train.grad_clip == 1.0 and config.model[0].out_features == 7
+
+
+def test_set_unknown_key_suggests_closest(tmp_path):
+    path = write(tmp_path, yaml.safe_dump(MINIMAL))
+    with pytest.raises(ConfigError, match=r"unknown key 'epoch' in train \(did you mean 'epochs'\?\)"):
+        load_config(path, ["train.epoch=3"])
+
+
+def test_set_wrong_type_is_a_config_error(tmp_path):
+    path = write(tmp_path, yaml.safe_dump(MINIMAL))
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(path, ["train.epochs=many"])
+
+
+def test_set_without_equals_sign_is_explained():
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        apply_override({}, "optim.lr")
+
+
+def test_set_index_out_of_range_is_explained():
+    with pytest.raises(ConfigError, match="has 1 items"):
+        apply_override({"model": [{"type": "ReLU"}]}, "model.3.type=ReLU")
+
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=8,
+)
+keys = st.sampled_from(["name", "seed", "device", "dtype", "data", "model", "loss", "optim", "train", "log",
+                        "verify", "plugins", "schedule", "epochs", "x"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(keys, yaml_values, max_size=6))
+def test_fuzzed_configs_raise_only_config_errors(raw):
+    try:
+        validate(raw)
+    except ConfigError:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=40))
+def test_fuzzed_yaml_text_raises_only_config_errors(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("fuzz") / "c.yaml"
+    path.write_text(text)
+    try:
+        load_config(path)
+    except ConfigError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=30))
+def test_fuzzed_set_overrides_raise_only_config_errors(override):
+    raw = {"model": [{"type": "Linear", "out_features": 3}], "train": {"epochs": 2}}
+    try:
+        apply_override(raw, override)
+        validate(raw)
+    except ConfigError:
+        pass
