@@ -1,0 +1,89 @@
+import math
+
+import torch
+
+from manualnet.optim.optimizer import Optimizer, is_number, register_optimizer, require
+
+
+@register_optimizer("Adam")
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015), torch.optim.Adam's rule step for step.
+
+    For each parameter p with gradient g, at step t = 1, 2, ..., with (b1, b2) = betas::
+
+        d = g + weight_decay * p              (Adam: L2 penalty folded into the gradient)
+        m = b1 * m + (1 - b1) * d             (m, v start at 0)
+        v = b2 * v + (1 - b2) * d^2
+        v_max = max(v_max, v)                 (amsgrad; v_max replaces v below)
+        p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+    Args:
+        model: a Layer / Sequential, or a ``(params, grads)`` pair of dicts.
+        lr: learning rate (>= 0). betas: (b1, b2), each in [0, 1). eps: added to the denominator (>= 0).
+        weight_decay: decay coefficient (>= 0). amsgrad: use the running maximum of v (Reddi et al., 2018).
+    State: ``exp_avg`` (m), ``exp_avg_sq`` (v) and, with amsgrad, ``max_exp_avg_sq`` per parameter.
+    """
+
+    HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad")
+    DECOUPLED_WEIGHT_DECAY = False
+
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
+        super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+    @classmethod
+    def check(cls, hyper):
+        super().check(hyper)
+        betas = hyper["betas"]
+        require(cls, "betas", betas, isinstance(betas, (tuple, list)) and len(betas) == 2
+                and all(is_number(b) and 0 <= b < 1 for b in betas), "two numbers in [0, 1), like (0.9, 0.999)")
+        for key in ("eps", "weight_decay"):
+            value = hyper[key]
+            require(cls, key, value, is_number(value) and 0 <= value < math.inf, "a finite number >= 0")
+        require(cls, "amsgrad", hyper["amsgrad"], isinstance(hyper["amsgrad"], bool), "True or False")
+
+    @classmethod
+    def buffer_names(cls, hyper):
+        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if hyper["amsgrad"] else ("exp_avg", "exp_avg_sq")
+
+    def update(self):
+        params, grads, (beta1, beta2), t = self.params, self.grads, self.betas, self.steps
+        if self.state is None:
+            self.state = {name: self.zeros_like_params() for name in self.buffer_names(self.hyperparameters())}
+        m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+        scratch = self.scratch_buffers()
+        d = grads
+        if self.weight_decay != 0 and self.DECOUPLED_WEIGHT_DECAY:
+            torch._foreach_mul_(params, 1 - self.lr * self.weight_decay)
+        elif self.weight_decay != 0:
+            d = scratch                                     # d = g + wd * p, without touching model.grads
+            torch._foreach_copy_(d, grads)
+            torch._foreach_add_(d, params, alpha=self.weight_decay)
+        torch._foreach_lerp_(m, d, 1 - beta1)               # m += (1 - b1) * (d - m)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, d, d, 1 - beta2)
+        if self.amsgrad:
+            torch._foreach_maximum_(self.state["max_exp_avg_sq"], v)
+            v = self.state["max_exp_avg_sq"]
+        denom = scratch                                     # d is no longer needed: reuse its memory
+        torch._foreach_copy_(denom, v)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_div_(denom, (1 - beta2**t) ** 0.5)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(params, m, denom, -(self.lr / (1 - beta1**t)))
+
+
+@register_optimizer("AdamW")
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), torch.optim.AdamW's rule.
+
+    As Adam, except that the decay shrinks p directly instead of entering the moments::
+
+        p = p * (1 - lr * weight_decay)       (before the Adam update, with d = g)
+
+    Args: as Adam, with ``weight_decay`` defaulting to 1e-2.
+    """
+
+    DECOUPLED_WEIGHT_DECAY = True
+
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+        super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)

@@ -1,0 +1,190 @@
+"""Learning-rate schedules: the lr of step s is a pure function of s, so resuming needs only s.
+
+Every schedule is ``lr(s) = w(s) * decayed(s)`` for steps s = 0, 1, ... (``s`` optimizer steps done so far),
+with an optional linear warmup over W = round(warmup_epochs * steps_per_epoch) steps::
+
+    w(s) = f0 + (1 - f0) * (s + 1) / W    for s < W     (f0 = warmup_start_factor; never 0 at s = 0)
+    w(s) = 1                              for s >= W
+
+``decayed(s)`` is the schedule's own formula from the base lr (the optimizer's lr when the schedule is made),
+written in each class's docstring; epoch-based ones use the epoch e = s // steps_per_epoch, so their lr
+changes at epoch boundaries. Building a schedule sets ``optimizer.lr = lr(0)``; ``step()``, called once
+after each optimizer step, sets ``optimizer.lr = lr(s)`` for the next one.
+"""
+
+import bisect
+import math
+
+from manualnet.errors import CheckpointError
+from manualnet.optim.optimizer import construct, is_number, require
+from manualnet.registry import Registry
+
+SCHEDULES = Registry("schedule")
+
+
+def make_schedule(name, optimizer, steps_per_epoch, epochs, **kwargs):
+    """The schedule ``SCHEDULES[name]`` from a config entry such as ``schedule: {type: cosine,
+    warmup_epochs: 1}``; a ConfigError names an unknown type or argument."""
+    cls = SCHEDULES.get(name, where="schedule.type")
+    return construct(cls, "schedule", optimizer, steps_per_epoch, epochs, **kwargs)
+
+
+class Schedule:
+    """Base class: subclasses implement ``decayed(step)``, the lr without warmup.
+
+    Args:
+        optimizer: anything with a writable ``lr``; its lr now is the base lr.
+        steps_per_epoch, epochs: the run's length (positive ints); S = steps_per_epoch * epochs steps.
+        warmup_epochs: length of the linear warmup in epochs (a float is fine), W < S steps once rounded.
+        warmup_start_factor: f0 in [0, 1], the warmup's starting fraction of the lr.
+    """
+
+    def __init__(self, optimizer, steps_per_epoch, epochs, warmup_epochs=0.0, warmup_start_factor=0.0):
+        for key, value in (("steps_per_epoch", steps_per_epoch), ("epochs", epochs)):
+            require(self, key, value, isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                    "an int > 0")
+        require(self, "warmup_epochs", warmup_epochs, is_number(warmup_epochs) and 0 <= warmup_epochs < epochs,
+                f"a number >= 0 and below the run's {epochs} epochs")
+        require(self, "warmup_start_factor", warmup_start_factor,
+                is_number(warmup_start_factor) and 0 <= warmup_start_factor <= 1, "a number in [0, 1]")
+        self.optimizer = optimizer
+        self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
+        self.total_steps = steps_per_epoch * epochs
+        self.warmup_steps = round(warmup_epochs * steps_per_epoch)
+        require(self, "warmup_epochs", warmup_epochs, self.warmup_steps < self.total_steps,
+                f"fewer than the run's {self.total_steps} steps once rounded to {self.warmup_steps} steps")
+        self.warmup_start_factor = warmup_start_factor
+        self.base_lr = optimizer.lr
+        self.step_count = 0
+        optimizer.lr = self.lr_at(0)
+
+    def step(self):
+        """Count one optimizer step and set the lr of the next."""
+        self.step_count += 1
+        self.optimizer.lr = self.lr_at(self.step_count)
+
+    def lr_at(self, step):
+        """lr(step) = w(step) * decayed(step), for step >= 0."""
+        return self.warmup_factor(step) * self.decayed(step)
+
+    def warmup_factor(self, step):
+        if step >= self.warmup_steps:
+            return 1.0
+        f0 = self.warmup_start_factor
+        return f0 + (1 - f0) * (step + 1) / self.warmup_steps
+
+    def decayed(self, step):
+        raise NotImplementedError(f"{type(self).__name__} does not implement decayed")
+
+    def epoch(self, step):
+        return step // self.steps_per_epoch
+
+    def state_dict(self):
+        return {"schedule": type(self).registered_name, "step_count": self.step_count, "base_lr": self.base_lr}
+
+    def load_state_dict(self, state_dict):
+        """Restore the step count and base lr, and set the optimizer's lr for the next step."""
+        kind = type(self).registered_name
+        if not isinstance(state_dict, dict) or state_dict.get("schedule") != kind:
+            got = state_dict.get("schedule") if isinstance(state_dict, dict) else type(state_dict).__name__
+            raise CheckpointError(f"schedule state dict is for {got!r}, this schedule is {kind!r}")
+        steps, base_lr = state_dict.get("step_count"), state_dict.get("base_lr")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise CheckpointError(f"{kind} schedule state dict: step_count={steps!r}, expected an int >= 0")
+        if not is_number(base_lr) or not 0 <= base_lr < math.inf:
+            raise CheckpointError(f"{kind} schedule state dict: base_lr={base_lr!r}, expected a number >= 0")
+        self.step_count, self.base_lr = steps, base_lr
+        self.optimizer.lr = self.lr_at(steps)
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(base_lr={self.base_lr}, steps={self.step_count}/{self.total_steps}, "
+                f"warmup_steps={self.warmup_steps})")
+
+
+@SCHEDULES.register("constant")
+class ConstantSchedule(Schedule):
+    """decayed(s) = base_lr."""
+
+    def decayed(self, step):
+        return self.base_lr
+
+
+@SCHEDULES.register("step")
+class StepSchedule(Schedule):
+    """decayed(s) = base_lr * gamma ** (e // step_size), e = s // steps_per_epoch (torch's StepLR).
+
+    Args: as Schedule, and step_size: epochs between decays (an int > 0); gamma: the decay factor (> 0).
+    """
+
+    def __init__(self, optimizer, steps_per_epoch, epochs, step_size, gamma=0.1, warmup_epochs=0.0,
+                 warmup_start_factor=0.0):
+        require(self, "step_size", step_size, isinstance(step_size, int) and not isinstance(step_size, bool)
+                and step_size > 0, "an int > 0 (epochs)")
+        require(self, "gamma", gamma, is_number(gamma) and 0 < gamma < math.inf, "a finite number > 0")
+        self.step_size, self.gamma = step_size, gamma
+        super().__init__(optimizer, steps_per_epoch, epochs, warmup_epochs, warmup_start_factor)
+
+    def decayed(self, step):
+        return self.base_lr * self.gamma ** (self.epoch(step) // self.step_size)
+
+
+@SCHEDULES.register("multistep")
+class MultiStepSchedule(Schedule):
+    """decayed(s) = base_lr * gamma ** #{m in milestones : m <= e}, e = s // steps_per_epoch (MultiStepLR).
+
+    Args: as Schedule, and milestones: the epochs (ints >= 0) at which the lr is multiplied by gamma (> 0).
+    """
+
+    def __init__(self, optimizer, steps_per_epoch, epochs, milestones, gamma=0.1, warmup_epochs=0.0,
+                 warmup_start_factor=0.0):
+        require(self, "milestones", milestones, isinstance(milestones, (list, tuple)) and all(
+            isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in milestones),
+            "a list of epochs (ints >= 0)")
+        require(self, "gamma", gamma, is_number(gamma) and 0 < gamma < math.inf, "a finite number > 0")
+        self.milestones, self.gamma = sorted(milestones), gamma
+        super().__init__(optimizer, steps_per_epoch, epochs, warmup_epochs, warmup_start_factor)
+
+    def decayed(self, step):
+        return self.base_lr * self.gamma ** bisect.bisect_right(self.milestones, self.epoch(step))
+
+
+@SCHEDULES.register("exponential")
+class ExponentialSchedule(Schedule):
+    """decayed(s) = base_lr * gamma ** e, e = s // steps_per_epoch (torch's ExponentialLR).
+
+    Args: as Schedule, and gamma: the decay factor per epoch (> 0).
+    """
+
+    def __init__(self, optimizer, steps_per_epoch, epochs, gamma, warmup_epochs=0.0,
+                 warmup_start_factor=0.0):
+        require(self, "gamma", gamma, is_number(gamma) and 0 < gamma < math.inf, "a finite number > 0")
+        self.gamma = gamma
+        super().__init__(optimizer, steps_per_epoch, epochs, warmup_epochs, warmup_start_factor)
+
+    def decayed(self, step):
+        return self.base_lr * self.gamma ** self.epoch(step)
+
+
+@SCHEDULES.register("cosine")
+class CosineSchedule(Schedule):
+    """Cosine annealing from base_lr to eta_min over the steps after the warmup, smooth per step::
+
+        decayed(s) = eta_min + (base_lr - eta_min) * (1 + cos(pi * t / T)) / 2,
+        t = min(max(s - W, 0), T),  T = S - W
+
+    so the lr is base_lr (times the warmup) until step W, and eta_min from step S on (torch's
+    CosineAnnealingLR with T_max = T, without its restart after T).
+
+    Args: as Schedule, and eta_min: the final lr (>= 0).
+    """
+
+    def __init__(self, optimizer, steps_per_epoch, epochs, eta_min=0.0, warmup_epochs=0.0,
+                 warmup_start_factor=0.0):
+        require(self, "eta_min", eta_min, is_number(eta_min) and 0 <= eta_min < math.inf, "a finite number >= 0")
+        self.eta_min = eta_min
+        super().__init__(optimizer, steps_per_epoch, epochs, warmup_epochs, warmup_start_factor)
+
+    def decayed(self, step):
+        T = self.total_steps - self.warmup_steps
+        t = min(max(step - self.warmup_steps, 0), T)
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / T)) / 2

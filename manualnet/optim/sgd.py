@@ -1,0 +1,70 @@
+import torch
+
+from manualnet.optim.optimizer import Optimizer, is_number, register_optimizer, require
+
+
+@register_optimizer("SGD")
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, torch.optim.SGD's rule step for step.
+
+    For each parameter p with gradient g, at step t = 1, 2, ...::
+
+        d = g + weight_decay * p
+        b = d                                       (t = 1)
+        b = momentum * b + (1 - dampening) * d      (t > 1)
+        d = d + momentum * b   if nesterov   else   d = b        (only if momentum != 0)
+        p = p - lr * d
+
+    Args:
+        model: a Layer / Sequential, or a ``(params, grads)`` pair of dicts.
+        lr: learning rate (>= 0). momentum: factor of the velocity b (>= 0); 0 keeps no buffer.
+        dampening: scales the gradient added to b after the first step. nesterov: Nesterov momentum
+            (needs momentum > 0 and dampening 0). weight_decay: L2 penalty coefficient (>= 0).
+    State: ``momentum_buffer`` (b) per parameter when momentum != 0.
+    """
+
+    HYPERPARAMETERS = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
+
+    def __init__(self, model, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(model, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                         weight_decay=weight_decay)
+
+    @classmethod
+    def check(cls, hyper):
+        super().check(hyper)
+        for key in ("momentum", "dampening", "weight_decay"):
+            value = hyper[key]
+            require(cls, key, value, is_number(value) and value >= 0, "a number >= 0")
+        require(cls, "nesterov", hyper["nesterov"], isinstance(hyper["nesterov"], bool), "True or False")
+        if hyper["nesterov"]:
+            require(cls, "nesterov", True, hyper["momentum"] > 0 and hyper["dampening"] == 0,
+                    f"momentum > 0 and dampening = 0 for Nesterov momentum "
+                    f"(got momentum={hyper['momentum']!r}, dampening={hyper['dampening']!r})")
+
+    @classmethod
+    def buffer_names(cls, hyper):
+        return ("momentum_buffer",) if hyper["momentum"] != 0 else ()
+
+    def update(self):
+        params, grads, momentum = self.params, self.grads, self.momentum
+        d = grads
+        if self.weight_decay != 0:
+            d = self.scratch_buffers()           # d = g + wd * p, without touching model.grads
+            torch._foreach_copy_(d, grads)
+            torch._foreach_add_(d, params, alpha=self.weight_decay)
+        if momentum != 0:
+            if self.state is None:               # torch: the first buffer is a copy of d, undamped
+                self.state = {"momentum_buffer": [t.clone() for t in d]}
+            else:
+                bufs = self.state["momentum_buffer"]
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, d, alpha=1 - self.dampening)
+            bufs = self.state["momentum_buffer"]
+            if self.nesterov:
+                if d is grads:
+                    d = self.scratch_buffers()
+                    torch._foreach_copy_(d, grads)
+                torch._foreach_add_(d, bufs, alpha=momentum)
+            else:
+                d = bufs
+        torch._foreach_add_(params, d, alpha=-self.lr)

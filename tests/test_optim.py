@@ -1,0 +1,321 @@
+import io
+import math
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from manualnet import Linear, ReLU, Sequential
+from manualnet.errors import CheckpointError, ConfigError
+from manualnet.optim import OPTIMIZERS, SGD, Adam, AdamW, clip_grad_norm, grad_norm, make_optimizer
+
+SHAPES = {"0.weight": (5, 3), "0.bias": (5,), "2.weight": (2, 5), "2.bias": (2,)}
+
+# Settings compared with torch.optim: (ours, torch's, keyword arguments both take).
+PARITY = [
+    (SGD, torch.optim.SGD, {"lr": 0.1}),
+    (SGD, torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
+    (SGD, torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "dampening": 0.3}),
+    (SGD, torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+    (SGD, torch.optim.SGD, {"lr": 0.1, "weight_decay": 0.01}),
+    (SGD, torch.optim.SGD, {"lr": 0.1, "momentum": 0.8, "dampening": 0.1, "weight_decay": 0.01}),
+    (SGD, torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    (Adam, torch.optim.Adam, {}),
+    (Adam, torch.optim.Adam, {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6}),
+    (Adam, torch.optim.Adam, {"lr": 0.01, "amsgrad": True}),
+    (Adam, torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.1}),
+    (Adam, torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True}),
+    (AdamW, torch.optim.AdamW, {"lr": 0.01}),
+    (AdamW, torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True}),
+]
+
+# The smallest valid keyword arguments of each registered optimizer (a new one without required arguments
+# needs no entry here).
+REQUIRED = {"SGD": {"lr": 0.1}}
+
+
+def make_dicts(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    params = {name: torch.randn(shape, generator=gen, dtype=torch.float64) for name, shape in SHAPES.items()}
+    return params, {name: torch.zeros_like(p) for name, p in params.items()}
+
+
+def feed(grads, gen):
+    """Fill ``grads`` with fresh random values; return copies of them."""
+    for g in grads.values():
+        g.copy_(torch.randn(g.shape, generator=gen, dtype=g.dtype))
+    return [g.clone() for g in grads.values()]
+
+
+def run(optimizer, grads, steps, gen, lr_of_step=None):
+    for t in range(steps):
+        if lr_of_step:
+            optimizer.lr = lr_of_step(t)
+        feed(grads, gen)
+        optimizer.step()
+
+
+def varying_lr(kwargs):
+    base = kwargs.get("lr", 1e-3)
+    return lambda t: base * (1 + 0.5 * math.sin(t))   # as a schedule would, so lr is read at every step
+
+
+def test_registry_holds_the_three_optimizers():
+    assert OPTIMIZERS.names() == ["Adam", "AdamW", "SGD"]
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["torch-single-tensor", "torch-foreach"])
+@pytest.mark.parametrize(("ours", "theirs", "kwargs"), PARITY, ids=lambda v: getattr(v, "__name__", None))
+def test_optimizer_matches_torch_optim_for_100_steps(ours, theirs, kwargs, foreach):
+    params, grads = make_dicts()
+    torch_params = [p.clone().requires_grad_() for p in params.values()]
+    optimizer = ours((params, grads), **kwargs)
+    reference = theirs(torch_params, foreach=foreach, **kwargs)
+    gen, lr_of_step = torch.Generator().manual_seed(1), varying_lr(kwargs)
+    ours_after, theirs_after = [], []                  # all parameters after each step, compared at the end
+    for t in range(100):
+        optimizer.lr = reference.param_groups[0]["lr"] = lr_of_step(t)
+        for tp, g in zip(torch_params, feed(grads, gen), strict=True):
+            tp.grad = g
+        optimizer.step()
+        reference.step()
+        ours_after.append(torch.cat([p.flatten() for p in params.values()]))
+        theirs_after.append(torch.cat([tp.detach().flatten() for tp in torch_params]))
+    torch.testing.assert_close(torch.stack(ours_after), torch.stack(theirs_after), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(("ours", "theirs", "kwargs"), PARITY, ids=lambda v: getattr(v, "__name__", None))
+def test_step_leaves_gradients_untouched(ours, theirs, kwargs):
+    params, grads = make_dicts()
+    optimizer = ours((params, grads), **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        given = feed(grads, gen)
+        optimizer.step()
+        for g, g0 in zip(grads.values(), given, strict=True):
+            assert torch.equal(g, g0)
+
+
+def test_step_updates_the_layers_own_tensors_and_zero_grad_clears_them():
+    torch.manual_seed(0)
+    model = Sequential(Linear(3, 4, dtype=torch.float64), ReLU(), Linear(4, 2, dtype=torch.float64))
+    weight, dweight = model[0].params["weight"], model[0].grads["weight"]
+    before = weight.clone()
+    optimizer = SGD(model, lr=0.5)
+    dweight.fill_(2.0)
+    optimizer.step()
+    assert model[0].params["weight"] is weight
+    torch.testing.assert_close(weight, before - 1.0, rtol=0, atol=1e-15)
+    optimizer.zero_grad()
+    assert all(torch.count_nonzero(g) == 0 for g in model.grads.values())
+
+
+class OpLog(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket.__name__))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(("ours", "theirs", "kwargs"), PARITY, ids=lambda v: getattr(v, "__name__", None))
+def test_step_is_fused_foreach_ops_without_host_sync(ours, theirs, kwargs):
+    params, grads = make_dicts()
+    optimizer = ours((params, grads), **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    run(optimizer, grads, 2, gen)                 # the first step creates the state
+    with OpLog() as log:
+        optimizer.step()
+    assert log.ops, "step ran no tensor op"
+    assert all(op.startswith("_foreach_") for op in log.ops), log.ops
+
+
+@pytest.mark.parametrize(("ours", "theirs", "kwargs"), PARITY, ids=lambda v: getattr(v, "__name__", None))
+def test_state_dict_round_trip_mid_run_continues_identically(ours, theirs, kwargs):
+    gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    params_a, grads_a = make_dicts()
+    params_b, grads_b = make_dicts()
+    a, b = ours((params_a, grads_a), **kwargs), ours((params_b, grads_b), **kwargs)
+    lr_of_step = varying_lr(kwargs)
+    run(a, grads_a, 50, gen_a, lr_of_step)
+    run(b, grads_b, 50, gen_b, lr_of_step)
+
+    buffer = io.BytesIO()
+    torch.save(b.state_dict(), buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    resumed = ours((params_b, grads_b), lr=123.0)     # other hyperparameters: the state dict restores them
+    resumed.load_state_dict(saved)
+    assert resumed.steps == 50 and resumed.lr == b.lr
+
+    for t in range(50, 100):
+        a.lr = resumed.lr = lr_of_step(t)
+        feed(grads_a, gen_a)
+        feed(grads_b, gen_b)
+        a.step()
+        resumed.step()
+        for p, q in zip(params_a.values(), params_b.values(), strict=True):
+            assert torch.equal(p, q)
+
+
+def only_plain_values(value):
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and only_plain_values(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(only_plain_values(v) for v in value)
+    return isinstance(value, (torch.Tensor, int, float, str))
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_state_dict_holds_only_plain_values_keyed_by_parameter_name(name):
+    params, grads = make_dicts()
+    optimizer = make_optimizer(name, (params, grads), **REQUIRED.get(name, {}))
+    run(optimizer, grads, 2, torch.Generator().manual_seed(1))
+    state = optimizer.state_dict()
+    assert only_plain_values(state)
+    assert state["optimizer"] == name and state["steps"] == 2
+    assert list(state["state"]) == list(SHAPES)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_every_optimizer_descends_a_quadratic(name):
+    """L = sum_p ||p||^2 / 2, so dL/dp = p: 200 steps must shrink every parameter a lot."""
+    params, grads = make_dicts()
+    optimizer = make_optimizer(name, (params, grads), **{"lr": 0.05, **REQUIRED.get(name, {})})
+    start = sum(p.square().sum() for p in params.values())
+    for _ in range(200):
+        for p, g in zip(params.values(), grads.values(), strict=True):
+            g.copy_(p)
+        optimizer.step()
+    assert sum(p.square().sum() for p in params.values()) < 0.05 * start
+
+
+def stepped_sgd(shapes=SHAPES, momentum=0.9):
+    gen = torch.Generator().manual_seed(0)
+    params = {name: torch.randn(shape, generator=gen, dtype=torch.float64) for name, shape in shapes.items()}
+    grads = {name: torch.ones_like(p) for name, p in params.items()}
+    optimizer = SGD((params, grads), lr=0.1, momentum=momentum)
+    optimizer.step()
+    return optimizer
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda sd: sd["state"].pop("2.bias"), r"missing parameters \['2.bias'\]"),
+    (lambda sd: sd["state"].update(extra={}), r"unexpected parameters \['extra'\]"),
+    (lambda sd: sd["state"]["0.weight"].update(momentum_buffer=torch.zeros(3, 5)),
+     r"momentum_buffer of '0.weight' has shape \(3, 5\), parameter has \(5, 3\)"),
+    (lambda sd: sd["state"]["0.bias"].clear(), r"'0.bias' has buffers \[\], expected \['momentum_buffer'\]"),
+    (lambda sd: sd.update(optimizer="Adam"), r"state dict is for 'Adam', this optimizer is 'SGD'"),
+    (lambda sd: sd.pop("steps"), r"expected a dict with keys"),
+    (lambda sd: sd["hyperparameters"].update(momentum=-1.0), r"momentum=-1.0"),
+])
+def test_load_state_dict_rejects_mismatch_and_changes_nothing(change, message):
+    state_dict = stepped_sgd().state_dict()
+    change(state_dict)
+    optimizer = stepped_sgd(momentum=0.5)
+    buffer_before = optimizer.state["momentum_buffer"][0].clone()
+    with pytest.raises(CheckpointError, match=message):
+        optimizer.load_state_dict(state_dict)
+    assert optimizer.momentum == 0.5 and optimizer.steps == 1
+    assert torch.equal(optimizer.state["momentum_buffer"][0], buffer_before)
+
+
+def test_adam_state_dict_does_not_load_into_sgd():
+    params, grads = make_dicts()
+    with pytest.raises(CheckpointError, match="for 'Adam', this optimizer is 'SGD'"):
+        SGD((params, grads), lr=0.1).load_state_dict(Adam((params, grads)).state_dict())
+
+
+@pytest.mark.parametrize(("make", "argument"), [
+    (lambda m: SGD(m, lr=-0.1), "lr"),
+    (lambda m: SGD(m, lr=float("nan")), "lr"),
+    (lambda m: SGD(m, lr="0.1"), "lr"),
+    (lambda m: SGD(m, lr=0.1, momentum=-0.9), "momentum"),
+    (lambda m: SGD(m, lr=0.1, weight_decay=-1e-4), "weight_decay"),
+    (lambda m: SGD(m, lr=0.1, nesterov=True), "nesterov"),
+    (lambda m: SGD(m, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), "nesterov"),
+    (lambda m: Adam(m, lr=-1e-3), "lr"),
+    (lambda m: Adam(m, betas=(1.0, 0.999)), "betas"),
+    (lambda m: Adam(m, betas=(0.9, -0.1)), "betas"),
+    (lambda m: Adam(m, betas=0.9), "betas"),
+    (lambda m: Adam(m, eps=-1e-8), "eps"),
+    (lambda m: AdamW(m, weight_decay=-0.01), "weight_decay"),
+    (lambda m: Adam(m, amsgrad="yes"), "amsgrad"),
+])
+def test_invalid_argument_is_a_config_error_naming_it(make, argument):
+    with pytest.raises(ConfigError, match=rf"argument {argument}="):
+        make(make_dicts())
+
+
+def test_lr_setter_rejects_negative_lr():
+    optimizer = SGD(make_dicts(), lr=0.1)
+    with pytest.raises(ConfigError, match="argument lr=-1"):
+        optimizer.lr = -1
+    assert optimizer.lr == 0.1
+
+
+def test_make_optimizer_names_unknown_type_and_argument():
+    with pytest.raises(ConfigError, match="unknown optimizer 'SDG' \\(did you mean 'SGD'\\?\\)"):
+        make_optimizer("SDG", make_dicts())
+    with pytest.raises(ConfigError, match="optim.momentun: SGD has no argument 'momentun' \\(did you mean 'momentum'"):
+        make_optimizer("SGD", make_dicts(), lr=0.1, momentun=0.9)
+    with pytest.raises(ConfigError, match="optim.lr: SGD needs 'lr'"):
+        make_optimizer("SGD", make_dicts())
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ([torch.zeros(2)], "expected a model with .params and .grads"),
+    (({}, {}), "no parameters"),
+    (({"w": torch.zeros(2)}, {"v": torch.zeros(2)}), "different names"),
+    (({"w": torch.zeros(2)}, {"w": torch.zeros(3)}), r"gradient of 'w' has shape \(3,\), parameter has \(2,\)"),
+    (({"w": torch.zeros(2, dtype=torch.long)}, {"w": torch.zeros(2)}), "floating"),
+])
+def test_unfit_model_is_a_config_error(model, message):
+    with pytest.raises(ConfigError, match=message):
+        SGD(model, lr=0.1)
+
+
+def test_tied_parameters_are_rejected():
+    w = torch.zeros(2)
+    with pytest.raises(ConfigError, match="'a' and 'b' are the same tensor"):
+        SGD(({"a": w, "b": w}, {"a": torch.zeros(2), "b": torch.zeros(2)}), lr=0.1)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, float("inf")])
+@pytest.mark.parametrize("max_norm", [0.5, 1e3])
+def test_clip_grad_norm_matches_torch(max_norm, norm_type):
+    _, grads = make_dicts()
+    feed(grads, torch.Generator().manual_seed(3))
+    torch_params = [torch.zeros_like(g, requires_grad=True) for g in grads.values()]
+    for tp, g in zip(torch_params, grads.values(), strict=True):
+        tp.grad = g.clone()
+    expected = torch.nn.utils.clip_grad_norm_(torch_params, max_norm, norm_type)
+    total = clip_grad_norm(grads, max_norm, norm_type)
+    assert total.dim() == 0
+    torch.testing.assert_close(total, expected, rtol=1e-14, atol=0)
+    for g, tp in zip(grads.values(), torch_params, strict=True):
+        torch.testing.assert_close(g, tp.grad, rtol=1e-14, atol=0)
+
+
+def test_clipped_gradients_have_max_norm_and_small_ones_are_kept():
+    grads = {"w": torch.tensor([3.0, 4.0], dtype=torch.float64)}
+    assert clip_grad_norm(grads, 1.0).item() == 5.0
+    torch.testing.assert_close(grads["w"], torch.tensor([0.6, 0.8], dtype=torch.float64) * 5 / (5 + 1e-6))
+    assert clip_grad_norm(grads, 10.0).item() == pytest.approx(1.0, abs=1e-6)
+    torch.testing.assert_close(grads["w"], torch.tensor([0.6, 0.8], dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+def test_grad_norm_is_the_global_norm_and_leaves_gradients_alone():
+    grads = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([[2.0], [4.0]])}
+    assert grad_norm(grads).item() == 5.0
+    assert grad_norm(grads.values(), float("inf")).item() == 4.0
+    assert grads["b"][1, 0] == 4.0
+    assert grad_norm({}).item() == 0.0
+
+
+@pytest.mark.parametrize("max_norm", [0, -1.0, "1"])
+def test_clip_grad_norm_rejects_non_positive_max_norm(max_norm):
+    with pytest.raises(ConfigError, match="max_norm"):
+        clip_grad_norm({"w": torch.ones(2)}, max_norm)
