@@ -58,10 +58,11 @@ def step_functions(sizes, batch, device, dtype):
     torch_optimizer = torch.optim.SGD(theirs.parameters(), lr=LR, momentum=MOMENTUM)
 
     def manualnet_step():
-        ours.zero_grad()
-        loss_fn.forward(ours.forward(x), t)
-        ours.backward(loss_fn.backward(), input_grad=False)
-        optimizer.step()
+        with torch.no_grad():  # as the trainer runs it: one grad-mode switch per step, not one per call
+            ours.zero_grad()
+            loss_fn.forward(ours.forward(x), t)
+            ours.backward(loss_fn.backward(), input_grad=False)
+            optimizer.step()
 
     def autograd_step():
         torch_optimizer.zero_grad()

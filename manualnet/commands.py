@@ -46,7 +46,10 @@ def _fit(trainer, run_dir, quiet):
     try:
         summary = trainer.fit()
     except Diverged as e:
-        print(f"manualnet: {e}; the last good checkpoint is kept in {run_dir / 'checkpoints'}", file=sys.stderr)
+        last = run_dir / "checkpoints" / "last.pt"
+        kept = (f"the last good checkpoint is kept: {last}" if last.exists()
+                else "it diverged before the first checkpoint, so none was written")
+        print(f"manualnet: {e}; {kept}", file=sys.stderr)
         return 1
     except Interrupted as e:
         print(f"manualnet: {e}", file=sys.stderr)

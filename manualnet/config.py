@@ -39,7 +39,8 @@ class DataConfig(BaseModel):
     @model_validator(mode="after")
     def _leaves_training_data(self):
         if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError(f"val_fraction + test_fraction must be < 1, got {self.val_fraction} + {self.test_fraction}")
+            raise ValueError("val_fraction + test_fraction must be < 1, "
+                             f"got {self.val_fraction} + {self.test_fraction}")
         return self
 
 

@@ -44,10 +44,12 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "forward" in cls.__dict__:
-            cls.forward = _checked_forward(cls.__dict__["forward"])
+        if "forward" in cls.__dict__:  # the unchecked originals stay reachable for Sequential's fast path
+            cls.raw_forward = cls.__dict__["forward"]
+            cls.forward = _checked_forward(cls.raw_forward)
         if "backward" in cls.__dict__:
-            cls.backward = _checked_backward(cls.__dict__["backward"])
+            cls.raw_backward = cls.__dict__["backward"]
+            cls.backward = _checked_backward(cls.raw_backward)
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)

@@ -19,6 +19,7 @@ class Sequential(Layer):
             if not isinstance(layer, Layer):
                 raise LayerError(f"Sequential: item {i} is a {type(layer).__name__}, not a manualnet.Layer")
         self.layers = list(layers)
+        self._checked = None  # the input signature the layers' checks last passed for
         self._collect()
 
     def _collect(self):
@@ -35,22 +36,34 @@ class Sequential(Layer):
         return iter(self.layers)
 
     def forward(self, x):
+        # Each layer's checks depend only on the input's shape, dtype, device and the mode: once they
+        # passed for this signature, the same input kind runs the layers' unchecked forwards (the checks
+        # cost as much as a small layer's math).
+        signature = (x.shape, x.dtype, x.device, self.training, len(self.layers))
+        if signature == self._checked and not torch.is_inference_mode_enabled():
+            for layer in self.layers:
+                x = layer.raw_forward(x)
+        else:
+            self._checked = None
+            for layer in self.layers:
+                x = layer.forward(x)
+            self._checked = signature
         self.cache = True
-        for layer in self.layers:
-            x = layer.forward(x)
         return x
 
     def backward(self, dy, input_grad=True):
         """Backpropagate dy through every layer; with ``input_grad=False`` skip the first layer's dL/dx
-        (nothing upstream needs it, as autograd skips inputs that do not require grad) and return None."""
+        (nothing upstream needs it, as autograd skips inputs that do not require grad) and return None.
+        Sequential's own check of dy covers the layers: each one's dy comes from the layer after it."""
         self.take_cache()
-        for layer in reversed(self.layers[1:]):
-            dy = layer.backward(dy)
         if not self.layers:
             return dy
+        for layer in reversed(self.layers[1:]):
+            layer._y_shape = None
+            dy = layer.raw_backward(dy)
         first = self.layers[0]
-        first.needs_input_grad = input_grad
-        dx = first.backward(dy)
+        first._y_shape, first.needs_input_grad = None, input_grad
+        dx = first.raw_backward(dy)
         first.needs_input_grad = True
         return dx if input_grad else None
 

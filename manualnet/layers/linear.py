@@ -43,18 +43,17 @@ class Linear(Layer):
             raise self.fail(f"expects {self.in_features} input features, gets {got} (input shape {tuple(x.shape)})")
 
     def forward(self, x):
-        W, b = self.params["weight"], self.params.get("bias")
-        self.cache = x
-        if b is not None and x.dim() == 2:
-            return torch.addmm(b, x, W.t())
-        y = x @ W.t()
-        return y + b if b is not None else y
+        self.cache = x                                       # backward needs only x
+        return F.linear(x, self.params["weight"], self.params.get("bias"))   # y = x @ W^T + b
 
     def backward(self, dy):
         x = self.take_cache()
         W = self.params["weight"]
-        x2, dy2 = x.reshape(-1, self.in_features), dy.reshape(-1, self.out_features)
-        self.grads["weight"].addmm_(dy2.t(), x2)           # dW += dy^T @ x: (out, N) @ (N, in) -> (out, in)
+        if x.dim() != 2:                                     # (*, f) -> (N, f): one row per sample
+            x, dy2 = x.reshape(-1, self.in_features), dy.reshape(-1, self.out_features)
+        else:
+            dy2 = dy
+        self.grads["weight"].addmm_(dy2.t(), x)            # dW += dy^T @ x: (out, N) @ (N, in) -> (out, in)
         if "bias" in self.grads:
             self.grads["bias"] += dy2.sum(0)                 # db += sum_n dy_n
         if not self.needs_input_grad:

@@ -3,6 +3,8 @@ import torch.nn.functional as F
 
 from manualnet.losses.base import Loss, register_loss
 
+NO_INDEX = torch.iinfo(torch.int64).min  # nll_loss would silently skip class -100 by default: skip none
+
 
 class _ClassIndexLoss(Loss):
     """Shared target check: pred (N, C) scores, target (N,) integer class indices in [0, C)."""
@@ -23,12 +25,12 @@ class _ClassIndexLoss(Loss):
             bad = target[(target < 0) | (target >= classes)][0].item()
             raise self.fail(f"class index {bad} is out of range for {classes} classes (valid: 0..{classes - 1})")
 
-    def pick(self, scores, target):
-        """scores[n, target[n]] as an (N, 1) column."""
+    def pick(self, log_p, target):
+        """reduce_n(-log_p[n, target_n]), one fused op; a bad index raises on the CPU without a sync."""
         try:
-            return scores.gather(1, target.unsqueeze(1))
-        except RuntimeError:
-            self.check_range(target, scores.shape[1])
+            return F.nll_loss(log_p, target, reduction=self.reduction, ignore_index=NO_INDEX)
+        except (RuntimeError, IndexError):
+            self.check_range(target, log_p.shape[1])
             raise
 
 
@@ -43,7 +45,7 @@ class CrossEntropyLoss(_ClassIndexLoss):
     def forward(self, pred, target):
         log_p = torch.log_softmax(pred, 1)
         self.cache = (log_p, target)            # backward needs softmax (exp of log_p) and t
-        return self.reduce(-self.pick(log_p, target))
+        return self.pick(log_p, target)         # reduce_n(-log_p[n, t_n])
 
     def backward(self, dloss=1.0):
         log_p, t = self.take_cache()
@@ -61,7 +63,7 @@ class NLLLoss(_ClassIndexLoss):
 
     def forward(self, pred, target):
         self.cache = (pred, target)             # backward needs x's shape, dtype and t
-        return self.reduce(-self.pick(pred, target))
+        return self.pick(pred, target)          # reduce_n(-x[n, t_n])
 
     def backward(self, dloss=1.0):
         x, t = self.take_cache()

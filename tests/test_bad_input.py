@@ -1,0 +1,166 @@
+"""Bad input: exit code 2 and one line naming the problem, never a traceback.
+
+Each case runs the CLI entry point (in-process, so any exception other than the project's own errors would
+escape and fail the test) and checks the exit code and the message.
+"""
+
+import pytest
+import torch
+import yaml
+
+from manualnet.cli import main
+from tests.helpers import run_cli
+
+BASE = {
+    "name": "t", "data": {"dataset": "xor", "val_fraction": 0.2, "test_fraction": 0.2},
+    "model": [{"type": "Linear", "out_features": 8}, {"type": "ReLU"}, {"type": "Linear", "out_features": 2}],
+    "train": {"epochs": 1, "batch_size": 16}, "log": {"tensorboard": False},
+}
+
+
+def write_config(tmp_path, raw=None, text=None):
+    path = tmp_path / "config.yaml"
+    path.write_text(text if text is not None else yaml.safe_dump(raw))
+    return path
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    return code, err
+
+
+def expect_error(capsys, fragment, *args):
+    code, err = run(capsys, *args)
+    assert code == 2, err
+    assert fragment in err, err
+    assert "Traceback" not in err
+    return err
+
+
+def with_changes(**changes):
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    for path, value in changes.items():
+        node, parts = raw, path.split("__")
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        node[parts[-1]] = value
+    return raw
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"train__epcohs": 3}, "train.epcohs: unknown key (did you mean 'epochs'?)"),
+    ({"optim": {"type": "SGD", "lr": "fast"}}, "optim.lr"),
+    ({"optim": {"type": "SGD", "lr": -1.0}}, "lr"),
+    ({"train__batch_size": 0}, "train.batch_size"),
+    ({"data__val_fraction": 1.0}, "data.val_fraction"),
+    ({"model__1": {"type": "Dropout", "p": 1.0}}, "p must be in [0, 1)"),
+    ({"model__1": {"type": "Relu"}}, "unknown layer 'Relu' (did you mean 'ReLU'?)"),
+    ({"loss": {"type": "CrossEntropy"}}, "unknown loss 'CrossEntropy' (did you mean 'CrossEntropyLoss'?)"),
+    ({"optim": {"type": "Adma", "lr": 0.1}}, "unknown optimizer 'Adma' (did you mean 'Adam'?)"),
+    ({"schedule": {"type": "cosin"}}, "(did you mean 'cosine'?)"),
+    ({"data__dataset": "digts"}, "(did you mean 'digits'?)"),
+    ({"model__0": {"type": "Linear", "out_features": 8, "in_features": 7}},
+     "layer 0 (Linear) expects 7 input features, gets 2"),
+    ({"model__2": {"type": "Linear", "out_features": 3}}, "has 2 classes"),
+    ({"model__0": {"type": "Linear", "out_feature": 8}}, "(did you mean 'out_features'?)"),
+    ({"device": "cuda"}, "CUDA is not available"),
+    ({"plugins": ["no_such_plugin.py"]}, "plugin file no_such_plugin.py not found"),
+])
+def test_bad_config_exits_2_with_a_clear_message(tmp_path, capsys, changes, fragment):
+    if changes.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path = write_config(tmp_path, with_changes(**changes))
+    expect_error(capsys, fragment, "train", "--config", path, "--run-dir", tmp_path / "run")
+
+
+def test_layer_sizes_that_do_not_chain_name_the_layer(tmp_path, capsys):
+    raw = with_changes(model__2={"type": "Linear", "in_features": 7, "out_features": 2})
+    expect_error(capsys, "layer 2 (Linear) expects 7 input features, gets 8", "train", "--config",
+                 write_config(tmp_path, raw), "--run-dir", tmp_path / "run")
+
+
+def test_loss_that_does_not_fit_the_targets(tmp_path, capsys):
+    raw = with_changes(data__dataset="linear_regression", loss={"type": "CrossEntropyLoss"})
+    expect_error(capsys, "needs class labels", "train", "--config", write_config(tmp_path, raw),
+                 "--run-dir", tmp_path / "run")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path, capsys):
+    path = write_config(tmp_path, text="name: x\nmodel:\n  - {type: Linear, out_features: 3\ntrain: {}\n")
+    expect_error(capsys, "YAML syntax error at line", "train", "--config", path)
+
+
+def test_top_level_not_a_mapping(tmp_path, capsys):
+    expect_error(capsys, "top level must be a mapping", "train", "--config", write_config(tmp_path, text="[1, 2]"))
+
+
+def test_missing_config_file(tmp_path, capsys):
+    expect_error(capsys, "not found", "train", "--config", tmp_path / "missing.yaml")
+
+
+def test_set_with_unknown_key(tmp_path, capsys):
+    expect_error(capsys, "(did you mean 'epochs'?)", "train", "--config", write_config(tmp_path, BASE),
+                 "--set", "train.epoch=3")
+
+
+def test_set_with_wrong_type(tmp_path, capsys):
+    expect_error(capsys, "train.epochs", "train", "--config", write_config(tmp_path, BASE),
+                 "--set", "train.epochs=lots")
+
+
+def test_plugin_that_fails_to_import_gives_path_and_error(tmp_path, capsys):
+    plugin = tmp_path / "broken.py"
+    plugin.write_text("import manualnet\nraise RuntimeError('boom at import')\n")
+    raw = with_changes(plugins=[str(plugin)])
+    err = expect_error(capsys, "failed to import: RuntimeError: boom at import", "train", "--config",
+                       write_config(tmp_path, raw))
+    assert str(plugin) in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_of_a_directory_without_checkpoint(tmp_path, capsys):
+    run_dir = tmp_path / "empty_run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(BASE))
+    expect_error(capsys, "no checkpoint to resume from", "train", "--resume", run_dir)
+
+
+def test_resume_of_a_missing_directory(tmp_path, capsys):
+    expect_error(capsys, "no such run directory", "train", "--resume", tmp_path / "nope")
+
+
+def test_run_dir_that_is_not_empty_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "taken"
+    run_dir.mkdir()
+    (run_dir / "precious.txt").write_text("keep me")
+    expect_error(capsys, "is not empty", "train", "--config", write_config(tmp_path, BASE), "--run-dir", run_dir)
+    assert (run_dir / "precious.txt").read_text() == "keep me"
+
+
+def test_missing_dataset_files_say_which_and_where(tmp_path, capsys, monkeypatch):
+    import manualnet.data.idx as idx
+
+    monkeypatch.setattr(idx, "download", _offline, raising=False)
+    raw = with_changes(data__dataset="mnist", data__root=str(tmp_path / "mnist"),
+                       model__2={"type": "Linear", "out_features": 10})
+    err = expect_error(capsys, "train-images-idx3-ubyte", "train", "--config", write_config(tmp_path, raw))
+    assert str(tmp_path / "mnist") in err
+
+
+def _offline(*args, **kwargs):
+    raise OSError("network is unreachable")
+
+
+def test_cli_subprocess_prints_one_line_and_no_traceback(tmp_path):
+    path = write_config(tmp_path, with_changes(train__epcohs=3))
+    result = run_cli("train", "--config", path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"manualnet: error: {path}: train.epcohs: unknown key (did you mean 'epochs'?)"]
+
+
+def test_unknown_subcommand_and_flags_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["trian"])
+    assert e.value.code == 2
+    assert "invalid choice: 'trian'" in capsys.readouterr().err

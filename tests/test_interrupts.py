@@ -1,0 +1,136 @@
+"""Interrupts, kills, damaged checkpoints and divergence lose no work."""
+
+import signal
+import time
+
+import pytest
+import torch
+
+from manualnet import checkpoint
+from manualnet.cli import main
+from manualnet.errors import CheckpointError
+from tests.helpers import config_path, run_cli, start_cli, summary
+
+ARGS = ["--set", "train.epochs=12", "--set", "log.every=1", "--set", "log.tensorboard=false",
+        "--set", "log.histograms_every=0"]
+
+
+def wait_for(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.005)
+    raise AssertionError("timed out waiting for the training run")
+
+
+def started_training(run_dir):
+    path = run_dir / "metrics.jsonl"
+    return path.exists() and path.stat().st_size > 0
+
+
+def weights(run_dir, which="last"):
+    return torch.load(run_dir / "checkpoints" / f"{which}.pt", weights_only=True)["model"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    result = run_cli("train", "--config", config_path("mlp"), "--run-dir", run_dir, "--quiet", *ARGS)
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_checkpoints_and_resume_is_bit_identical(tmp_path, straight_run, signum, code):
+    run_dir = tmp_path / "run"
+    proc = start_cli("train", "--config", config_path("mlp"), "--run-dir", run_dir, *ARGS)
+    wait_for(lambda: started_training(run_dir))
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert f"Resume with: manualnet train --resume {run_dir}" in err
+    state = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    assert state["step"] > 0
+    resumed = run_cli("train", "--resume", run_dir, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    for name, tensor in weights(straight_run).items():
+        assert torch.equal(tensor, weights(run_dir)[name]), name
+    assert summary(run_dir)["test/loss"] == summary(straight_run)["test/loss"]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
+def test_sigkill_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, delay):
+    run_dir = tmp_path / "run"
+    proc = start_cli("train", "--config", config_path("mlp"), "--run-dir", run_dir, *ARGS)
+    wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
+    time.sleep(delay)
+    proc.kill()
+    proc.communicate(timeout=30)
+    state = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    assert state["epoch"] >= 1
+    resumed = run_cli("train", "--resume", run_dir, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert summary(run_dir)["epochs"] == 12
+
+
+def finished_run(tmp_path):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--config", str(config_path("regression")), "--run-dir", str(run_dir), "--quiet",
+                 "--set", "train.epochs=1", "--set", "log.tensorboard=false"]) == 0
+    return run_dir
+
+
+def test_truncated_checkpoint_is_refused_clearly(tmp_path, capsys):
+    run_dir = finished_run(tmp_path)
+    last = run_dir / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:200])
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--set", "train.epochs=2"]) == 2
+    assert "truncated or corrupted checkpoint" in capsys.readouterr().err
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this ran at load time",))
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "payload": Payload()}, path)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        checkpoint.load(path)
+
+
+def test_checkpoint_of_another_model_shape_names_the_mismatch(tmp_path, capsys):
+    run_dir = finished_run(tmp_path)
+    capsys.readouterr()
+    code = main(["train", "--resume", str(run_dir), "--set", "model.0.bias=false", "--set", "train.epochs=2"])
+    assert code == 2
+    assert "unexpected 0.bias" in capsys.readouterr().err
+
+
+def test_atomic_save_keeps_the_previous_checkpoint_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    checkpoint.save({"model": {"w": torch.ones(2)}}, path)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save({"model": {"w": torch.zeros(2)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(checkpoint.load(path)["model"]["w"], torch.ones(2))
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_divergence_exits_1_naming_step_and_layer(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli("train", "--config", config_path("regression"), "--run-dir", run_dir,
+                     "--set", "optim.lr=1e6", "--set", "log.tensorboard=false", "--quiet")
+    assert result.returncode == 1, result.stderr
+    assert "training diverged at step" in result.stderr
+    assert "layer 0 (Linear)" in result.stderr or "parameter 0." in result.stderr
+    assert "Traceback" not in result.stderr

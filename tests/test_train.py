@@ -1,0 +1,134 @@
+"""End-to-end training through the CLI: run directories, metrics, TensorBoard, resume, determinism."""
+
+import pytest
+import torch
+import yaml
+
+from manualnet.cli import main
+from tests.helpers import config_path, metrics, run_cli, summary
+
+FAST = ["--set", "train.epochs=2", "--set", "log.every=5", "--set", "log.histograms_every=7", "--quiet"]
+
+
+def train(tmp_path, config="mlp", *extra, name="run"):
+    run_dir = tmp_path / name
+    code = main(["train", "--config", str(config_path(config)), "--run-dir", str(run_dir), *FAST, *extra])
+    return code, run_dir
+
+
+def test_run_directory_holds_config_metrics_summary_checkpoints_and_events(tmp_path):
+    code, run_dir = train(tmp_path)
+    assert code == 0
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 2 and saved["model"][0]["out_features"] == 128
+    result = summary(run_dir)
+    for key in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "test/loss", "test/accuracy",
+                "wall_time_s", "samples_per_sec"):
+        assert key in result, key
+    assert 0.5 < result["test/accuracy"] <= 1
+    assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / "checkpoints" / "best.pt").is_file()
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    epochs = [m for m in metrics(run_dir) if "val/loss" in m]
+    assert [m["epoch"] for m in epochs] == [0, 1]
+
+
+def test_tensorboard_events_hold_scalars_histograms_and_config(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir = train(tmp_path)
+    events = EventAccumulator(str(run_dir), size_guidance={"histograms": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr", "grad_norm", "samples_per_sec"):
+        assert tag in scalars, tag
+    assert any(t.startswith("update_ratio/") for t in scalars)
+    histograms = set(events.Tags()["histograms"])
+    assert {"weights/0.weight", "grads/0.weight", "activations/1.ReLU"} <= histograms
+    assert any("config" in t for t in events.Tags()["tensors"])
+    losses = [e.value for e in events.Scalars("train/loss")]
+    assert all(v == v and v > 0 for v in losses)
+
+
+def test_same_config_and_seed_give_identical_metrics(tmp_path):
+    _, a = train(tmp_path, name="a")
+    _, b = train(tmp_path, name="b")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "samples_per_sec"} for r in rows]  # noqa: E731
+    assert strip(metrics(a)) == strip(metrics(b))
+
+
+def test_resume_extends_a_finished_run_bit_identically(tmp_path):
+    _, straight = train(tmp_path, "mlp", "--set", "train.epochs=3", name="straight")
+    _, split = train(tmp_path, "mlp", name="split")
+    assert main(["train", "--resume", str(split), "--set", "train.epochs=3", "--quiet"]) == 0
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(split / "checkpoints" / "last.pt", weights_only=True)
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for key in ("val/loss", "test/loss", "train/loss"):
+        assert summary(straight)[key] == summary(split)[key]
+
+
+def test_eval_reports_val_and_test_metrics_of_a_checkpoint(tmp_path, capsys):
+    _, run_dir = train(tmp_path)
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run_dir), "--checkpoint", "last"]) == 0
+    out = capsys.readouterr().out
+    assert "val/accuracy" in out and "test/accuracy" in out
+
+
+@pytest.mark.parametrize("config", ["sigmoid_net", "spirals", "regression"])
+def test_shipped_config_trains_a_few_steps(tmp_path, config):
+    code, run_dir = train(tmp_path, config, "--set", "train.epochs=1")
+    assert code == 0
+    result = summary(run_dir)
+    assert result["test/loss"] == result["test/loss"]  # finite, not nan
+    if config != "regression":
+        assert "test/accuracy" in result
+
+
+def test_mnist_config_trains_on_idx_files(tmp_path):
+    from tests.test_data import write_idx_set  # builds a tiny MNIST-format set
+
+    root = tmp_path / "mnist"
+    write_idx_set(root, n_train=60, n_test=20)
+    code, run_dir = train(tmp_path, "mnist_mlp", "--set", f"data.root={root}", "--set", "train.epochs=1")
+    assert code == 0 and "test/accuracy" in summary(run_dir)
+
+
+def test_plain_output_prints_one_line_per_epoch(tmp_path):
+    result = run_cli("train", "--config", config_path("mlp"), "--run-dir", tmp_path / "r",
+                     "--set", "train.epochs=3", "--set", "log.tensorboard=false")
+    assert result.returncode == 0, result.stderr
+    epoch_lines = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"]
+    assert "val/accuracy" in epoch_lines[-1]
+    assert "test/accuracy" in result.stdout
+
+
+def test_quiet_prints_only_the_summary_table(tmp_path):
+    result = run_cli("train", "--config", config_path("mlp"), "--run-dir", tmp_path / "r", "--quiet",
+                     "--set", "train.epochs=1", "--set", "log.tensorboard=false")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and "test/accuracy" in result.stdout
+
+
+def test_default_run_directory_is_new_and_timestamped(tmp_path):
+    args = ["train", "--config", str(config_path("regression")), "--quiet", "--set", "train.epochs=1",
+            "--set", "log.tensorboard=false"]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    runs = sorted((tmp_path / "runs" / "regression").iterdir())
+    assert len(runs) == 2 and all((r / "summary.json").is_file() for r in runs)
+
+
+@pytest.mark.slow
+def test_mlp_config_reaches_97_percent_on_digits(tmp_path):
+    result = run_cli("train", "--config", config_path("mlp"), "--run-dir", tmp_path / "r", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert summary(tmp_path / "r")["test/accuracy"] >= 0.97
+
+
+def test_summary_names_match_tensorboard_tags(tmp_path):
+    _, run_dir = train(tmp_path)
+    logged = set().union(*(m.keys() for m in metrics(run_dir)))
+    assert {"train/loss", "val/loss", "val/accuracy"} <= logged & set(summary(run_dir))
