@@ -4,6 +4,7 @@
 """
 
 import hashlib
+import math
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ class Setup:
     model: object
     loss: object
     targets: dict  # split -> what the loss compares with (labels, one-hot rows, or regression targets)
+    optimizer: object
+    schedule: object
 
     @property
     def classification(self):
@@ -94,7 +97,10 @@ def build(config, device=None, base_dir=None):
     loss = build_loss(raw["loss"], out_features, data)
     targets = {split: loss_targets(raw["loss"]["type"], getattr(data, f"y_{split}"), out_features, dtype)
                for split in ("train", "val", "test")}
-    return Setup(config, device, dtype, data, model, loss, targets)
+    optimizer = build_optimizer(config, model)
+    steps_per_epoch = math.ceil(len(data.x_train) / config.train.batch_size)
+    schedule = build_schedule(config, optimizer, steps_per_epoch)
+    return Setup(config, device, dtype, data, model, loss, targets, optimizer, schedule)
 
 
 def build_optimizer(config, model):

@@ -17,7 +17,7 @@ def main(argv=None):
         parser.print_help()
         return 2
     try:
-        return args.run(args) or 0
+        return args.handler(args) or 0
     except ManualnetError as e:
         for line in str(e).splitlines():
             print(f"manualnet: error: {line}", file=sys.stderr)
@@ -38,12 +38,12 @@ def _parser():
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
     t.add_argument("--quiet", action="store_true", help="print only the final summary")
-    t.set_defaults(run=_train)
+    t.set_defaults(handler=_train)
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on its validation and test splits")
     e.add_argument("--run", required=True, metavar="RUN_DIR")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    e.set_defaults(run=_eval)
+    e.set_defaults(handler=_eval)
     return parser
 
 

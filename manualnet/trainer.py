@@ -12,7 +12,6 @@ import time
 import torch
 
 from manualnet import checkpoint
-from manualnet.assembly import build_optimizer, build_schedule
 from manualnet.data import Batches
 from manualnet.distributed import Single
 from manualnet.divergence import Diverged, diagnose
@@ -43,8 +42,7 @@ class Trainer:
         x, targets, labels = setup.split("train")
         self.batches = Batches(x, targets, self.cfg.train.batch_size, setup.config.seed, labels=labels,
                                rank=self.cluster.rank, world_size=self.cluster.world_size)
-        self.optimizer = build_optimizer(self.cfg, self.model)
-        self.schedule = build_schedule(self.cfg, self.optimizer, len(self.batches))
+        self.optimizer, self.schedule = setup.optimizer, setup.schedule
         self.epoch, self.batch, self.step = 0, 0, 0
         self.best = {"val/loss": math.inf, "epoch": -1}
         self.running = _Running()

@@ -44,7 +44,7 @@ def with_changes(**changes):
         node, parts = raw, path.split("__")
         for part in parts[:-1]:
             node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        node[parts[-1]] = value
+        node[int(parts[-1]) if isinstance(node, list) else parts[-1]] = value
     return raw
 
 

@@ -115,8 +115,6 @@ def test_schedule_state_dict_of_another_schedule_is_rejected():
     ("constant", {"steps_per_epoch": 0}, "steps_per_epoch"),
     ("constant", {"epochs": 2.5}, "epochs"),
     ("constant", {"warmup_epochs": -1}, "warmup_epochs"),
-    ("cosine", {"warmup_epochs": 4}, "warmup_epochs"),
-    ("cosine", {"warmup_epochs": 3.9}, "warmup_epochs"),      # 3.9 epochs of 2 steps round to all 8 steps
     ("constant", {"warmup_start_factor": 1.5}, "warmup_start_factor"),
     ("step", {"step_size": 0}, "step_size"),
     ("step", {"step_size": 2, "gamma": 0}, "gamma"),
@@ -138,3 +136,8 @@ def test_make_schedule_names_unknown_type_and_argument():
         make_schedule("cosine", sgd(), 2, 2, warmup=1)
     with pytest.raises(ConfigError, match="schedule.step_size: StepSchedule needs 'step_size'"):
         make_schedule("step", sgd(), 2, 2)
+
+
+def test_warmup_longer_than_the_run_warms_up_the_whole_run():
+    schedule = make_schedule("cosine", sgd(1.0), steps_per_epoch=2, epochs=1, warmup_epochs=1)
+    assert [schedule.lr_at(s) for s in range(3)] == [0.5, 1.0, 1.0]

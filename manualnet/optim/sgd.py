@@ -25,7 +25,7 @@ class SGD(Optimizer):
 
     HYPERPARAMETERS = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
 
-    def __init__(self, model, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, model, lr: float, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(model, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                          weight_decay=weight_decay)
 

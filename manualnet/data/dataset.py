@@ -1,0 +1,152 @@
+"""A loaded data set: seeded train/val/test splits, standardised with train statistics, on the device.
+
+``load_dataset(cfg)`` is the one entry point: it looks the loader up in ``DATASETS``, checks the config's
+per-dataset keys against the loader's signature, splits, standardises and moves the tensors.
+"""
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+from manualnet.data.base import DATASETS, check_arguments, seeded_generator
+from manualnet.errors import ConfigError, DataError
+
+COMMON_KEYS = {"dataset": "digits", "val_fraction": 0.1, "test_fraction": 0.2, "standardize": True}  # + defaults
+SPLITS = ("train", "val", "test")
+
+
+class Standardizer:
+    """x' = (x - mean) / std, per feature, with mean and std measured on the train split.
+
+    A feature whose train std is below ``min_std`` (constant pixels at the border of an image) is only
+    centred (std := 1): it carries no information in train, and dividing by a tiny std would turn any
+    val/test deviation into a huge input.
+    Shape: mean, std (F,); ``apply`` maps (N, F) -> (N, F).
+    """
+
+    def __init__(self, mean, std):
+        self.mean, self.std = mean, std
+
+    @classmethod
+    def fit(cls, x, min_std=1e-6):
+        """Train statistics, accumulated in float64 whatever x's dtype (float32 MNIST stays float32)."""
+        mean = x.mean(dim=0, dtype=torch.float64)
+        std = ((x - mean.to(x.dtype)) ** 2).mean(dim=0, dtype=torch.float64).sqrt()
+        return cls(mean, torch.where(std < min_std, torch.ones_like(std), std))
+
+    def apply(self, x):
+        return (x - self.mean.to(x)) / self.std.to(x)
+
+    def to(self, device, dtype):
+        return Standardizer(self.mean.to(device, dtype), self.std.to(device, dtype))
+
+    def state_dict(self):
+        return {"mean": self.mean.cpu(), "std": self.std.cpu()}
+
+    @classmethod
+    def from_state_dict(cls, state):
+        return cls(state["mean"], state["std"])
+
+
+@dataclass(eq=False)  # tensors have no single truth value: compare splits with torch.equal
+class Dataset:
+    """Features (N, F) float on the device; labels (N,) int64 class indices or (N, n_outputs) float targets."""
+
+    name: str
+    task: str  # "classification" | "regression"
+    num_classes: int | None
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    standardizer: Standardizer | None = None  # what was applied to every split's features, if anything
+    classes: list | None = None  # the source file's label for each class index, when labels were renumbered
+
+    @property
+    def in_features(self):
+        return self.x_train.shape[1]
+
+    @property
+    def out_features(self):
+        return self.num_classes if self.task == "classification" else self.y_train.shape[1]
+
+    def split(self, name):
+        """(x, y) of ``train``, ``val`` or ``test``."""
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    def summary(self):
+        return {"name": self.name, "task": self.task, "num_classes": self.num_classes,
+                "in_features": self.in_features, "out_features": self.out_features,
+                **{f"{s}_samples": len(getattr(self, f"x_{s}")) for s in SPLITS},
+                "standardized": self.standardizer is not None}
+
+    def __str__(self):
+        kind = f"{self.num_classes} classes" if self.task == "classification" else f"{self.out_features} targets"
+        sizes = "/".join(str(len(getattr(self, f"x_{s}"))) for s in SPLITS)
+        return f"{self.name}: {self.task}, {self.in_features} features, {kind}, {sizes} train/val/test samples"
+
+
+def split_indices(n, val_fraction, test_fraction, generator):
+    """(train, val, test) index tensors: a seeded permutation of range(n) cut into round(f * n)-sized
+    val and test parts; train keeps the rest and must not be empty."""
+    for key, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= f < 1:
+            raise ConfigError(f"data.{key}: expected a fraction in [0, 1), got {f}")
+    if val_fraction + test_fraction >= 1:
+        raise ConfigError(f"data: val_fraction + test_fraction must be < 1 to leave training data, got "
+                          f"{val_fraction} + {test_fraction}")
+    n_val, n_test = round(val_fraction * n), round(test_fraction * n)
+    if n - n_val - n_test < 1:
+        raise DataError(f"data: {n} samples leave none for training after val_fraction {val_fraction} and "
+                        f"test_fraction {test_fraction}")
+    perm = torch.randperm(n, generator=generator)
+    return perm[n_val + n_test:], perm[:n_val], perm[n_val:n_val + n_test]
+
+
+def split_arrays(arrays, val_fraction, test_fraction, generator):
+    """{split: (x, y)} for train, val and test: a seeded random split of the samples. A source's own test
+    split (MNIST's t10k files) is the test split when ``test_fraction`` is 0; otherwise it is pooled with
+    the rest, and test_fraction of the whole is held out at random like for any data set."""
+    x, y, own_test = arrays.x, arrays.y, arrays.test
+    if own_test is not None and test_fraction > 0:
+        x, y, own_test = torch.cat([x, own_test[0]]), torch.cat([y, own_test[1]]), None
+    parts = split_indices(len(x), val_fraction, test_fraction, generator)
+    splits = {name: (x[idx], y[idx]) for name, idx in zip(SPLITS, parts, strict=True)}
+    if own_test is not None:
+        splits["test"] = own_test
+    return splits
+
+
+def load_dataset(cfg=None, seed=0, device="cpu", dtype=torch.float32, **kwargs):
+    """The data set a config's ``data`` section describes, split, standardised and on ``device``.
+
+    Args:
+        cfg: the ``data`` section as a dict: ``dataset`` (a DATASETS name, default ``digits``),
+            ``val_fraction`` (0.1), ``test_fraction`` (0.2), ``standardize`` (True), and the loader's own
+            keyword arguments (``n_samples``, ``noise``, ``root``, ``path``, ...). ``kwargs`` add to it.
+        seed: seeds the synthetic data (stream "data") and the split (stream "split"); see ``split_arrays``
+            for data sets that ship their own test split.
+        device, dtype: where the tensors live and the float dtype of features (and regression targets).
+    """
+    if hasattr(cfg, "model_dump"):  # the validated pydantic section itself
+        cfg = cfg.model_dump()
+    spec = {**(cfg or {}), **kwargs}
+    name, val_fraction, test_fraction, standardize = (spec.pop(k, default) for k, default in COMMON_KEYS.items())
+    loader = DATASETS.get(name, where="data.dataset")
+    args = check_arguments(name, loader, spec)
+    if "generator" in inspect.signature(loader).parameters:
+        args["generator"] = seeded_generator(seed, "data")
+    arrays = loader(**args)
+    splits = split_arrays(arrays, val_fraction, test_fraction, seeded_generator(seed, "split"))
+    standardizer = Standardizer.fit(splits["train"][0]).to(device, dtype) if standardize else None
+    label_dtype = torch.int64 if arrays.task == "classification" else dtype
+    tensors = {}
+    for split, (x, y) in splits.items():
+        x = x.to(device=device, dtype=dtype)  # standardised after the cast: float64 runs keep the precision
+        tensors[f"x_{split}"] = standardizer.apply(x) if standardizer else x
+        tensors[f"y_{split}"] = y.to(device=device, dtype=label_dtype)
+    return Dataset(name=name, task=arrays.task, num_classes=arrays.num_classes, **tensors,
+                   standardizer=standardizer, classes=arrays.classes)
