@@ -4,8 +4,8 @@
 """
 
 import hashlib
-import math
 import importlib.util
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
