@@ -1,0 +1,51 @@
+"""Central finite differences: df/dt_i ~ (f(t + h e_i) - f(t - h e_i)) / 2h, in float64.
+
+Independent of autograd: it needs only a way to evaluate f. Every coordinate is checked for tensors of up to
+``FULL_LIMIT`` elements, a seeded sample of ``SAMPLE`` coordinates beyond that.
+"""
+
+import torch
+
+H = 1e-6
+FULL_LIMIT = 10_000
+SAMPLE = 64
+KINK_MARGIN = 10 * H   # inputs this close to a kink could straddle it within one stencil
+KINK_OFFSET = 100 * H  # where such inputs are moved to, on their own side of the kink
+
+
+def coordinates(numel, generator):
+    """Flat indices to check: all of them, or a sorted seeded sample of SAMPLE for big tensors."""
+    if numel <= FULL_LIMIT:
+        return torch.arange(numel)
+    return torch.randperm(numel, generator=generator)[:SAMPLE].sort().values
+
+
+def numeric_gradient(objective, tensor, flat_indices, h=H):
+    """d objective / d tensor at ``flat_indices`` (a float64 vector), perturbing ``tensor`` in place.
+
+    ``objective()`` returns a Python float computed from ``tensor``'s current values; each entry is restored
+    after its two evaluations. Dividing by the step actually taken (t+h) - (t-h) keeps rounding out.
+    """
+    numeric = torch.empty(len(flat_indices), dtype=torch.float64)
+    for k, flat in enumerate(flat_indices.tolist()):
+        where = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), tensor.shape))
+        old = tensor[where].item()
+        up, down = old + h, old - h
+        tensor[where] = up
+        f_up = objective()
+        tensor[where] = down
+        f_down = objective()
+        tensor[where] = old
+        numeric[k] = (f_up - f_down) / (up - down)
+    return numeric
+
+
+def move_off_kink(x, kink):
+    """x with entries within KINK_MARGIN of ``kink`` moved to kink +- KINK_OFFSET (keeping their side), and
+    how many were moved: a correct layer must not fail because a stencil straddles its kink."""
+    near = (x - kink).abs() < KINK_MARGIN
+    count = int(near.sum())
+    if not count:
+        return x, 0
+    side = torch.where(x >= kink, 1.0, -1.0).to(x.dtype)
+    return torch.where(near, kink + side * KINK_OFFSET, x), count

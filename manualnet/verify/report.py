@@ -1,0 +1,174 @@
+"""One compared tensor per Row, the tolerance that judges it, and the table that shows the rows.
+
+Rows are plain dataclasses, so ``dataclasses.asdict(row)`` is ready for ``json.dumps``: a CLI, a log file or a
+training audit can store them as they are.
+"""
+
+import dataclasses
+import math
+
+import torch
+
+# torch.testing.assert_close's defaults (rtol, atol) per dtype.
+TESTING_DEFAULTS = {
+    torch.float64: (1e-7, 1e-7),
+    torch.float32: (1.3e-6, 1e-5),
+    torch.float16: (1e-3, 1e-5),
+    torch.bfloat16: (1.6e-2, 1e-5),
+}
+FLOAT64_MAX_REL_ERR = 1e-9
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """Either a bound on the max relative error, max|a - b| / max|b| <= ``rel``, or torch.allclose's rule,
+    |a - b| <= atol + rtol |b| elementwise (``rel`` None)."""
+
+    rel: float | None = None
+    rtol: float = 0.0
+    atol: float = 0.0
+    label: str = ""
+
+    def passes(self, actual, expected, max_rel_err):
+        if self.rel is not None:
+            return max_rel_err <= self.rel
+        return bool(torch.allclose(actual, expected, rtol=self.rtol, atol=self.atol))
+
+    def __str__(self):
+        if self.label:
+            return self.label
+        if self.rel is not None:
+            return f"rel err <= {self.rel:.0e}"
+        return f"allclose({self.rtol:.2g}, {self.atol:.2g})"
+
+
+# gradcheck's rule for analytic (a) against numeric (n) derivatives.
+FINITE_DIFF = Tolerance(rtol=1e-3, atol=1e-5, label="|a-n| <= 1e-5 + 1e-3|n|")
+
+
+def tolerance_for(dtype, tol=None):
+    """The Tolerance a check at ``dtype`` uses: ``tol`` a Tolerance, a float (max relative error) or an
+    ``(rtol, atol)`` pair; by default max relative error <= 1e-9 in float64, else torch.testing's allclose."""
+    if isinstance(tol, Tolerance):
+        return tol
+    if isinstance(tol, (int, float)):
+        return Tolerance(rel=float(tol))
+    if tol is not None:
+        rtol, atol = tol
+        return Tolerance(rtol=rtol, atol=atol)
+    if dtype == torch.float64:
+        return Tolerance(rel=FLOAT64_MAX_REL_ERR)
+    rtol, atol = TESTING_DEFAULTS.get(dtype, TESTING_DEFAULTS[torch.float32])
+    return Tolerance(rtol=rtol, atol=atol)
+
+
+@dataclasses.dataclass
+class Row:
+    """One tensor of a manual computation compared with its reference.
+
+    ``index`` is the layer's position in the model (None for a lone layer or the whole model), ``layer`` its
+    description, ``tensor`` the compared tensor ("y", "dx", "dweight", "loss", "dpred", ...), ``method``
+    "autograd" or "finite-diff". Relative error is max|a - b| / max(max|b|, tiny).
+    """
+
+    index: int | None
+    layer: str
+    tensor: str
+    shape: tuple
+    exact: bool
+    allclose: bool
+    max_abs_diff: float
+    max_rel_err: float
+    tolerance: str
+    passed: bool
+    method: str
+    note: str = ""
+
+
+def compare_tensors(actual, expected, tolerance, *, index, layer, tensor, method, note=""):
+    """The Row for manual ``actual`` against reference ``expected`` (missing, mis-shaped or mis-typed fails)."""
+    label = dict(index=index, layer=layer, tensor=tensor, method=method, note=note)
+    problem = mismatch(actual, expected)
+    if problem:
+        return failed_row(problem, tolerance, shape=tuple(expected.shape), **label)
+    a, b = actual.detach(), expected.detach()
+    abs_diff = _max_abs_diff(a, b)
+    finite_b = b[torch.isfinite(b)]
+    scale = finite_b.abs().max().item() if finite_b.numel() else 0.0
+    rel_err = abs_diff / max(scale, torch.finfo(b.dtype).tiny) if abs_diff else 0.0
+    rtol, atol = (tolerance.rtol, tolerance.atol) if tolerance.rel is None else TESTING_DEFAULTS.get(
+        b.dtype, TESTING_DEFAULTS[torch.float32])
+    return Row(**label, shape=tuple(b.shape), exact=torch.equal(a, b),
+               allclose=bool(torch.allclose(a, b, rtol=rtol, atol=atol)), max_abs_diff=abs_diff,
+               max_rel_err=rel_err, tolerance=str(tolerance), passed=tolerance.passes(a, b, rel_err))
+
+
+def failed_row(problem, tolerance, *, note="", **label):
+    """A failing Row for a value that cannot be compared at all (``problem`` says why)."""
+    return Row(**label, exact=False, allclose=False, max_abs_diff=math.inf, max_rel_err=math.inf,
+               tolerance=str(tolerance), passed=False, note="; ".join(filter(None, [problem, note])))
+
+
+def mismatch(actual, expected):
+    """Why ``actual`` cannot be compared with ``expected`` entry by entry, or "" if it can."""
+    if actual is None:
+        return "no manual value (None)"
+    if not isinstance(actual, torch.Tensor):
+        return f"manual value is a {type(actual).__name__}, not a tensor"
+    if actual.shape != expected.shape:
+        return f"manual shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
+    if actual.dtype != expected.dtype:
+        return f"manual dtype {actual.dtype}, expected {expected.dtype}"
+    if actual.device != expected.device:
+        return f"manual device {actual.device}, expected {expected.device}"
+    return ""
+
+
+def _max_abs_diff(a, b):
+    """max|a - b|, where equal entries (infinities too) differ by 0 and a NaN anywhere else counts as inf."""
+    if a.numel() == 0:
+        return 0.0
+    diff = torch.where(a == b, torch.zeros_like(a), (a - b).abs())
+    return diff.nan_to_num(nan=math.inf).max().item()
+
+
+# -- the table ---------------------------------------------------------------------------------------------
+
+COLUMNS = ("layer", "tensor", "check", "shape", "exact", "allclose", "max abs diff", "max rel err", "tolerance",
+           "result")
+
+
+def all_passed(rows):
+    """True when there are rows and every one passed."""
+    return bool(rows) and all(row.passed for row in rows)
+
+
+def verdict(rows):
+    """One line: PASS with the count, or FAIL naming each failing tensor."""
+    if not rows:
+        return "FAIL: nothing was checked"
+    failed = [row for row in rows if not row.passed]
+    if not failed:
+        return f"PASS: all {len(rows)} checks passed"
+    names = ", ".join(f"{_where(row)} {row.tensor} ({row.method})".lstrip() for row in failed)
+    return f"FAIL: {len(failed)} of {len(rows)} checks failed: {names}"
+
+
+def format_table(rows):
+    """An aligned text table of the rows, a note column when any row has a note, then the verdict."""
+    columns = COLUMNS + (("note",) if any(row.note for row in rows) else ())
+    cells = [columns] + [_cells(row)[:len(columns)] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines + [verdict(rows)])
+
+
+def _cells(row):
+    return (_where(row), row.tensor, row.method, "x".join(map(str, row.shape)) or "()", str(row.exact),
+            str(row.allclose), f"{row.max_abs_diff:.2e}", f"{row.max_rel_err:.2e}", row.tolerance,
+            "PASS" if row.passed else "FAIL", row.note)
+
+
+def _where(row):
+    return row.layer if row.index is None else f"{row.index}:{row.layer}"

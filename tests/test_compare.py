@@ -1,0 +1,299 @@
+"""The verify engine itself: compare / finite_differences on the notebooks' exercises, checks of layers users
+write (no reference, random, wrong), and the rows, tolerances and table."""
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from manualnet import Layer, LayerError, LeakyReLU, Linear, ReLU
+from manualnet.verify import (
+    Row,
+    Tolerance,
+    all_passed,
+    check_layer,
+    compare,
+    finite_differences,
+    format_table,
+    tolerance_for,
+    verdict,
+)
+from manualnet.verify.finite_diff import FULL_LIMIT, SAMPLE, coordinates
+from tests.conftest import randn
+
+
+def practice_one(x, y):
+    """f(x, y) = (x + sigmoid(y)) / (sigmoid(x) + (x + y)^2), broken into pieces as in the notebook."""
+    sy = torch.sigmoid(y)
+    num = x + sy
+    sx = torch.sigmoid(x)
+    xpy = x + y
+    xpysqr = xpy ** 2
+    den = sx + xpysqr
+    invden = 1.0 / den
+    return dict(sy=sy, num=num, sx=sx, xpy=xpy, xpysqr=xpysqr, den=den, invden=invden, out=num * invden)
+
+
+def practice_one_backward(v):
+    """The notebook's hand-derived backward pass, by the forward's names."""
+    dnum = v["invden"]
+    dinvden = v["num"]
+    dden = -(1 / v["den"] ** 2) * dinvden
+    dxpy = 2 * v["xpy"] * dden
+    dx = dxpy + v["sx"] * (1 - v["sx"]) * dden + dnum
+    dy = dxpy + v["sy"] * (1 - v["sy"]) * dnum
+    return dict(x=dx, y=dy, num=dnum, invden=dinvden, den=dden, xpysqr=dden, sx=dden, xpy=dxpy, sy=dnum)
+
+
+POINT = {"x": torch.tensor(2.0), "y": torch.tensor(-2.0)}
+
+
+def test_correct_hand_derived_gradients_pass_with_the_notebooks_values():
+    manual = practice_one_backward(practice_one(**{k: v.double() for k, v in POINT.items()}))
+    assert manual["x"].item() == pytest.approx(0.8485, abs=5e-5)
+    assert manual["y"].item() == pytest.approx(0.1192, abs=5e-5)
+    report = compare(practice_one, POINT, manual)
+    assert report.ok, str(report)
+    assert [row.tensor for row in report.rows] == list(manual)
+    assert max(row.max_abs_diff for row in report.rows) < 1e-15
+
+
+def test_a_wrong_hand_derived_gradient_fails_and_is_named():
+    manual = practice_one_backward(practice_one(**{k: v.double() for k, v in POINT.items()}))
+    manual["x"] = manual["x"] - manual["num"]       # forgot the numerator's path into x
+    report = compare(practice_one, POINT, manual)
+    assert not report.ok
+    assert [row.tensor for row in report.rows if not row.passed] == ["x"]
+    text = str(report)
+    assert [cell.strip() for cell in text.splitlines()[0].split("|")] == ["name", "shape", "exact", "approximate",
+                                                                        "maxdiff"]
+    assert text.endswith(f"FAIL: 1 of {len(manual)} checks failed: x (autograd)")
+
+
+def test_finite_differences_print_analytic_numeric_and_difference():
+    manual = practice_one_backward(practice_one(**{k: v.double() for k, v in POINT.items()}))
+    report = finite_differences(practice_one, POINT, manual)
+    assert report.ok, str(report)
+    lines = str(report).splitlines()
+    assert [cell.strip() for cell in lines[0].split("|")] == ["name", "index", "analytic", "numeric", "difference"]
+    name, index, analytic, numeric, _ = (cell.strip() for cell in lines[1].split("|"))
+    assert (name, index) == ("x", "()")
+    assert float(numeric) == pytest.approx(0.848532355548892, abs=1e-9)
+    assert float(analytic) == pytest.approx(float(numeric), abs=1e-9)
+    assert "skipped (not floating inputs of fn" in str(report) and report.skipped[:2] == ["num", "invden"]
+
+
+def test_finite_differences_fail_a_wrong_gradient():
+    report = finite_differences(practice_one, POINT, {"x": 0.8485323555 * 1.01, "y": 0.1192029220})
+    assert [row.passed for row in report.rows] == [False, True]
+
+
+def test_matrix_exercise_with_a_float32_manual_gradient_is_approximate_not_exact():
+    """f(W, x, b) = sum(sigmoid(W x + b)), the second practice problem, derived in float32."""
+    def f(W, x, b):
+        wx = W @ x
+        s = torch.sigmoid(wx + b)
+        return dict(wx=wx, s=s, out=s.sum())
+
+    W, x, b = randn((3, 3), 0, torch.float32), randn((3,), 1, torch.float32), randn((3,), 2, torch.float32)
+    s = torch.sigmoid(W @ x + b)
+    dwx = s * (1 - s)
+    manual = {"W": torch.outer(dwx, x), "x": W.t() @ dwx, "b": dwx, "wx": dwx, "s": torch.ones(3)}
+    report = compare(f, {"W": W, "x": x, "b": b}, manual)
+    assert report.ok, str(report)
+    assert not all(row.exact for row in report.rows[:4])
+    assert finite_differences(f, {"W": W, "x": x, "b": b}, manual).ok
+
+
+def test_a_gradient_of_the_wrong_shape_fails_even_when_it_broadcasts():
+    def f(X, W, b):
+        pred = X @ W + b
+        return dict(pred=pred, out=pred.mean())
+
+    X, W, b = randn((10, 4), 0), randn((4, 1), 1), randn((1,), 2)
+    dpred = torch.full((10, 1), 0.1, dtype=torch.float64)
+    manual = {"W": X.t() @ dpred, "b": dpred.sum(0, keepdim=True).reshape(1, 1), "pred": dpred}
+    report = compare(f, {"X": X, "W": W, "b": b}, manual)
+    assert [row.passed for row in report.rows] == [True, False, True]
+    assert "manual shape (1, 1), expected (1,)" in str(report)
+
+
+def test_a_misspelled_name_is_an_error_with_a_suggestion():
+    with pytest.raises(LayerError, match=r"'nmu' names no input or value of fn \(did you mean 'num'\?\)"):
+        compare(practice_one, POINT, {"nmu": 1.0})
+
+
+def test_fn_must_return_a_dict_with_the_output():
+    with pytest.raises(LayerError, match=r"fn must return a dict of named tensors including 'out', got \['y'\]"):
+        compare(lambda x: {"y": x * 2}, {"x": 1.0}, {"x": 2.0})
+
+
+# -- the engine on layers users write --------------------------------------------------------------------------
+
+class Cube(Layer):
+    """y = x^3 (no reference: verify differentiates this forward itself)."""
+
+    def forward(self, x):
+        self.cache = x
+        return x ** 3
+
+    def backward(self, dy):
+        x = self.take_cache()
+        return dy * 3 * x ** 2                  # dx = dy * 3 x^2
+
+
+class CubeWithWrongBackward(Cube):
+    def backward(self, dy):
+        x = self.take_cache()
+        return dy * 2 * x ** 2
+
+
+class NoisyScale(Layer):
+    """y = x * (1 + 0.1 z), z ~ N(0, 1) from the global RNG per forward: random, and no reference."""
+
+    def forward(self, x):
+        scale = 1 + 0.1 * torch.randn(x.shape, dtype=x.dtype)
+        self.cache = scale
+        return x * scale
+
+    def backward(self, dy):
+        return dy * self.take_cache()
+
+
+class LinearForgettingBias(Linear):
+    def backward(self, dy):
+        dx = Linear.raw_backward(self, dy)
+        self.grads["bias"].zero_()
+        return dx
+
+
+def test_user_layer_without_reference_is_checked_through_its_own_forward():
+    rows = check_layer(Cube(), randn((3, 4), seed=0), fd=True)
+    assert all_passed(rows), format_table(rows)
+
+
+def test_user_layer_with_a_wrong_backward_fails_both_checks():
+    rows = check_layer(CubeWithWrongBackward(), randn((3, 4), seed=0), fd=True)
+    failed = {(row.tensor, row.method) for row in rows if not row.passed}
+    assert failed == {("dx", "autograd"), ("dx", "finite-diff")}
+    assert "FAIL: 2 of 3 checks failed" in format_table(rows)
+
+
+def test_random_user_layer_is_replayed_from_the_same_rng_state():
+    rows = check_layer(NoisyScale(), randn((3, 4), seed=0), fd=True)
+    assert all_passed(rows), format_table(rows)
+
+
+def test_a_missing_bias_gradient_is_caught_and_named():
+    rows = check_layer(LinearForgettingBias(5, 3), randn((4, 5), seed=0), fd=True)
+    assert {(row.tensor, row.method) for row in rows if not row.passed} == {("dbias", "autograd"),
+                                                                           ("dbias", "finite-diff")}
+
+
+def test_a_backward_that_crashes_is_a_failed_check_not_an_abort():
+    class Crashing(Cube):
+        def backward(self, dy):
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    rows = check_layer(Crashing(), randn((3, 4), seed=0), fd=True)
+    assert [(row.tensor, row.method, row.passed) for row in rows] == [
+        ("y", "autograd", True), ("dx", "autograd", False), ("dx", "finite-diff", False)]
+    assert rows[1].note == "no manual value (None); backward raised RuntimeError: mat1 and mat2 shapes cannot be " \
+                           "multiplied"
+
+
+def test_checks_run_inside_inference_mode_and_no_grad():
+    x = randn((4, 3), seed=0)
+    with torch.inference_mode():
+        rows = check_layer(Linear(3, 2), x, fd=True)
+    with torch.no_grad():
+        rows += check_layer(Linear(3, 2), x)
+    assert all_passed(rows), format_table(rows)
+
+
+def test_inputs_near_a_kink_are_moved_and_counted():
+    x = randn((4, 5), seed=0)
+    x[0, :3] = torch.tensor([0.0, 2e-6, -5e-6], dtype=torch.float64)
+    for layer in (ReLU(), LeakyReLU(0.1)):
+        rows = check_layer(layer, x, fd=True)
+        fd_rows = [row for row in rows if row.method == "finite-diff"]
+        assert all_passed(rows), format_table(rows)
+        assert fd_rows[0].note == "3 input(s) within 1e-05 of the kink at 0 moved away"
+
+
+# -- finite differences: which coordinates ----------------------------------------------------------------------
+
+def test_all_coordinates_up_to_the_limit_and_a_seeded_sample_beyond():
+    assert torch.equal(coordinates(FULL_LIMIT, torch.Generator()), torch.arange(FULL_LIMIT))
+    sample = coordinates(FULL_LIMIT + 1, torch.Generator().manual_seed(4))
+    assert len(sample) == SAMPLE >= 50 and len(set(sample.tolist())) == SAMPLE
+    assert torch.equal(sample, coordinates(FULL_LIMIT + 1, torch.Generator().manual_seed(4)))
+
+
+def test_big_parameters_are_sampled_and_say_so():
+    layer = Linear(101, 100)                    # 10,100 weights: sampled; 100 biases: all
+    rows = [row for row in check_layer(layer, randn((2, 101), 0), fd=True) if row.method == "finite-diff"]
+    assert all_passed(rows), format_table(rows)
+    notes = {row.tensor: row.note for row in rows}
+    assert notes == {"dx": "", "dweight": f"{SAMPLE} of 10100 coordinates", "dbias": ""}
+
+
+# -- rows, tolerances, table ------------------------------------------------------------------------------------
+
+def test_rows_serialise_to_json():
+    rows = check_layer(Linear(3, 2), randn((4, 3), 0), fd=True)
+    data = json.loads(json.dumps([dataclasses.asdict(row) for row in rows]))
+    assert data[2]["tensor"] == "dweight" and data[2]["shape"] == [2, 3] and data[2]["method"] == "autograd"
+    assert {row["method"] for row in data} == {"autograd", "finite-diff"}
+
+
+def test_default_tolerances_per_dtype():
+    assert tolerance_for(torch.float64) == Tolerance(rel=1e-9)
+    assert tolerance_for(torch.float32) == Tolerance(rtol=1.3e-6, atol=1e-5)
+    assert tolerance_for(torch.float64, 1e-10) == Tolerance(rel=1e-10)
+    assert tolerance_for(torch.float64, (1e-3, 1e-4)) == Tolerance(rtol=1e-3, atol=1e-4)
+
+
+def test_relative_error_is_max_abs_diff_over_max_reference():
+    class Doubled(Linear):
+        def backward(self, dy):
+            dx = Linear.raw_backward(self, dy)
+            self.grads["bias"].mul_(1.5)
+            return dx
+
+    rows = check_layer(Doubled(3, 2), randn((4, 3), 0))
+    dbias = next(row for row in rows if row.tensor == "dbias")
+    assert dbias.max_rel_err == pytest.approx(0.5)
+    assert not dbias.passed and not dbias.allclose and not dbias.exact
+
+
+def test_missing_or_nan_gradients_fail():
+    class NoBiasGradient(Linear):
+        def __init__(self):
+            super().__init__(3, 2)
+            self.grads.pop("bias")
+
+    class NanInput(Linear):
+        def backward(self, dy):
+            return Linear.raw_backward(self, dy) * math.nan
+
+    rows = check_layer(NoBiasGradient(), randn((4, 3), 0)) + check_layer(NanInput(3, 2), randn((4, 3), 0))
+    failed = [(row.tensor, row.note, row.max_abs_diff) for row in rows if not row.passed]
+    assert failed == [("dbias", "no manual value (None)", math.inf), ("dx", "", math.inf)]
+
+
+def test_table_has_the_columns_and_a_verdict():
+    row = Row(index=2, layer="Linear(3->2)", tensor="dweight", shape=(2, 3), exact=False, allclose=True,
+              max_abs_diff=1.5e-17, max_rel_err=3e-17, tolerance="rel err <= 1e-09", passed=True, method="autograd")
+    bad = dataclasses.replace(row, tensor="dbias", shape=(2,), passed=False, max_rel_err=0.5, note="off")
+    lines = format_table([row, bad]).splitlines()
+    assert lines[0].split() == ["layer", "tensor", "check", "shape", "exact", "allclose", "max", "abs", "diff", "max",
+                                "rel", "err", "tolerance", "result", "note"]
+    assert lines[2].split() == ["2:Linear(3->2)", "dweight", "autograd", "2x3", "False", "True", "1.50e-17",
+                                "3.00e-17", "rel", "err", "<=", "1e-09", "PASS"]
+    assert lines[3].split()[-2:] == ["FAIL", "off"]
+    assert lines[-1] == "FAIL: 1 of 2 checks failed: 2:Linear(3->2) dbias (autograd)"
+    assert verdict([row]) == "PASS: all 1 checks passed"
+    assert verdict([]) == "FAIL: nothing was checked" and not all_passed([])
