@@ -9,6 +9,7 @@ fsynced, then renamed over the old one, so a kill at any moment leaves the previ
 import os
 import pickle
 import queue
+import shutil
 import tempfile
 import threading
 import zipfile
@@ -21,12 +22,25 @@ from manualnet.errors import CheckpointError
 
 def save(state, path):
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename, fsync of the directory)."""
+    _atomic_write(path, lambda f: torch.save(state, f))
+
+
+def copy(source, path):
+    """Copy a checkpoint file to ``path``, atomically like ``save``."""
+    def write(f):
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, f)
+
+    _atomic_write(path, write)
+
+
+def _atomic_write(path, write):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -86,9 +100,10 @@ class Writer:
         self._thread = threading.Thread(target=self._work, name="manualnet-checkpoints", daemon=True)
         self._thread.start()
 
-    def submit(self, state, path):
+    def submit(self, state, paths):
+        """Queue ``state`` to be saved at each of ``paths`` (serialised once, then copied)."""
         self._raise_error()
-        self._queue.put((_snapshot(state), Path(path)))
+        self._queue.put((_snapshot(state), [Path(p) for p in paths]))
 
     def flush(self):
         self._queue.join()
@@ -96,10 +111,12 @@ class Writer:
 
     def _work(self):
         while True:
-            state, path = self._queue.get()
+            state, paths = self._queue.get()
             try:
                 if self._error is None:
-                    save(state, path)
+                    save(state, paths[0])
+                    for path in paths[1:]:
+                        copy(paths[0], path)
             except BaseException as e:  # handed to the training thread at its next submit/flush
                 self._error = e
             finally:

@@ -61,7 +61,7 @@ class Trainer:
         """Train to ``train.epochs``, then evaluate the best checkpoint on the test split."""
         started = time.perf_counter()
         self.log.text("config", json.dumps(self.cfg.to_dict(), indent=2))
-        with _catch_signals(self):
+        with _catch_signals(self), torch.no_grad():  # manual backprop: autograd stays off throughout
             while self.epoch < self.cfg.train.epochs:
                 self.train_epoch()
                 self.end_epoch()
@@ -106,7 +106,10 @@ class Trainer:
         self.optimizer.step()
         self.schedule.step()
         self.step += 1
-        correct = accuracy_count(pred, lb, self.s.threshold) if self.s.classification else None
+        # Train accuracy is sampled on the logging steps' batches: counting every batch costs a few ops
+        # a step, as much as a small network's layer.
+        sampled = logging and self.s.classification
+        correct = accuracy_count(pred, lb, self.s.threshold) if sampled else None
         self.running.add(value, correct, len(xb))
         self.progress.step(loss=value)
         if logging:
@@ -117,18 +120,19 @@ class Trainer:
 
     def end_epoch(self):
         metrics = self.running.epoch_metrics(self.cluster)
-        if (self.epoch + 1) % self.cfg.train.eval_every == 0 or self.epoch + 1 == self.cfg.train.epochs:
+        validated = (self.epoch + 1) % self.cfg.train.eval_every == 0 or self.epoch + 1 == self.cfg.train.epochs
+        if validated:
             metrics.update(self.validate())
         self.log.scalars(metrics, self.step, self.epoch)
         self.progress.end_epoch(self.epoch, metrics)
         self.epoch, self.batch = self.epoch + 1, 0
         self.running.new_epoch()
-        improved = metrics.get("val/loss", metrics["train/loss"]) < self.best["val/loss"]
+        score = metrics.get("val/loss", metrics["train/loss"])  # train loss when there is no val split
+        improved = (validated or "val/loss" not in metrics) and score < self.best["val/loss"]
         if improved:
-            self.best = {"val/loss": metrics.get("val/loss", metrics["train/loss"]), "epoch": self.epoch}
-            self.save("best")
-        if self.epoch % self.cfg.train.checkpoint_every == 0 or self.epoch == self.cfg.train.epochs:
-            self.save("last")
+            self.best = {"val/loss": score, "epoch": self.epoch}
+        due = self.epoch % self.cfg.train.checkpoint_every == 0 or self.epoch == self.cfg.train.epochs
+        self.save(*(["last"] if due else []), *(["best"] if improved else []))
         self.last_metrics = metrics
 
     def validate(self):
@@ -164,14 +168,15 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------------
 
-    def save(self, which):
-        if not self.cluster.is_main:
+    def save(self, *names):
+        """Checkpoint the run as ``checkpoints/<name>.pt`` for each name (serialised once)."""
+        if not names or not self.cluster.is_main:
             return
         state = {"model": self.model.state_dict(), "optim": self.optimizer.state_dict(),
                  "schedule": self.schedule.state_dict(), "epoch": self.epoch, "batch": self.batch,
                  "step": self.step, "rng": checkpoint.rng_state(), "config": self.cfg.to_dict(),
                  "best": dict(self.best), "running": self.running.state_dict(), "format": 1}
-        self.writer.submit(state, self.run_dir / "checkpoints" / f"{which}.pt")
+        self.writer.submit(state, [self.run_dir / "checkpoints" / f"{name}.pt" for name in names])
 
     def _restore(self, state):
         try:
@@ -189,7 +194,11 @@ class Trainer:
 
 
 class _Running:
-    """Running sums of the training loss and accuracy, over the log interval and the epoch."""
+    """Running sums over the log interval and the epoch: [loss, batches, samples, correct, counted].
+
+    ``loss`` adds each step's mean batch loss; ``correct`` / ``counted`` are the right predictions and the
+    samples of the batches whose accuracy was measured (the logging steps' batches).
+    """
 
     def __init__(self):
         self.samples_total = 0
@@ -197,54 +206,57 @@ class _Running:
         self._interval_start = time.perf_counter()
 
     def new_epoch(self):
-        self.epoch = [0.0, 0, 0, 0]  # loss sum (per batch), batches, correct, samples
-        self.interval = [0.0, 0, 0, 0]
+        self.epoch = [0.0, 0, 0, 0, 0]
+        self.interval = [0.0, 0, 0, 0, 0]
 
     def add(self, loss, correct, samples):
-        """``loss`` is this rank's share of the global batch's mean loss (the whole of it in one process)."""
+        """``loss`` is this rank's share of the global batch's mean loss (the whole of it in one process);
+        ``correct`` is None for a batch whose accuracy was not measured."""
         for acc in (self.epoch, self.interval):
             acc[0] += loss
             acc[1] += 1
-            acc[2] = acc[2] + correct if correct is not None else None
-            acc[3] += samples
+            acc[2] += samples
+            if correct is not None:
+                acc[3] += int(correct)
+                acc[4] += samples
         self.samples_total += samples
 
     def interval_metrics(self, lr, norm, cluster):
-        loss, batches, correct, samples = _global(self.interval, cluster)
+        metrics = _metrics(_global(self.interval, cluster))
         now = time.perf_counter()
-        metrics = {"train/loss": loss / batches}
-        if correct is not None:
-            metrics["train/accuracy"] = float(correct) / samples
-        metrics.update({"lr": lr, "samples_per_sec": samples / max(now - self._interval_start, 1e-9)})
+        metrics.update({"lr": lr, "samples_per_sec": self.interval[2] * cluster.world_size
+                        / max(now - self._interval_start, 1e-9)})
         if norm is not None:
             metrics["grad_norm"] = norm.item()
-        self.interval, self._interval_start = [0.0, 0, 0, 0], now
+        self.interval, self._interval_start = [0.0, 0, 0, 0, 0], now
         return metrics
 
     def epoch_metrics(self, cluster):
-        loss, batches, correct, samples = _global(self.epoch, cluster)
-        metrics = {"train/loss": loss / max(batches, 1)}
-        if correct is not None and samples:
-            metrics["train/accuracy"] = float(correct) / samples
-        return metrics
+        return _metrics(_global(self.epoch, cluster))
 
     def state_dict(self):
-        loss, batches, correct, samples = self.epoch
-        return {"epoch": [loss, batches, None if correct is None else int(correct), samples],
-                "samples_total": self.samples_total}
+        return {"epoch": list(self.epoch), "samples_total": self.samples_total}
 
     def load_state_dict(self, state):
         self.epoch = list(state["epoch"])
         self.samples_total = state["samples_total"]
 
 
+def _metrics(sums):
+    loss, batches, _, correct, counted = sums
+    metrics = {"train/loss": loss / max(batches, 1)}
+    if counted:
+        metrics["train/accuracy"] = correct / counted
+    return metrics
+
+
 def _global(sums, cluster):
-    """Running sums over every rank: losses, correct counts and samples add up; batches do not."""
-    loss, batches, correct, samples = sums
+    """Running sums over every rank: losses, samples and correct counts add up; batches do not."""
     if cluster.world_size == 1:
-        return loss, batches, correct, samples
-    loss, correct_total, samples = cluster.sum([loss, float(correct or 0), samples])
-    return loss, batches, (None if correct is None else correct_total), samples
+        return sums
+    loss, batches, samples, correct, counted = sums
+    loss, samples, correct, counted = cluster.sum([loss, samples, correct, counted])
+    return [loss, batches, samples, correct, counted]
 
 
 class _catch_signals:

@@ -480,6 +480,6 @@ def test_a_last_batch_smaller_than_the_world_is_a_config_error():
 def test_labels_come_as_a_third_tensor_gathered_once_when_they_are_the_targets():
     x, y = torch.arange(6.0)[:, None], torch.arange(6)
     xb, yb, lb = next(iter(Batches(x, y, 4, seed=0, labels=y)))
-    assert lb is yb and torch.equal(yb, xb[:, 0].long())
+    assert lb.data_ptr() == yb.data_ptr() and torch.equal(yb, xb[:, 0].long())
     with pytest.raises(DataError, match="one row per sample, got lengths"):
         Batches(x, y[:5], 2)

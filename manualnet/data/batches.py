@@ -14,8 +14,9 @@ class Batches:
     """Batches of ``batch_size`` rows of x, y (and ``labels``), in a seeded random order each epoch.
 
     Iterating ``epoch(e)`` yields ``(xb, yb)`` (``(xb, yb, lb)`` when ``labels`` is given): the rows
-    ``order(e)[lo:hi]`` of each tensor, gathered per batch (see ``gather`` for why). ``len()`` is the number
-    of batches per epoch; the last one is smaller when ``batch_size`` does not divide N, unless ``drop_last``.
+    ``order(e)[lo:hi]`` of each tensor, as views of a per-epoch shuffled copy (see ``_shuffled``): a batch
+    is valid until the next epoch starts. ``len()`` is the number of batches per epoch; the last one is
+    smaller when ``batch_size`` does not divide N, unless ``drop_last``.
 
     Data parallel: with ``world_size`` W > 1, rank r yields only its contiguous shard of each global batch,
     split like ``torch.tensor_split(batch, W)[r]``: a batch of B rows gives the first B mod W ranks
@@ -81,25 +82,23 @@ class Batches:
                 lo, hi = self.shard_bounds(batch)
                 yield tuple(t[lo:hi] for t in self.tensors)
             return
-        order = self.order(epoch).to(self.tensors[0].device)
+        shuffled = self._shuffled(self.order(epoch).to(self.tensors[0].device))
         for batch in range(start_batch, len(self)):
             lo, hi = self.shard_bounds(batch)
-            yield gather(self.tensors, order[lo:hi])
+            yield tuple(t[lo:hi] for t in shuffled)
+
+    def _shuffled(self, order):
+        """Each tensor gathered in ``order`` into a buffer allocated once (so its pages stay mapped and warm
+        from epoch to epoch); the batches are then views, one copy per epoch instead of one per batch."""
+        if getattr(self, "_buffers", None) is None:
+            self._buffers = {id(t): torch.empty_like(t) for t in self.tensors}
+        done = {}
+        for t in self.tensors:
+            if id(t) not in done:  # targets that are the labels are gathered once
+                done[id(t)] = torch.index_select(t, 0, order, out=self._buffers[id(t)])
+        return tuple(done[id(t)] for t in self.tensors)
 
     def __iter__(self):
         """The next epoch: 0 on the first ``for``, then 1, 2, ... (``epoch(e)`` picks one directly)."""
         self._next_epoch += 1
         return self.epoch(self._next_epoch - 1)
-
-
-def gather(tensors, rows):
-    """Each tensor's ``rows``, in that order; a tensor passed twice (targets that are the labels) is gathered
-    once. Measured on the CPU against one gather per epoch plus slicing: per batch is 2-3x faster on MNIST
-    (50-60 ms an epoch saved: an epoch-sized buffer is fresh memory, faulted in page by page, while
-    batch-sized ones come back warm from the allocator) and at most 0.6 ms an epoch slower on digits; it
-    also holds no second copy of the training set."""
-    copies = {}
-    for t in tensors:
-        if id(t) not in copies:
-            copies[id(t)] = t.index_select(0, rows)
-    return tuple(copies[id(t)] for t in tensors)
