@@ -21,6 +21,7 @@ class Sequential(Layer):
         self.layers = list(layers)
         self._checked = None  # the input signature the layers' checks last passed for
         self._collect()
+        self._grad_list = list(self.grads.values())
 
     def _collect(self):
         self.params = {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
@@ -68,7 +69,7 @@ class Sequential(Layer):
         return dx if input_grad else None
 
     def zero_grad(self):
-        torch._foreach_zero_(list(self.grads.values()))  # one fused call for every gradient
+        torch._foreach_zero_(self._grad_list)  # one fused call for every gradient
 
     def train(self, mode=True):
         self.training = mode

@@ -52,6 +52,9 @@ class Optimizer:
     def step(self):
         """Apply one update to every parameter, in place."""
         self.steps += 1
+        if not torch.is_grad_enabled():  # the trainer already runs with autograd off
+            self.update()
+            return
         with torch.no_grad():
             self.update()
 
