@@ -14,7 +14,7 @@ from manualnet.errors import CheckpointError, ConfigError
 from manualnet.evaluate import evaluate
 from manualnet.progress import summary_table
 from manualnet.run_dir import new_run_dir
-from manualnet.trainer import Interrupted, Trainer
+from manualnet.trainer import AuditFailed, Interrupted, Trainer
 
 
 def train(args):
@@ -50,6 +50,9 @@ def _fit(trainer, run_dir, quiet):
         kept = (f"the last good checkpoint is kept: {last}" if last.exists()
                 else "it diverged before the first checkpoint, so none was written")
         print(f"manualnet: {e}; {kept}", file=sys.stderr)
+        return 1
+    except AuditFailed as e:
+        print(f"manualnet: {e}", file=sys.stderr)
         return 1
     except Interrupted as e:
         print(f"manualnet: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ from manualnet.optim import clip_grad_norm, grad_norm
 from manualnet.progress import Progress, summary_table
 from manualnet.run_dir import write_config
 from manualnet.telemetry import log_histograms
+from manualnet.verify import check_model, format_table, verdict
 
 
 class Interrupted(Exception):
@@ -31,6 +32,10 @@ class Interrupted(Exception):
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint saved. "
                          f"Resume with: manualnet train --resume {run_dir}")
+
+
+class AuditFailed(Exception):
+    """A ``verify.every`` audit found a hand-written gradient that disagrees with autograd (exit code 1)."""
 
 
 class Trainer:
@@ -61,6 +66,9 @@ class Trainer:
         """Train to ``train.epochs``, then evaluate the best checkpoint on the test split."""
         started = time.perf_counter()
         self.log.text("config", json.dumps(self.cfg.to_dict(), indent=2))
+        if self.cfg.verify.at_start and self.step == 0:
+            xb, tb, _ = next(iter(self.batches.epoch(0)))
+            self.audit(xb, tb)
         with _catch_signals(self), torch.no_grad():  # manual backprop: autograd stays off throughout
             while self.epoch < self.cfg.train.epochs:
                 self.train_epoch()
@@ -101,6 +109,8 @@ class Trainer:
         if local_bad or (norm is not None and not torch.isfinite(norm)):
             self.writer.flush()  # the last good checkpoint is complete on disk before we stop
             raise Diverged(diagnose(self.model, self.loss, xb, tb, self.step, value))
+        if self.cfg.verify.every and (self.step + 1) % self.cfg.verify.every == 0:
+            self.audit(xb, tb)
         histograms = self.cfg.log.histograms_every and (self.step + 1) % self.cfg.log.histograms_every == 0
         before = {k: p.clone() for k, p in self.model.params.items()} if histograms else None
         self.optimizer.step()
@@ -134,6 +144,23 @@ class Trainer:
         due = self.epoch % self.cfg.train.checkpoint_every == 0 or self.epoch == self.cfg.train.epochs
         self.save(*(["last"] if due else []), *(["best"] if improved else []))
         self.last_metrics = metrics
+
+    def audit(self, xb, tb):
+        """Check every layer's gradients on this batch against autograd, on a float64 copy of the model;
+        log the worst relative error per layer as ``verify/<index>.<type>``; stop the run on a failure."""
+        with torch.enable_grad():
+            rows = check_model(self.model, self.loss, xb, tb, dtype=torch.float64)
+        worst = {}
+        for row in rows:
+            if row.index is not None and row.index < len(self.model.layers):
+                tag = f"verify/{row.index}.{type(self.model.layers[row.index]).__name__}"
+                worst[tag] = max(worst.get(tag, 0.0), row.max_rel_err)
+        self.log.scalars(worst, self.step, self.epoch)
+        failed = [row for row in rows if not row.passed]
+        if failed:
+            self.writer.flush()
+            raise AuditFailed(f"gradient audit failed at step {self.step + 1}: {verdict(rows)}\n"
+                              + format_table(failed))
 
     def validate(self):
         x, targets, labels = self.s.split("val")
