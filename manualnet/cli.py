@@ -12,7 +12,11 @@ from manualnet.errors import ManualnetError
 
 def main(argv=None):
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "command", None) == "bench":  # everything after "bench" belongs to scripts/bench.py
+        args.bench_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -44,7 +48,23 @@ def _parser():
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     e.set_defaults(handler=_eval)
+    b = sub.add_parser("bench", add_help=False,
+                       help="benchmark a training step against torch autograd (scripts/bench.py; --help there)")
+    b.set_defaults(handler=_bench)
     return parser
+
+
+def _bench(args):
+    import runpy
+    from pathlib import Path
+
+    from manualnet.errors import ConfigError
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+    if not script.is_file():
+        raise ConfigError(f"manualnet bench runs {script}, which this installation lacks: use a source checkout "
+                          "installed with pip install -e .")
+    return runpy.run_path(str(script), run_name="manualnet_bench")["main"](args.bench_args)
 
 
 def _train(args):

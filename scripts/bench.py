@@ -1,9 +1,303 @@
 #!/usr/bin/env python3
-"""Benchmark a manualnet training step against torch autograd; see manualnet/bench.py (also `manualnet bench`)."""
+"""Benchmark: a manualnet training step against the same step in torch.nn + autograd, and the GEMM floor.
 
+Three MLPs with ReLU (small 2-64-64-3 at batch 64, MNIST-size 784-512-256-10 at batch 128, large
+1024-4096-4096-10 at batch 512). For each, in one process, interleaved A B C A B C with warm-up, the median
+over rounds of:
+- manualnet: zero_grad, forward, CrossEntropy, backward (no input gradient), SGD step;
+- autograd: the same network in torch.nn from the same weights with torch.optim.SGD;
+- floor: the step's matrix multiplies alone, into preallocated outputs (per Linear the forward product and
+  the two backward products, minus the first layer's input gradient).
+Run ``python scripts/bench.py`` or ``manualnet bench``; ``--json FILE`` writes the rows. ``--trainer
+CONFIG`` also times ``manualnet train``'s loop against the same steps alone (its overhead).
+
+The autograd baseline lives here, outside the package: manualnet itself never calls autograd.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import platform
+import statistics
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-from manualnet.bench import main
+import torch
+
+import manualnet as mn
+from manualnet.optim import SGD
+
+SIZES = {
+    "small": ([2, 64, 64, 3], 64),
+    "mnist": ([784, 512, 256, 10], 128),
+    "large": ([1024, 4096, 4096, 10], 512),
+    "tiny": ([3, 5, 4], 6),
+}
+LR, MOMENTUM = 0.01, 0.9
+
+
+def build_pair(sizes, device, dtype, seed=0):
+    """A manualnet MLP and the same network in torch.nn, with identical weights."""
+    torch.manual_seed(seed)
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(mn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(mn.ReLU())
+    ours = mn.Sequential(*layers).to(device=device, dtype=dtype)
+    theirs = torch.nn.Sequential(*[torch.nn.Linear(layer.in_features, layer.out_features)
+                                   if isinstance(layer, mn.Linear) else torch.nn.ReLU() for layer in layers])
+    theirs.to(device=device, dtype=dtype).load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+def step_functions(sizes, batch, device, dtype):
+    """({"manualnet": fn, "autograd": fn, "floor": fn}, resident_bytes): each fn runs one step on the same
+    batch; resident_bytes() measures what each side keeps between steps."""
+    ours, theirs = build_pair(sizes, device, dtype)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, sizes[0], generator=gen).to(device, dtype)
+    t = torch.randint(0, sizes[-1], (batch,), generator=gen).to(device)
+    loss_fn = mn.CrossEntropyLoss()
+    optimizer = SGD(ours, lr=LR, momentum=MOMENTUM)
+    torch_optimizer = torch.optim.SGD(theirs.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def manualnet_step():
+        with torch.no_grad():  # as the trainer runs it: one grad-mode switch per step, not one per call
+            ours.zero_grad()
+            loss_fn.forward(ours.forward(x), t)
+            ours.backward(loss_fn.backward(), input_grad=False)
+            optimizer.step()
+
+    def autograd_step():
+        torch_optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(theirs(x), t).backward()
+        torch_optimizer.step()
+
+    def resident_bytes():
+        """Bytes held between steps: parameters, gradients, optimizer buffers (and the batch)."""
+        ours_t = [*ours.params.values(), *ours.grads.values(), *(b for bufs in (optimizer.state or {}).values()
+                                                                   for b in bufs)]
+        theirs_t = [*theirs.parameters(), *(p.grad for p in theirs.parameters() if p.grad is not None),
+                    *(s for st in torch_optimizer.state.values() for s in st.values() if torch.is_tensor(s))]
+        return {"manualnet": _nbytes(ours_t), "autograd": _nbytes(theirs_t)}
+
+    return {"manualnet": manualnet_step, "autograd": autograd_step, "floor": gemm_floor(ours, x)}, resident_bytes
+
+
+def _nbytes(tensors):
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def gemm_floor(model, x):
+    """The step's matrix multiplies alone, into outputs allocated once."""
+    linears = [layer for layer in model if isinstance(layer, mn.Linear)]
+    acts, work = [x], []
+    for layer in linears:
+        W = layer.params["weight"]
+        y = torch.empty(x.shape[0], layer.out_features, device=x.device, dtype=x.dtype)
+        work.append((acts[-1], W, y, torch.empty_like(W), torch.empty_like(acts[-1])))
+        acts.append(y)
+
+    def floor_step():
+        for a, W, y, _, _ in work:
+            torch.mm(a, W.t(), out=y)                    # forward: y = a @ W^T
+        for i, (a, W, y, dW, da) in enumerate(reversed(work)):
+            torch.mm(y.t(), a, out=dW)                   # dW = dy^T @ a (y stands in for dy: same shape)
+            if i < len(work) - 1:
+                torch.mm(y, W, out=da)                   # da = dy @ W, not for the first layer
+
+    return floor_step
+
+
+def time_interleaved(functions, device, rounds, min_time=0.05):
+    """Median seconds per call of each function, timed in interleaved rounds after warm-up."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    reps = {}
+    for name, fn in functions.items():
+        for _ in range(3):
+            fn()
+        sync()
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < min_time or n < 3:
+            fn()
+            n += 1
+        sync()
+        reps[name] = n
+    samples = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, fn in functions.items():
+            samples[name].append(_time(fn, reps[name], device, sync))
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def _time(fn, n, device, sync):
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(n):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000 / n
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n
+
+
+def peak_step_memory(fn, device):
+    """Peak bytes allocated while one step runs, relative to what was allocated before it (negative
+    allocations, such as gradients freed by ``zero_grad(set_to_none=True)``, count)."""
+    fn()  # first step creates lazy state (momentum buffers): not transient memory
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    current = peak = 0  # allocations count at the op that made them, frees arrive as "[memory]" events
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak
+
+
+def bench_size(name, device, dtype, rounds):
+    sizes, batch = SIZES[name]
+    functions, resident_bytes = step_functions(sizes, batch, device, dtype)
+    seconds = time_interleaved(functions, device, rounds)
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    flops = 6 * params * batch
+    transient = {k: peak_step_memory(functions[k], device) for k in ("manualnet", "autograd")}
+    resident = resident_bytes()
+    memory = {k: resident[k] + transient[k] for k in transient}
+    return {
+        "size": name, "layers": "-".join(map(str, sizes)), "batch": batch,
+        "manualnet_steps_per_s": 1 / seconds["manualnet"], "autograd_steps_per_s": 1 / seconds["autograd"],
+        "floor_steps_per_s": 1 / seconds["floor"], "ratio_vs_autograd": seconds["autograd"] / seconds["manualnet"],
+        "manualnet_gflops": flops / seconds["manualnet"] / 1e9,
+        "fraction_of_floor": seconds["floor"] / seconds["manualnet"],
+        "manualnet_peak_bytes": memory["manualnet"], "autograd_peak_bytes": memory["autograd"],
+    }
+
+
+# -- the training loop's own cost ----------------------------------------------------------------------
+
+
+def trainer_overhead(config_path, rounds):
+    """Median over interleaved rounds of (Trainer's loop time) / (the same steps alone) - 1.
+
+    The pure steps are the trainer's own (zero_grad, forward, loss, backward, optimizer and schedule step)
+    on the same batches, with nothing else; the loop adds data slicing, logging (metrics.jsonl,
+    TensorBoard, histograms), progress, validation and checkpoints as the config sets them.
+    """
+    from manualnet.assembly import build
+    from manualnet.config import load_config
+    from manualnet.data import Batches
+    from manualnet.trainer import Trainer
+
+    config = load_config(config_path)
+    loops, pures, steps = [], [], 0
+    for _ in range(rounds):
+        setup = build(config)
+        with tempfile.TemporaryDirectory() as tmp:
+            run_dir = Path(tmp) / "run"
+            run_dir.mkdir()
+            with contextlib.redirect_stdout(io.StringIO()):
+                trainer = Trainer(setup, run_dir, quiet=True)
+                trainer.fit()
+            loops.append(trainer.loop_seconds)
+            steps = trainer.step
+        setup = build(config)
+        x, targets, labels = setup.split("train")
+        batches = Batches(x, targets, config.train.batch_size, config.seed, labels=labels)
+        work = [b for e in range(config.train.epochs) for b in _copies(batches.epoch(e))]
+        pures.append(_pure_steps(setup, work))
+    ratio = statistics.median(loop / pure for loop, pure in zip(loops, pures, strict=True))
+    return {"config": str(config_path), "steps": steps, "loop_s": statistics.median(loops),
+            "pure_steps_s": statistics.median(pures), "overhead": ratio - 1}
+
+
+def _copies(batches):
+    return [tuple(t.clone() for t in batch) for batch in batches]
+
+
+def _pure_steps(setup, work):
+    model, loss, optimizer, schedule = setup.model, setup.loss, setup.optimizer, setup.schedule
+    model.train()
+    start = time.perf_counter()
+    with torch.no_grad():
+        for xb, tb, _ in work:
+            model.zero_grad()
+            loss.forward(model.forward(xb), tb)
+            model.backward(loss.backward(), input_grad=False)
+            optimizer.step()
+            schedule.step()
+    return time.perf_counter() - start
+
+
+def format_rows(rows):
+    header = (f"{'size':<7}{'layers':<22}{'batch':>6}{'manualnet/s':>13}{'autograd/s':>12}{'ratio':>7}"
+              f"{'GFLOP/s':>9}{'floor/s':>11}{'of floor':>9}{'peak MB (mn / ag)':>20}")
+    lines = [header]
+    for r in rows:
+        lines.append(f"{r['size']:<7}{r['layers']:<22}{r['batch']:>6}{r['manualnet_steps_per_s']:>13.1f}"
+                     f"{r['autograd_steps_per_s']:>12.1f}{r['ratio_vs_autograd']:>7.2f}{r['manualnet_gflops']:>9.1f}"
+                     f"{r['floor_steps_per_s']:>11.1f}{r['fraction_of_floor']:>9.2f}"
+                     f"{r['manualnet_peak_bytes'] / 2**20:>10.2f} / {r['autograd_peak_bytes'] / 2**20:<8.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="small,mnist,large", help="comma-separated: small, mnist, large, tiny")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--json", metavar="FILE", help="write the rows and the machine description here")
+    parser.add_argument("--trainer", metavar="CONFIG", help="also measure the training loop's overhead on CONFIG")
+    parser.add_argument("--trainer-rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    names = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SIZES]
+    if unknown:
+        print(f"bench: error: unknown size {unknown[0]!r}; choose from {', '.join(SIZES)}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    machine = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
+               "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+               "dtype": args.dtype, "rounds": args.rounds}
+    if device.type == "cuda":
+        machine["gpu"] = torch.cuda.get_device_name(device)
+    print(f"manualnet bench: torch {machine['torch']}, {machine['threads']} threads, {device}, {args.dtype}, "
+          f"median of {args.rounds} interleaved rounds")
+    rows = [bench_size(name, device, dtype, args.rounds) for name in names]
+    print(format_rows(rows))
+    result = {"machine": machine, "rows": rows}
+    if args.trainer:
+        loop = trainer_overhead(args.trainer, args.trainer_rounds)
+        print(f"manualnet train loop on {loop['config']}: {loop['steps']} steps in {loop['loop_s']:.3f} s against "
+              f"{loop['pure_steps_s']:.3f} s of pure steps: overhead {100 * loop['overhead']:.1f}% "
+              f"(median of {args.trainer_rounds} rounds)")
+        result["trainer"] = loop
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,44 @@
+"""The benchmark runs and reports sane numbers (correctness, not speed: speed is never asserted)."""
+
+import json
+import runpy
+
+import torch
+
+from tests.helpers import ROOT, config_path
+
+BENCH = runpy.run_path(str(ROOT / "scripts" / "bench.py"), run_name="bench_under_test")
+
+
+def test_both_steps_start_from_the_same_weights_and_give_the_same_update():
+    functions, _ = BENCH["step_functions"]([3, 5, 4], 6, torch.device("cpu"), torch.float64)
+    ours = functions["manualnet"].__closure__
+    assert ours  # the closures hold the two models; compare them through one step each
+    manualnet_model = next(c.cell_contents for c in ours if hasattr(c.cell_contents, "layers"))
+    torch_model = next(c.cell_contents for c in functions["autograd"].__closure__
+                       if isinstance(c.cell_contents, torch.nn.Module))
+    for name, p in torch_model.state_dict().items():
+        assert torch.equal(p, manualnet_model.params[name])
+    functions["manualnet"]()
+    functions["autograd"]()
+    for name, p in torch_model.state_dict().items():
+        torch.testing.assert_close(p, manualnet_model.params[name], rtol=1e-12, atol=1e-12)
+
+
+def test_bench_writes_rows_for_each_size_and_the_trainer_overhead(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert BENCH["main"](["--sizes", "tiny", "--rounds", "1", "--threads", "1", "--json", str(out),
+                          "--trainer", str(config_path("regression")), "--trainer-rounds", "1"]) == 0
+    result = json.loads(out.read_text())
+    row = result["rows"][0]
+    assert row["size"] == "tiny" and row["batch"] == 6 and result["machine"]["threads"] == 1
+    for key in ("manualnet_steps_per_s", "autograd_steps_per_s", "floor_steps_per_s", "ratio_vs_autograd",
+                "fraction_of_floor", "manualnet_peak_bytes", "autograd_peak_bytes"):
+        assert row[key] > 0, key
+    assert result["trainer"]["steps"] == 220 and result["trainer"]["pure_steps_s"] > 0
+    assert "ratio" in capsys.readouterr().out
+
+
+def test_unknown_size_is_exit_2(capsys):
+    assert BENCH["main"](["--sizes", "huge"]) == 2
+    assert "unknown size 'huge'" in capsys.readouterr().err
