@@ -76,7 +76,7 @@ class Trainer:
         self.loop_seconds = time.perf_counter() - started  # the benchmark compares it with pure steps
         self.progress.close()
         summary = self.finish(time.perf_counter() - started)
-        if self.quiet:
+        if self.quiet and self.cluster.is_main:
             print(summary_table(summary))
         return summary
 

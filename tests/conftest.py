@@ -14,6 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from manualnet import LAYERS, LOSSES
+from manualnet.data.base import DATASETS
+from manualnet.init import INITS
+from manualnet.optim.optimizer import OPTIMIZERS
+from manualnet.optim.schedules import SCHEDULES
 
 CUDA = torch.cuda.is_available()
 
@@ -29,6 +33,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda"):
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def registries_as_shipped():
+    """Plugins a test loads (in-process CLI runs, ``@register_layer`` in a test) leave the registries as they
+    were: a later test that walks the registry (``verify --all-layers``) sees only what the library ships."""
+    tables = (LAYERS, LOSSES, OPTIMIZERS, SCHEDULES, DATASETS, INITS)
+    saved = [dict(table.entries) for table in tables]
+    yield
+    for table, entries in zip(tables, saved, strict=True):
+        table.entries.clear()
+        table.entries.update(entries)
 
 
 def pytest_generate_tests(metafunc):
