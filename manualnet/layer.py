@@ -29,16 +29,23 @@ class Layer:
     """Base class of every layer, and of Sequential.
 
     Subclasses set ``self.params`` / ``self.grads`` in ``__init__`` (after ``super().__init__()``) and
-    implement ``forward(x)`` and ``backward(dy)``. A subclass may also give ``reference(x, params)``: the
-    same function written with ``torch.nn.functional`` ops, which ``manualnet.verify`` differentiates with
-    autograd; without it, verify runs the layer's own forward under autograd.
+    implement ``forward(x)`` and ``backward(dy)``. Two flags, set by Sequential around one backward call,
+    let a layer save work: ``needs_input_grad`` False (dx is not wanted: return None) and ``reuse_dy`` True
+    (dy is a temporary nobody else holds: dx may be written into it). A subclass may also give
+    ``reference(x, params)``: the same function written with ``torch.nn.functional`` ops, which
+    ``manualnet.verify`` differentiates with autograd; without it, verify runs the layer's own forward under
+    autograd.
     """
+
+    fresh_dx = False  # True: backward always returns a new tensor that nothing else holds (Sequential may
+                      # then let the layer below write its dx into that memory)
 
     def __init__(self):
         self.params = {}
         self.grads = {}
         self.training = True
         self.needs_input_grad = True  # False: backward may skip dL/dx and return None (first layer)
+        self.reuse_dy = False         # True: backward may write dx into dy's memory (set by Sequential)
         self.cache = None
         self._y_shape = None
 

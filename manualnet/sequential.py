@@ -3,6 +3,7 @@ from collections import OrderedDict
 import torch
 
 from manualnet.errors import LayerError
+from manualnet.flat import FlatGroup
 from manualnet.layer import Layer
 
 
@@ -10,7 +11,9 @@ class Sequential(Layer):
     """y = layer_k(... layer_1(layer_0(x))); backward runs the layers in reverse.
 
     ``params`` and ``grads`` hold every layer's tensors under PyTorch-style names (``"0.weight"``), the
-    same objects the layers hold, so an optimizer built on a Sequential updates its layers.
+    same objects the layers hold, so an optimizer built on a Sequential updates its layers. They live as
+    views of two flat buffers (``flat_buffers()``): the optimizer, ``zero_grad`` and gradient norms then
+    work on the whole model in one op each.
     """
 
     def __init__(self, *layers):
@@ -20,12 +23,29 @@ class Sequential(Layer):
                 raise LayerError(f"Sequential: item {i} is a {type(layer).__name__}, not a manualnet.Layer")
         self.layers = list(layers)
         self._checked = None  # the input signature the layers' checks last passed for
-        self._collect()
-        self._grad_list = list(self.grads.values())
-
-    def _collect(self):
+        # Backward order after the first layer, each with whether its dy is a temporary the layer above
+        # made for it alone (never the caller's dy), which the layer may overwrite with its dx.
+        later = self.layers[1:]
+        self._backward_plan = [(layer, i + 1 < len(later) and later[i + 1].fresh_dx)
+                               for i, layer in reversed(list(enumerate(later)))]
         self.params = {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
         self.grads = {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()}
+        self._flatten()
+
+    def _flatten(self):
+        self._flat_params, self._flat_grads = FlatGroup(self.params.values()), FlatGroup(self.grads.values())
+
+    def flat_buffers(self):
+        """``(params, grads)``: the flat buffers every parameter and gradient is a view of, in ``params``'
+        order; None if there are none (no parameters, mixed dtypes or devices, a layer moved on its own)."""
+        if self._flat_params.valid() and self._flat_grads.valid():
+            return self._flat_params.buffer, self._flat_grads.buffer
+        return None
+
+    def grad_buffers(self):
+        """The tensors that hold every gradient: the flat buffer, or one tensor per parameter."""
+        flat = self.flat_buffers()
+        return [flat[1]] if flat is not None else list(self.grads.values())
 
     def __getitem__(self, i):
         return self.layers[i]
@@ -59,9 +79,10 @@ class Sequential(Layer):
         self.take_cache()
         if not self.layers:
             return dy
-        for layer in reversed(self.layers[1:]):
-            layer._y_shape = None
+        for layer, reuse in self._backward_plan:
+            layer._y_shape, layer.reuse_dy = None, reuse
             dy = layer.raw_backward(dy)
+            layer.reuse_dy = False
         first = self.layers[0]
         first._y_shape, first.needs_input_grad = None, input_grad
         dx = first.raw_backward(dy)
@@ -69,7 +90,7 @@ class Sequential(Layer):
         return dx if input_grad else None
 
     def zero_grad(self):
-        torch._foreach_zero_(self._grad_list)  # one fused call for every gradient
+        torch._foreach_zero_(self.grad_buffers())
 
     def train(self, mode=True):
         self.training = mode
@@ -80,6 +101,7 @@ class Sequential(Layer):
     def to(self, device=None, dtype=None):
         for layer in self.layers:
             layer.to(device=device, dtype=dtype)
+        self._flatten()
         return self
 
     def state_dict(self):

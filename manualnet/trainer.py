@@ -102,9 +102,9 @@ class Trainer:
         value = loss.item() * weight
         logging = (self.step + 1) % self.cfg.log.every == 0
         if self.cfg.train.grad_clip is not None:
-            norm = clip_grad_norm(self.model.grads, self.cfg.train.grad_clip)
+            norm = clip_grad_norm(self.model.grad_buffers(), self.cfg.train.grad_clip)
         else:
-            norm = grad_norm(self.model.grads) if logging or self.cluster.world_size > 1 else None
+            norm = grad_norm(self.model.grad_buffers()) if logging or self.cluster.world_size > 1 else None
         local_bad = self.cluster.world_size == 1 and not math.isfinite(value)  # ranks must agree: use norm
         if local_bad or (norm is not None and not torch.isfinite(norm)):
             self.writer.flush()  # the last good checkpoint is complete on disk before we stop

@@ -85,6 +85,63 @@ def test_optimizer_matches_torch_optim_for_100_steps(ours, theirs, kwargs, forea
 
 
 @pytest.mark.parametrize(("ours", "theirs", "kwargs"), PARITY, ids=lambda v: getattr(v, "__name__", None))
+def test_flat_model_matches_torch_optim_through_layout_changes(ours, theirs, kwargs):
+    torch.manual_seed(0)
+    model = Sequential(Linear(3, 5), ReLU(), Linear(5, 2)).to(dtype=torch.float64)
+    assert model.flat_buffers() is not None
+    torch_params = [p.clone().requires_grad_() for p in model.params.values()]
+    optimizer, reference = ours(model, **kwargs), theirs(torch_params, **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    saved_mid_layout = None
+    for t in range(30):
+        if t == 10:    # one tensor leaves the flat buffer, as Layer.to moves it: per-parameter updates
+            weight = model[2].params["weight"]
+            weight.data = weight.data.clone()
+            assert model.flat_buffers() is None
+        if t == 20:    # Sequential.to lays the model out flat again
+            saved_mid_layout = optimizer.state_dict()
+            model.to(dtype=torch.float64)
+            assert model.flat_buffers() is not None
+        for tp, g in zip(torch_params, feed(model.grads, gen), strict=True):
+            tp.grad = g
+        optimizer.step()
+        reference.step()
+    assert optimizer.flat
+    for p, tp in zip(model.params.values(), torch_params, strict=True):
+        torch.testing.assert_close(p, tp.detach(), rtol=1e-12, atol=0)
+    restored = ours(model, **kwargs)
+    restored.load_state_dict(saved_mid_layout)
+    assert restored.state_dict()["steps"] == 20
+
+
+def test_flat_model_is_updated_as_one_tensor_per_op():
+    torch.manual_seed(0)
+    model = Sequential(Linear(3, 5), ReLU(), Linear(5, 2))
+    optimizer = SGD(model, lr=0.1, momentum=0.9)
+    run(optimizer, model.grads, 2, torch.Generator().manual_seed(1))
+    with ListSizes() as log:
+        optimizer.step()
+        optimizer.zero_grad()
+    flat_size = sum(p.numel() for p in model.params.values())
+    assert log.calls == [("_foreach_mul_", [flat_size]), ("_foreach_add_", [flat_size]),
+                         ("_foreach_add_", [flat_size]), ("_foreach_zero_", [flat_size])]
+
+
+class ListSizes(TorchDispatchMode):
+    """Records each op with the sizes of the tensors in its first (list) argument."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        first = args[0] if args else None
+        if isinstance(first, (list, tuple)):
+            self.calls.append((func.overloadpacket.__name__, [t.numel() for t in first]))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(("ours", "theirs", "kwargs"), PARITY, ids=lambda v: getattr(v, "__name__", None))
 def test_step_leaves_gradients_untouched(ours, theirs, kwargs):
     params, grads = make_dicts()
     optimizer = ours((params, grads), **kwargs)

@@ -105,6 +105,46 @@ def test_to_dtype_keeps_the_identity_of_the_dict_entries():
         model.to(dtype=torch.int64)
 
 
+def test_parameters_and_gradients_are_views_of_two_flat_buffers():
+    model = Sequential(mn.Linear(3, 4), mn.Tanh(), mn.Linear(4, 2)).to(dtype=torch.float64)
+    flat_params, flat_grads = model.flat_buffers()
+    assert flat_params.numel() == flat_grads.numel() == 3 * 4 + 4 + 4 * 2 + 2
+    flat_params.fill_(0.5)
+    flat_grads.fill_(1.0)
+    assert all(torch.all(p == 0.5) for p in model.params.values())
+    assert all(torch.all(model[i].grads[k] == 1.0) for i in (0, 2) for k in ("weight", "bias"))
+    model.zero_grad()
+    assert torch.count_nonzero(flat_grads) == 0
+
+
+def test_a_layer_moved_on_its_own_leaves_the_flat_layout_and_zero_grad_still_clears_it():
+    model = Sequential(mn.Linear(3, 4), mn.Tanh(), mn.Linear(4, 2))
+    model[2].to(dtype=torch.float64)
+    assert model.flat_buffers() is None
+    for g in model.grads.values():
+        g.fill_(1.0)
+    model.zero_grad()
+    assert all(torch.count_nonzero(g) == 0 for g in model.grads.values())
+    model.to(dtype=torch.float64)   # the whole model: flat again
+    assert model.flat_buffers() is not None
+
+
+def test_backward_writes_into_its_own_temporaries_but_never_into_the_callers_dy():
+    torch.manual_seed(0)
+    model = Sequential(mn.Linear(3, 4), mn.ReLU(), mn.Linear(4, 4), mn.ReLU()).to(dtype=torch.float64)
+    x, dy = randn((5, 3), seed=1), randn((5, 4), seed=2)
+    given = dy.clone()
+    model.forward(x)
+    dx = model.backward(dy)
+    assert torch.equal(dy, given)
+    assert [reuse for _, reuse in model._backward_plan] == [False, False, True]  # ReLU 3, Linear 2, ReLU 1
+    assert not any(layer.reuse_dy for layer in model)                      # a standalone call copies again
+    twin = torch_copy(model)
+    x_ref = x.clone().requires_grad_()
+    twin(x_ref).backward(dy)
+    torch.testing.assert_close(dx, x_ref.grad, rtol=1e-12, atol=0)
+
+
 def test_forward_under_inference_mode_keeps_no_cache():
     model = every_builtin_model()
     with torch.inference_mode():

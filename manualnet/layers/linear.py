@@ -20,6 +20,8 @@ class Linear(Layer):
     Shape: x (*, in_features) -> y (*, out_features); weight (out_features, in_features), bias (out_features,).
     """
 
+    fresh_dx = True
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, init: str = "default",
                  generator=None, device=None, dtype=None):
         super().__init__()

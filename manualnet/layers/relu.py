@@ -17,6 +17,8 @@ class ReLU(Layer):
 
     def backward(self, dy):
         y = self.take_cache()
+        if self.reuse_dy:                       # dy is Sequential's own temporary: dx takes its memory
+            return torch.ops.aten.threshold_backward.grad_input(dy, y, 0.0, grad_input=dy)
         return torch.ops.aten.threshold_backward(dy, y, 0.0)   # dx = dy * [x > 0], in one kernel
 
     def reference(self, x, params):
@@ -28,6 +30,7 @@ class LeakyReLU(Layer):
     """y = x if x > 0 else negative_slope * x, elementwise. Shape: any; y has x's shape."""
 
     kink = 0.0
+    fresh_dx = True
 
     def __init__(self, negative_slope=0.01):
         super().__init__()

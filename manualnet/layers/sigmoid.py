@@ -7,6 +7,8 @@ from manualnet.layer import Layer, register_layer
 class Sigmoid(Layer):
     """y = 1 / (1 + exp(-x)), elementwise. Shape: any; y has x's shape."""
 
+    fresh_dx = True
+
     def forward(self, x):
         y = torch.sigmoid(x)
         self.cache = y                          # backward needs only y
@@ -23,6 +25,8 @@ class Sigmoid(Layer):
 @register_layer("Tanh")
 class Tanh(Layer):
     """y = tanh(x), elementwise. Shape: any; y has x's shape."""
+
+    fresh_dx = True
 
     def forward(self, x):
         y = torch.tanh(x)

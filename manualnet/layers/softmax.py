@@ -11,6 +11,8 @@ class Softmax(Layer):
     Shape: any; y has x's shape. Backward is the full Jacobian-vector product, not its diagonal.
     """
 
+    fresh_dx = True
+
     def __init__(self, dim=-1):
         super().__init__()
         self.dim = dim
@@ -35,6 +37,8 @@ class Softmax(Layer):
 @register_layer("LogSoftmax")
 class LogSoftmax(Layer):
     """y_i = x_i - log sum_j exp(x_j) along ``dim`` (finite for any finite x). Shape: any; y has x's shape."""
+
+    fresh_dx = True
 
     def __init__(self, dim=-1):
         super().__init__()

@@ -45,12 +45,13 @@ class Adam(Optimizer):
     def buffer_names(cls, hyper):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if hyper["amsgrad"] else ("exp_avg", "exp_avg_sq")
 
-    def update(self):
-        params, grads, (beta1, beta2), t = self.params, self.grads, self.betas, self.steps
+    def update(self, params, grads):
+        (beta1, beta2), t = self.betas, self.steps
         if self.state is None:
-            self.state = {name: self.zeros_like_params() for name in self.buffer_names(self.hyperparameters())}
+            self.state = {name: [torch.zeros_like(p) for p in params]
+                          for name in self.buffer_names(self.hyperparameters())}
         m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
-        scratch = self.scratch_buffers()
+        scratch = self.scratch_buffers(params)
         d = grads
         if self.weight_decay != 0 and self.DECOUPLED_WEIGHT_DECAY:
             torch._foreach_mul_(params, 1 - self.lr * self.weight_decay)

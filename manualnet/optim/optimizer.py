@@ -1,10 +1,12 @@
 """The optimizer contract: update every parameter in place from its gradient, with a few fused ops.
 
 An optimizer holds, built once, the lists of parameter and gradient tensors of a model (``model.params`` /
-``model.grads``, the very tensors the layers hold) and updates them with ``torch._foreach_*`` ops: one
-kernel launch per op for the whole model, no per-step allocation, no host sync. Its state (momentum and
-moment buffers) is created at the first step, on the parameters' device and dtype at that time, and saved
-keyed by parameter NAME, so a checkpoint survives a rebuild of the model.
+``model.grads``, the very tensors the layers hold) and updates them with ``torch._foreach_*`` ops, no
+per-step allocation, no host sync. When the model keeps its parameters and its gradients in two flat
+buffers (``Sequential`` does: ``manualnet.flat``), each op runs once on the whole buffer instead of once per
+tensor, and the state buffers are flat too. Its state (momentum and moment buffers) is created at the first
+step, on the parameters' device and dtype at that time, and saved keyed by parameter NAME, so a checkpoint
+survives a rebuild of the model.
 """
 
 import inspect
@@ -29,7 +31,9 @@ class Optimizer:
 
     Subclasses list their hyperparameters in ``HYPERPARAMETERS`` (stored as attributes, ``lr`` first),
     check them in ``check(hyper)``, name their per-parameter buffers in ``buffer_names(hyper)`` and
-    implement ``update()``, called under ``torch.no_grad()`` with ``self.steps`` already counting this step.
+    implement ``update(params, grads)``, called under ``torch.no_grad()`` with ``self.steps`` already
+    counting this step. ``params`` and ``grads`` are aligned lists of tensors (one per parameter, or the
+    two flat buffers); ``self.state`` and ``scratch_buffers()`` hold lists aligned with them.
 
     Args:
         model: anything with ``.params`` and ``.grads`` dicts of the same names and shapes (a Layer or a
@@ -43,35 +47,55 @@ class Optimizer:
         self._lr = None
         self.set_hyperparameters(hyper)
         self.names, self.params, self.grads = _parameter_lists(model, type(self).__name__)
+        self.model = model if hasattr(model, "flat_buffers") else None
         self.steps = 0
-        self.state = None      # {buffer name: [tensor per parameter]}, created by the first step
-        self.scratch = None    # [tensor per parameter] for intermediate results, never saved
+        self.state = None      # {buffer name: [tensor per update target]}, created by the first step
+        self.scratch = None    # [tensor per update target] for intermediate results, never saved
+        self.flat = False      # whether state and scratch are laid out as flat buffers
 
     # -- the update ----------------------------------------------------------------------------------
 
     def step(self):
         """Apply one update to every parameter, in place."""
         self.steps += 1
+        params, grads = self.targets()
         if not torch.is_grad_enabled():  # the trainer already runs with autograd off
-            self.update()
+            self.update(params, grads)
             return
         with torch.no_grad():
-            self.update()
+            self.update(params, grads)
 
     def zero_grad(self):
-        torch._foreach_zero_(self.grads)
+        torch._foreach_zero_(self.targets()[1])
 
-    def update(self):
+    def update(self, params, grads):
         raise NotImplementedError(f"{type(self).__name__} does not implement update")
 
-    def zeros_like_params(self):
-        return [torch.zeros_like(p) for p in self.params]
+    def targets(self):
+        """``(params, grads)`` for this step: ``([flat params], [flat grads])`` while the model keeps them in
+        flat buffers, else one tensor per parameter. The state follows the layout when it changes (a
+        layer moved on its own with ``Layer.to`` leaves the flat buffers behind)."""
+        flat = self.model.flat_buffers() if self.model is not None else None
+        if (flat is not None) != self.flat:
+            self.flat, self.scratch = flat is not None, None
+            if self.state is not None:
+                self.state = {key: self._relayout(buffers, flat) for key, buffers in self.state.items()}
+        return ([flat[0]], [flat[1]]) if flat is not None else (self.params, self.grads)
 
-    def scratch_buffers(self):
-        """One tensor per parameter for intermediates (``d = g + wd * p``, Adam's denominator): allocated
-        once rather than by every step, which matters on CPU where large allocations page-fault."""
+    def _relayout(self, buffers, flat):
+        if flat is None:                  # flat -> one view per parameter
+            return _split(buffers[0], self.params)
+        return [torch.cat([b.reshape(-1) for b in buffers]).to(flat[0])]
+
+    def per_parameter(self, buffers):
+        """A state list as one tensor per parameter (views of the flat buffer when the layout is flat)."""
+        return _split(buffers[0], self.params) if self.flat else buffers
+
+    def scratch_buffers(self, params):
+        """One tensor per update target for intermediates (``d = g + wd * p``, Adam's denominator):
+        allocated once rather than by every step, which matters on CPU where large allocations page-fault."""
         if self.scratch is None:
-            self.scratch = [torch.empty_like(p) for p in self.params]
+            self.scratch = [torch.empty_like(p) for p in params]
         return self.scratch
 
     # -- hyperparameters -----------------------------------------------------------------------------
@@ -114,7 +138,7 @@ class Optimizer:
         ``state[parameter name][buffer name] = tensor``."""
         state = {name: {} for name in self.names}
         for buffer, tensors in (self.state or {}).items():
-            for name, t in zip(self.names, tensors, strict=True):
+            for name, t in zip(self.names, self.per_parameter(tensors), strict=True):
                 state[name][buffer] = t.detach().clone()
         return {"optimizer": type(self).registered_name, "steps": self.steps,
                 "hyperparameters": self.hyperparameters(), "state": state}
@@ -130,6 +154,7 @@ class Optimizer:
         self.state = {buffer: [torch.empty_like(p).copy_(state[name][buffer])
                                for name, p in zip(self.names, self.params, strict=True)]
                       for buffer in required} or None
+        self.flat, self.scratch = False, None   # per parameter now; the next step lays it out again
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
@@ -194,6 +219,15 @@ def _parameter_lists(model, owner):
         seen[id(p)] = name
     names = list(params)
     return names, [params[n] for n in names], [grads[n] for n in names]
+
+
+def _split(flat, like):
+    """Views of ``flat``, one per tensor of ``like``, shaped like it, in order."""
+    views, offset = [], 0
+    for t in like:
+        views.append(flat[offset:offset + t.numel()].view(t.shape))
+        offset += t.numel()
+    return views
 
 
 def _read_state_dict(optimizer, state_dict):

@@ -45,11 +45,11 @@ class SGD(Optimizer):
     def buffer_names(cls, hyper):
         return ("momentum_buffer",) if hyper["momentum"] != 0 else ()
 
-    def update(self):
-        params, grads, momentum = self.params, self.grads, self.momentum
+    def update(self, params, grads):
+        momentum = self.momentum
         d = grads
         if self.weight_decay != 0:
-            d = self.scratch_buffers()           # d = g + wd * p, without touching model.grads
+            d = self.scratch_buffers(params)     # d = g + wd * p, without touching model.grads
             torch._foreach_copy_(d, grads)
             torch._foreach_add_(d, params, alpha=self.weight_decay)
         if momentum != 0:
@@ -62,7 +62,7 @@ class SGD(Optimizer):
             bufs = self.state["momentum_buffer"]
             if self.nesterov:
                 if d is grads:
-                    d = self.scratch_buffers()
+                    d = self.scratch_buffers(params)
                     torch._foreach_copy_(d, grads)
                 torch._foreach_add_(d, bufs, alpha=momentum)
             else:
