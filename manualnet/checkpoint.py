@@ -34,6 +34,22 @@ def copy(source, path):
     _atomic_write(path, write)
 
 
+def link(source, path):
+    """Make ``path`` a second name of the checkpoint file ``source`` (a hard link, put in place by an atomic
+    rename), or a copy where the file system has no hard links. Replacing ``source`` later leaves ``path``
+    holding this checkpoint: a rename gives ``source`` a new file, it does not rewrite the old one."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.link"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+    except OSError:
+        copy(source, path)
+        return
+    os.replace(tmp, path)
+    _fsync_directory(path.parent)
+
+
 def _atomic_write(path, write):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +63,12 @@ def _atomic_write(path, write):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory):
+    """Make a rename in ``directory`` durable."""
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -101,7 +122,7 @@ class Writer:
         self._thread.start()
 
     def submit(self, state, paths):
-        """Queue ``state`` to be saved at each of ``paths`` (serialised once, then copied)."""
+        """Queue ``state`` to be saved at each of ``paths`` (serialised once, then hard-linked)."""
         self._raise_error()
         self._queue.put((_snapshot(state), [Path(p) for p in paths]))
 
@@ -116,7 +137,7 @@ class Writer:
                 if self._error is None:
                     save(state, paths[0])
                     for path in paths[1:]:
-                        copy(paths[0], path)
+                        link(paths[0], path)
             except BaseException as e:  # handed to the training thread at its next submit/flush
                 self._error = e
             finally:

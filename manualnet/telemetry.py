@@ -7,12 +7,12 @@ import torch
 
 def log_histograms(log, model, xb, before, step):
     """``before`` holds each parameter as it was before this step's update."""
+    names = []
     for name, param, grad in model.named_parameters():
         log.histogram(f"weights/{name}", param, step)
         log.histogram(f"grads/{name}", grad, step)
-        update = param - before[name]
-        ratio = update.std() / param.std() if param.numel() > 1 else torch.tensor(0.0)
-        value = math.log10(ratio.item()) if ratio.item() > 0 else -math.inf
+        names.append(name)
+    for name, value in zip(names, update_ratios(model, before), strict=True):
         if math.isfinite(value) and log.writer:
             log.writer.add_scalar(f"update_ratio/{name}", value, step)
     model.eval()  # no dropout masks drawn: logging must not change the training's random stream
@@ -22,3 +22,15 @@ def log_histograms(log, model, xb, before, step):
             x = layer.forward(x)
             log.histogram(f"activations/{i}.{type(layer).__name__}", x, step)
     model.train()
+
+
+def update_ratios(model, before):
+    """log10(std(update) / std(param)) per parameter (-inf for a scalar or a parameter that did not move),
+    with one host sync for the whole model."""
+    stds = [torch.stack([(p - before[name]).std(), p.std()]) for name, p in model.params.items() if p.numel() > 1]
+    pairs = iter(torch.stack(stds).tolist() if stds else [])
+    ratios = []
+    for p in model.params.values():
+        update_std, param_std = next(pairs) if p.numel() > 1 else (0.0, 0.0)
+        ratios.append(math.log10(update_std / param_std) if update_std > 0 and param_std > 0 else -math.inf)
+    return ratios

@@ -126,6 +126,23 @@ def test_atomic_save_keeps_the_previous_checkpoint_when_writing_fails(tmp_path, 
     assert list(tmp_path.iterdir()) == [path]
 
 
+@pytest.mark.parametrize("hard_links", [True, False], ids=["hard-link", "no-hard-links"])
+def test_best_checkpoint_keeps_its_state_when_last_is_replaced(tmp_path, monkeypatch, hard_links):
+    if not hard_links:
+        def refuse(*args, **kwargs):
+            raise OSError("operation not permitted")
+
+        monkeypatch.setattr(checkpoint.os, "link", refuse)
+    writer = checkpoint.Writer()
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    writer.submit({"model": {"w": torch.ones(2)}}, [last, best])
+    writer.submit({"model": {"w": torch.zeros(2)}}, [last])
+    writer.flush()
+    assert torch.equal(checkpoint.load(best)["model"]["w"], torch.ones(2))
+    assert torch.equal(checkpoint.load(last)["model"]["w"], torch.zeros(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
 def test_divergence_exits_1_naming_step_and_layer(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli("train", "--config", config_path("regression"), "--run-dir", run_dir,
