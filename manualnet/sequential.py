@@ -119,9 +119,10 @@ class Sequential(Layer):
                     (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if items]
         if misshaped or (strict and problems):
             raise LayerError(f"state dict does not fit this model: {'; '.join(problems)}")
-        for k, v in state_dict.items():
-            if k in self.params:
-                self.params[k].copy_(v)
+        with torch.no_grad():  # a torch.nn state dict's tensors may require grad: ours never do
+            for k, v in state_dict.items():
+                if k in self.params:
+                    self.params[k].copy_(v)
 
     def extra_repr(self):
         return ""

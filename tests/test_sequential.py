@@ -55,6 +55,16 @@ def test_state_dict_loads_into_torch_sequential_with_the_same_outputs_and_gradie
         torch.testing.assert_close(model.grads[name], param.grad, rtol=1e-10, atol=1e-14)
 
 
+def test_loading_torch_parameters_that_require_grad_keeps_ours_free_of_autograd():
+    torch.manual_seed(0)
+    model = Sequential(mn.Linear(3, 4), mn.ReLU(), mn.Linear(4, 2))
+    twin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    model.load_state_dict(dict(twin.named_parameters()))
+    for name, p in model.params.items():
+        assert not p.requires_grad and p.grad_fn is None
+        assert torch.equal(p, twin.state_dict()[name])
+
+
 def test_state_dict_round_trips_between_models():
     source, target = every_builtin_model(0), every_builtin_model(1)
     target.load_state_dict(source.state_dict())
