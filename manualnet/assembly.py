@@ -51,7 +51,10 @@ def resolve_device(requested):
     """``auto`` -> CUDA when present, else CPU; a CUDA device that is not there is a ConfigError."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ConfigError(f"device: {requested!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device: {requested!r} was asked for, but CUDA is not available on this machine "

@@ -65,7 +65,7 @@ class VerifyConfig(Section):
 
 
 class Config(Section):
-    name: str = Field("run", min_length=1)
+    name: str = "run"
     seed: int = 0
     device: str = "auto"
     dtype: Literal["float32", "float64"] = "float32"
@@ -78,6 +78,14 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     log: LogConfig = LogConfig()
     verify: VerifyConfig = VerifyConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError("expected a run name (the directory under runs/): letters, digits, '.', '_' and '-', "
+                             "starting with a letter or digit")
+        return value
 
     @field_validator("device")
     @classmethod

@@ -24,12 +24,13 @@ class MetricsLogger:
         """One metrics.jsonl line and one TensorBoard scalar per value."""
         if self.jsonl is None:
             return
-        record = {"step": step, "epoch": epoch, **{k: _plain(v) for k, v in values.items()}}
-        self.jsonl.write(json.dumps(record) + "\n")
+        values = {k: _plain(v) for k, v in values.items()}
+        record = {"step": step, "epoch": epoch, **{k: _json_number(v) for k, v in values.items()}}
+        self.jsonl.write(json.dumps(record, allow_nan=False) + "\n")
         self.jsonl.flush()
         if self.writer:
-            for tag in values:
-                self.writer.add_scalar(tag, record[tag], step)
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
 
     def histogram(self, tag, values, step, bins=30):
         """A histogram binned by torch.histc (TensorBoard's own numpy binning costs milliseconds a tensor);
@@ -68,6 +69,11 @@ class MetricsLogger:
             self.jsonl.close()
         if self.writer:
             self.writer.close()
+
+
+def _json_number(value):
+    """Strict JSON has no NaN or infinity: a non-finite metric is written as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _plain(value):

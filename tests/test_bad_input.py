@@ -66,6 +66,7 @@ def with_changes(**changes):
     ({"model__0": {"type": "Linear", "out_feature": 8}}, "(did you mean 'out_features'?)"),
     ({"device": "cuda"}, "CUDA is not available"),
     ({"plugins": ["no_such_plugin.py"]}, "plugin file no_such_plugin.py not found"),
+    ({"name": "../../escape"}, "name: expected a run name (the directory under runs/)"),
 ])
 def test_bad_config_exits_2_with_a_clear_message(tmp_path, capsys, changes, fragment):
     if changes.get("device") == "cuda" and torch.cuda.is_available():
@@ -135,6 +136,29 @@ def test_run_dir_that_is_not_empty_is_refused(tmp_path, capsys):
     (run_dir / "precious.txt").write_text("keep me")
     expect_error(capsys, "is not empty", "train", "--config", write_config(tmp_path, BASE), "--run-dir", run_dir)
     assert (run_dir / "precious.txt").read_text() == "keep me"
+
+
+def test_device_flag_that_names_no_device(tmp_path, capsys):
+    expect_error(capsys, "device: 'gpu' is not a device", "train", "--config", write_config(tmp_path, BASE),
+                 "--device", "gpu")
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "unwritable"])
+def test_run_dir_that_cannot_be_created(tmp_path, capsys, where):
+    (tmp_path / "afile").write_text("")
+    target = tmp_path / "afile" / "run" if where == "under-a-file" else "/proc/no-such-run"
+    expect_error(capsys, "cannot create the run directory", "train", "--config", write_config(tmp_path, BASE),
+                 "--run-dir", target)
+
+
+def test_random_bytes_are_a_corrupted_checkpoint_not_an_unsafe_one(tmp_path):
+    from manualnet import checkpoint
+    from manualnet.errors import CheckpointError
+
+    path = tmp_path / "last.pt"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        checkpoint.load(path)
 
 
 def test_missing_dataset_files_say_which_and_where(tmp_path, capsys, monkeypatch):
