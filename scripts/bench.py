@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import platform
 import statistics
 import sys
@@ -163,13 +164,27 @@ def peak_step_memory(fn, device):
         return torch.cuda.max_memory_allocated() - base
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     current = peak = 0  # allocations count at the op that made them, frees arrive as "[memory]" events
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
         current += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
         peak = max(peak, current)
     return peak
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """The profiler's C++ side logs each start and stop on file descriptor 2: keep the table readable."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def bench_size(name, device, dtype, rounds):
