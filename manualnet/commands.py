@@ -3,12 +3,10 @@
 import sys
 from pathlib import Path
 
-import torch
-
 from manualnet import checkpoint
 from manualnet.assembly import build
 from manualnet.config import load_config
-from manualnet.distributed import cluster_for
+from manualnet.distributed import RankFailed, cluster_for
 from manualnet.divergence import Diverged
 from manualnet.errors import CheckpointError, ConfigError
 from manualnet.evaluate import evaluate
@@ -18,51 +16,69 @@ from manualnet.trainer import AuditFailed, Interrupted, Trainer
 
 
 def train(args):
+    config, state, run_dir, base_dir = _inputs(args)
+    setup = build(config, device=args.device, base_dir=base_dir)
+    try:
+        with cluster_for(setup.device, config.train.dist_timeout_s, config.seed) as cluster:
+            run_dir = run_dir or _shared_run_dir(cluster, config.name, args.run_dir)
+            if cluster.is_main and not args.quiet:
+                print(f"run directory: {run_dir}", file=sys.stderr)
+            trainer = Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster)
+            cluster.broadcast_tensors(setup.model.param_buffers())  # one model: rank 0's weights everywhere
+            return _fit(trainer, run_dir, args.quiet)
+    except RankFailed as e:
+        print(f"manualnet: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _inputs(args):
+    """(config, checkpoint state or None, run directory or None for a new one, directory for relative paths)."""
     if args.resume:
         run_dir = Path(args.resume)
         state = _resume_state(run_dir)
         config = load_config(run_dir / "config.yaml", args.set)
-        base_dir = Path(args.config).parent if args.config else run_dir
-    else:
-        if not args.config:
-            raise ConfigError("train needs --config PATH (or --resume RUN_DIR)")
-        config = load_config(args.config, args.set)
-        base_dir, state = Path(args.config).parent, None
-    setup = build(config, device=args.device, base_dir=base_dir)
-    cluster = cluster_for(setup.device, config.train.dist_timeout_s)
-    try:
-        if not args.resume:
-            run_dir = Path(cluster.broadcast(str(new_run_dir(config.name, explicit=args.run_dir))
-                                             if cluster.is_main else None))
-        if cluster.is_main and not args.quiet:
-            print(f"run directory: {run_dir}", file=sys.stderr)
-        return _fit(Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster), run_dir, args.quiet)
-    finally:
-        cluster.close()
+        return config, state, run_dir, Path(args.config).parent if args.config else run_dir
+    if not args.config:
+        raise ConfigError("train needs --config PATH (or --resume RUN_DIR)")
+    return load_config(args.config, args.set), None, None, Path(args.config).parent
+
+
+def _shared_run_dir(cluster, name, explicit):
+    """Rank 0 creates the run directory; every rank gets its path, or rank 0's error about it."""
+    made = None
+    if cluster.is_main:
+        try:
+            made = ("path", str(new_run_dir(name, explicit=explicit)))
+        except (ConfigError, OSError) as e:
+            made = ("error", str(e))
+    kind, text = cluster.broadcast(made)
+    if kind == "error":
+        raise ConfigError(text)
+    return Path(text)
 
 
 def _fit(trainer, run_dir, quiet):
-    rank = trainer.cluster.rank
+    cluster = trainer.cluster
+    who = f"rank {cluster.rank}: " if cluster.world_size > 1 else ""  # each rank reports what it saw
     try:
         summary = trainer.fit()
     except Diverged as e:
         last = run_dir / "checkpoints" / "last.pt"
         kept = (f"the last good checkpoint is kept: {last}" if last.exists()
                 else "it diverged before the first checkpoint, so none was written")
-        print(f"manualnet: {e}; {kept}", file=sys.stderr)
+        print(f"manualnet: {who}{e}; {kept}", file=sys.stderr)
         return 1
     except AuditFailed as e:
-        print(f"manualnet: {e}", file=sys.stderr)
+        print(f"manualnet: {who}{e}", file=sys.stderr)
         return 1
     except Interrupted as e:
-        print(f"manualnet: {e}", file=sys.stderr)
+        if cluster.is_main:  # every rank stopped at the same step; rank 0 saved it
+            print(f"manualnet: {e}", file=sys.stderr)
         return e.exit_code
-    except torch.distributed.DistError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"manualnet: error: rank {rank}: a collective failed, so another rank died or hung: {first}",
-              file=sys.stderr)
-        return 1
-    if trainer.cluster.is_main and not quiet:
+    except RankFailed:
+        trainer.writer.flush()  # a checkpoint being written is whole on disk before we exit
+        raise
+    if cluster.is_main and not quiet:
         print(summary_table(summary))
     return 0
 

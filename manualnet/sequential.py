@@ -42,6 +42,11 @@ class Sequential(Layer):
             return self._flat_params.buffer, self._flat_grads.buffer
         return None
 
+    def param_buffers(self):
+        """The tensors that hold every parameter: the flat buffer, or the parameters themselves."""
+        flat = self.flat_buffers()
+        return [flat[0]] if flat is not None else list(self.params.values())
+
     def grad_buffers(self):
         """The tensors that hold every gradient: the flat buffer, or one tensor per parameter."""
         flat = self.flat_buffers()

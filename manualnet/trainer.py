@@ -13,7 +13,7 @@ import torch
 
 from manualnet import checkpoint
 from manualnet.data import Batches
-from manualnet.distributed import Single
+from manualnet.distributed import Single, restore_rng
 from manualnet.divergence import Diverged, diagnose
 from manualnet.errors import CheckpointError, ManualnetError
 from manualnet.evaluate import accuracy_count, evaluate
@@ -60,7 +60,8 @@ class Trainer:
                                  purge_step=self.step if resume else None)
         self.progress = Progress(self.cfg.train.epochs, len(self.batches), self.epoch, quiet or not main)
         self.quiet = quiet or not main
-        self._stop_signal = None
+        self._stop_signal = None  # set by the signal handler
+        self._stopping = None  # the signal the ranks agreed to stop on
 
     def fit(self):
         """Train to ``train.epochs``, then evaluate the best checkpoint on the test split."""
@@ -86,27 +87,36 @@ class Trainer:
         for xb, tb, lb in self.batches.epoch(self.epoch, start_batch=self.batch):
             self.train_step(xb, tb, lb)
             self.batch += 1
-            if self._stop_signal is not None:
+            if self._stopping is not None:
                 self.save("last")
                 self.writer.flush()
-                raise Interrupted(self._stop_signal, self.run_dir)
+                raise Interrupted(self._stopping, self.run_dir)
 
     def train_step(self, xb, tb, lb):
-        """One step of the algorithm, on one batch."""
-        weight = self.cluster.shard_weight(len(xb), self.batches.global_size(self.batch))
+        """One step of the algorithm, on one batch (this rank's shard of it, in data-parallel training)."""
+        size = self.batches.global_size(self.batch)
+        weight = self.cluster.shard_weight(len(xb), size, self.loss.reduction)
         self.model.zero_grad()
         pred = self.model.forward(xb)
         loss = self.loss.forward(pred, tb)
         self.model.backward(self.loss.backward(weight), input_grad=False)
-        self.cluster.reduce_gradients(self.model.grads)
-        value = loss.item() * weight
         logging = (self.step + 1) % self.cfg.log.every == 0
+        # Train accuracy is sampled on the logging steps' batches: counting every batch costs a few ops
+        # a step, as much as a small network's layer.
+        sampled = logging and self.s.classification
+        correct = accuracy_count(pred, lb, self.s.threshold) if sampled else 0
+        signum = self._stop_signal  # read once: this rank acts on what it adds to the sum
+        # Summed over the ranks with the gradients: the global batch's mean loss, its correct count and how
+        # many ranks were asked to stop, so every rank logs the same numbers and stops at the same step.
+        value, correct, stops = self.cluster.reduce(self.model.grad_buffers(),
+                                                    [loss.item() * weight, correct, signum is not None])
+        if stops:
+            self._stopping = signum or signal.SIGTERM
         if self.cfg.train.grad_clip is not None:
             norm = clip_grad_norm(self.model.grad_buffers(), self.cfg.train.grad_clip)
         else:
-            norm = grad_norm(self.model.grad_buffers()) if logging or self.cluster.world_size > 1 else None
-        local_bad = self.cluster.world_size == 1 and not math.isfinite(value)  # ranks must agree: use norm
-        if local_bad or (norm is not None and not torch.isfinite(norm)):
+            norm = grad_norm(self.model.grad_buffers()) if logging else None
+        if not math.isfinite(value) or (norm is not None and not torch.isfinite(norm)):
             self.writer.flush()  # the last good checkpoint is complete on disk before we stop
             raise Diverged(diagnose(self.model, self.loss, xb, tb, self.step, value))
         if self.cfg.verify.every and (self.step + 1) % self.cfg.verify.every == 0:
@@ -116,20 +126,16 @@ class Trainer:
         self.optimizer.step()
         self.schedule.step()
         self.step += 1
-        # Train accuracy is sampled on the logging steps' batches: counting every batch costs a few ops
-        # a step, as much as a small network's layer.
-        sampled = logging and self.s.classification
-        correct = accuracy_count(pred, lb, self.s.threshold) if sampled else None
-        self.running.add(value, correct, len(xb))
+        self.running.add(value, correct if sampled else None, size)
         self.progress.step(loss=value)
         if logging:
-            metrics = self.running.interval_metrics(self.optimizer.lr, norm, self.cluster)
+            metrics = self.running.interval_metrics(self.optimizer.lr, norm)
             self.log.scalars(metrics, self.step, self.epoch)
         if histograms and self.cluster.is_main:
             log_histograms(self.log, self.model, xb, before, self.step)
 
     def end_epoch(self):
-        metrics = self.running.epoch_metrics(self.cluster)
+        metrics = self.running.epoch_metrics()
         validated = (self.epoch + 1) % self.cfg.train.eval_every == 0 or self.epoch + 1 == self.cfg.train.epochs
         if validated:
             metrics.update(self.validate())
@@ -157,10 +163,10 @@ class Trainer:
                 worst[tag] = max(worst.get(tag, 0.0), row.max_rel_err)
         self.log.scalars(worst, self.step, self.epoch)
         failed = [row for row in rows if not row.passed]
-        if failed:
+        if self.cluster.sum([len(failed)])[0]:  # every rank stops when any rank's shard failed
             self.writer.flush()
-            raise AuditFailed(f"gradient audit failed at step {self.step + 1}: {verdict(rows)}\n"
-                              + format_table(failed))
+            found = f"{verdict(rows)}\n{format_table(failed)}" if failed else "on another rank's shard"
+            raise AuditFailed(f"gradient audit failed at step {self.step + 1}: {found}")
 
     def validate(self):
         x, targets, labels = self.s.split("val")
@@ -173,14 +179,9 @@ class Trainer:
         """Evaluate the best checkpoint on the test split and write summary.json."""
         final = dict(getattr(self, "last_metrics", {}))
         self.writer.flush()
-        best_path = self.run_dir / "checkpoints" / "best.pt"
-        if best_path.exists():
-            self.model.load_state_dict(checkpoint.load(best_path)["model"])
-        x, targets, labels = self.s.split("test")
-        self.model.eval()
-        test = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold)
-        final.update({f"test/{k}": v for k, v in test.items()})
-        samples = self.running.samples_total * self.cluster.world_size
+        if self.cluster.is_main:  # the only rank that wrote (and so can read) the best checkpoint
+            final.update(self.test_metrics())
+        samples = self.running.samples_total
         final.update({"best_epoch": self.best["epoch"], "epochs": self.epoch, "steps": self.step,
                       "wall_time_s": round(wall_time, 3),
                       "samples_per_sec": round(samples / wall_time, 1) if wall_time > 0 else None})
@@ -193,15 +194,28 @@ class Trainer:
         self.log.close()
         return final
 
+    def test_metrics(self):
+        """The best checkpoint's (else the current model's) metrics on the test split."""
+        best_path = self.run_dir / "checkpoints" / "best.pt"
+        if best_path.exists():
+            self.model.load_state_dict(checkpoint.load(best_path)["model"])
+        x, targets, labels = self.s.split("test")
+        self.model.eval()
+        test = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold)
+        return {f"test/{k}": v for k, v in test.items()}
+
     # -- checkpoints ------------------------------------------------------------------------------
 
     def save(self, *names):
         """Checkpoint the run as ``checkpoints/<name>.pt`` for each name (serialised once)."""
-        if not names or not self.cluster.is_main:
+        if not names:
+            return
+        rngs = self.cluster.gather(checkpoint.rng_state())  # every rank's: Dropout masks differ by rank
+        if not self.cluster.is_main:
             return
         state = {"model": self.model.state_dict(), "optim": self.optimizer.state_dict(),
                  "schedule": self.schedule.state_dict(), "epoch": self.epoch, "batch": self.batch,
-                 "step": self.step, "rng": checkpoint.rng_state(), "config": self.cfg.to_dict(),
+                 "step": self.step, "rng": rngs[0], "rng_ranks": rngs[1:], "config": self.cfg.to_dict(),
                  "best": dict(self.best), "running": self.running.state_dict(), "format": 1}
         self.writer.submit(state, [self.run_dir / "checkpoints" / f"{name}.pt" for name in names])
 
@@ -213,7 +227,7 @@ class Trainer:
             self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
             self.best = dict(state["best"])
             self.running.load_state_dict(state["running"])
-            checkpoint.set_rng_state(state["rng"])
+            restore_rng(state, self.cluster.rank, self.cfg.seed)
         except ManualnetError as e:
             raise CheckpointError(f"checkpoint does not fit this run: {e}") from None
         except (KeyError, TypeError) as e:
@@ -237,8 +251,8 @@ class _Running:
         self.interval = [0.0, 0, 0, 0, 0]
 
     def add(self, loss, correct, samples):
-        """``loss`` is this rank's share of the global batch's mean loss (the whole of it in one process);
-        ``correct`` is None for a batch whose accuracy was not measured."""
+        """One global batch (summed over ranks, so every rank holds the same sums): its mean ``loss``, its
+        ``samples`` and ``correct`` predictions (None for a batch whose accuracy was not measured)."""
         for acc in (self.epoch, self.interval):
             acc[0] += loss
             acc[1] += 1
@@ -248,18 +262,17 @@ class _Running:
                 acc[4] += samples
         self.samples_total += samples
 
-    def interval_metrics(self, lr, norm, cluster):
-        metrics = _metrics(_global(self.interval, cluster))
+    def interval_metrics(self, lr, norm):
+        metrics = _metrics(self.interval)
         now = time.perf_counter()
-        metrics.update({"lr": lr, "samples_per_sec": self.interval[2] * cluster.world_size
-                        / max(now - self._interval_start, 1e-9)})
+        metrics.update({"lr": lr, "samples_per_sec": self.interval[2] / max(now - self._interval_start, 1e-9)})
         if norm is not None:
             metrics["grad_norm"] = norm.item()
         self.interval, self._interval_start = [0.0, 0, 0, 0, 0], now
         return metrics
 
-    def epoch_metrics(self, cluster):
-        return _metrics(_global(self.epoch, cluster))
+    def epoch_metrics(self):
+        return _metrics(self.epoch)
 
     def state_dict(self):
         return {"epoch": list(self.epoch), "samples_total": self.samples_total}
@@ -275,15 +288,6 @@ def _metrics(sums):
     if counted:
         metrics["train/accuracy"] = correct / counted
     return metrics
-
-
-def _global(sums, cluster):
-    """Running sums over every rank: losses, samples and correct counts add up; batches do not."""
-    if cluster.world_size == 1:
-        return sums
-    loss, batches, samples, correct, counted = sums
-    loss, samples, correct, counted = cluster.sum([loss, samples, correct, counted])
-    return [loss, batches, samples, correct, counted]
 
 
 class _catch_signals:

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import platform
+import runpy
 import statistics
 import sys
 import tempfile
@@ -274,7 +275,13 @@ def format_rows(rows):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--distributed" in argv:  # 1 against N processes: its own script, with its own options
+        scaling = runpy.run_path(str(Path(__file__).resolve().with_name("bench_distributed.py")), run_name="scaling")
+        return scaling["main"]([a for a in argv if a != "--distributed"])
     parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--distributed", action="store_true",
+                        help="measure data-parallel scaling instead (scripts/bench_distributed.py; --help there)")
     parser.add_argument("--sizes", default="small,mnist,large", help="comma-separated: small, mnist, large, tiny")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
