@@ -89,9 +89,22 @@ def load_plugins(paths, base_dir=None):
     return resolved
 
 
+def _absolute_data_path(config, base_dir):
+    """``data.path``, relative to the working directory (else to ``base_dir``), made absolute in the config,
+    so the run's saved config.yaml finds the file again from anywhere (``--resume``, ``evaluate``)."""
+    path = getattr(config.data, "path", None)
+    if not isinstance(path, str) or Path(path).expanduser().is_absolute():
+        return
+    candidate = Path(path).expanduser()
+    if not candidate.exists() and base_dir is not None and (Path(base_dir) / candidate).exists():
+        candidate = Path(base_dir) / candidate
+    config.data.path = str(candidate.resolve())
+
+
 def build(config, device=None, base_dir=None):
     """A Setup for ``config``; ``device`` overrides ``config.device``."""
     config.plugins = load_plugins(config.plugins, base_dir)
+    _absolute_data_path(config, base_dir)
     device = local_device(resolve_device(device or config.device))
     dtype = getattr(torch, config.dtype)
     data = load_dataset(config.data.model_dump(), seed=config.seed, device=device, dtype=dtype)

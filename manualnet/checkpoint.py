@@ -66,6 +66,14 @@ def _atomic_write(path, write):
     _fsync_directory(path.parent)
 
 
+def clean_stale_files(directory):
+    """Remove the half-written ``.*.tmp`` and ``.*.link`` files a killed process left in ``directory`` (only
+    whole checkpoints ever carry a checkpoint's name, so these are never needed)."""
+    for pattern in (".*.pt.*.tmp", ".*.pt.*.link"):
+        for stale in Path(directory).glob(pattern):
+            stale.unlink(missing_ok=True)
+
+
 def _fsync_directory(directory):
     """Make a rename in ``directory`` durable."""
     dir_fd = os.open(directory, os.O_RDONLY)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from manualnet import checkpoint
 from manualnet.assembly import build
+from manualnet.checkpoint import clean_stale_files
 from manualnet.config import load_config
 from manualnet.distributed import RankFailed, cluster_for
 from manualnet.divergence import Diverged
@@ -34,10 +35,14 @@ def train(args):
 def _inputs(args):
     """(config, checkpoint state or None, run directory or None for a new one, directory for relative paths)."""
     if args.resume:
+        if args.config:
+            raise ConfigError(f"--resume {args.resume} goes on with the run's own config.yaml; --config cannot be "
+                              "combined with it (change a value with --set KEY=VALUE)")
         run_dir = Path(args.resume)
         state = _resume_state(run_dir)
+        clean_stale_files(run_dir / "checkpoints")
         config = load_config(run_dir / "config.yaml", args.set)
-        return config, state, run_dir, Path(args.config).parent if args.config else run_dir
+        return config, state, run_dir, run_dir
     if not args.config:
         raise ConfigError("train needs --config PATH (or --resume RUN_DIR)")
     return load_config(args.config, args.set), None, None, Path(args.config).parent

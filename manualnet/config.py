@@ -8,6 +8,7 @@ checked against its signature in ``manualnet.components``.
 """
 
 import re
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -44,29 +45,35 @@ class DataConfig(BaseModel):
         return self
 
 
+# Counts are strict ints (``epochs: true`` or ``epochs: 2.5`` is an error, not 1 or 2) and the numbers
+# finite (``grad_clip: .inf`` is an error, not "no clipping").
+Count = partial(Field, strict=True)
+Finite = partial(Field, allow_inf_nan=False)
+
+
 class TrainConfig(Section):
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
-    grad_clip: float | None = Field(None, gt=0)
-    eval_every: int = Field(1, ge=1)
-    checkpoint_every: int = Field(1, ge=1)
-    dist_timeout_s: float = Field(300, gt=0)  # how long a rank waits for the others under torchrun
+    epochs: int = Count(30, ge=1)
+    batch_size: int = Count(64, ge=1)
+    grad_clip: float | None = Finite(None, gt=0)
+    eval_every: int = Count(1, ge=1)
+    checkpoint_every: int = Count(1, ge=1)
+    dist_timeout_s: float = Finite(300, gt=0)  # how long a rank waits for the others under torchrun
 
 
 class LogConfig(Section):
     tensorboard: bool = True
-    every: int = Field(10, ge=1)
-    histograms_every: int = Field(100, ge=0)
+    every: int = Count(10, ge=1)
+    histograms_every: int = Count(100, ge=0)
 
 
 class VerifyConfig(Section):
-    every: int = Field(0, ge=0)
+    every: int = Count(0, ge=0)
     at_start: bool = False
 
 
 class Config(Section):
     name: str = "run"
-    seed: int = 0
+    seed: int = Count(0)
     device: str = "auto"
     dtype: Literal["float32", "float64"] = "float32"
     plugins: list[str] = []
@@ -111,7 +118,7 @@ def read_yaml(path):
     if not path.is_file():
         raise ConfigError(f"config file {path} not found" if not path.exists() else f"{path} is not a file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -122,6 +129,23 @@ def read_yaml(path):
         raise ConfigError(f"{path}: the top level must be a mapping of keys (name, data, model, ...), "
                           f"got {type(raw).__name__}")
     return raw
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key written twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool):
+                continue  # an unhashable key: the base class reports it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (each key may appear once in a mapping)",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def validate(raw, source="config"):

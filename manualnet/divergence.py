@@ -7,10 +7,12 @@ class Diverged(Exception):
     """Training produced a non-finite loss or gradient (exit code 1)."""
 
 
-def diagnose(model, loss, xb, tb, step, value):
-    """Replay the failing batch layer by layer and name the first non-finite value, forward then backward."""
+def diagnose(model, loss, xb, tb, step, value, norm=None):
+    """Replay the failing batch layer by layer and name the first non-finite value, forward then backward.
+    ``value`` is the batch's loss, ``norm`` the gradient norm (when the loss was finite but it was not)."""
     where = _first_non_finite(model, loss, xb, tb)
-    return (f"training diverged at step {step + 1}: the loss is {value:g}; first non-finite value: {where}. "
+    what = f"the loss is {value:g}" if norm is None else f"the loss is {value:g} but the gradient norm is {norm:g}"
+    return (f"training diverged at step {step + 1}: {what}; first non-finite value: {where}. "
             "Lower optim.lr or set train.grad_clip")
 
 

@@ -1,5 +1,6 @@
 """What the terminal shows: tqdm bars on a TTY, one plain line per epoch otherwise, a table at the end."""
 
+import os
 import sys
 
 from tqdm import tqdm
@@ -12,14 +13,17 @@ class Progress:
         self.tty = not quiet and self.stream.isatty()
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self.epoch_bar = self.step_bar = None
+        # A terminal that reports no size (a pseudo-terminal nobody sized) would hide every bar: tqdm draws
+        # none past the last row, and bars 0 columns wide.
+        self.width = {"dynamic_ncols": True} if _columns(self.stream) else {"ncols": 100, "nrows": 24}
         if self.tty:
             self.epoch_bar = tqdm(total=epochs, initial=start_epoch, desc="epochs", unit="epoch",
-                                  file=self.stream, dynamic_ncols=True)
+                                  file=self.stream, **self.width)
 
     def start_epoch(self, epoch, start_batch=0):
         if self.tty:
             self.step_bar = tqdm(total=self.steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}",
-                                 unit="step", leave=False, file=self.stream, dynamic_ncols=True)
+                                 unit="step", leave=False, file=self.stream, **self.width)
 
     def step(self, n=1, **postfix):
         if self.step_bar is not None:
@@ -31,7 +35,7 @@ class Progress:
         if self.step_bar is not None:
             self.step_bar.close()
         if self.tty:
-            self.epoch_bar.set_postfix({k: _fmt(v) for k, v in metrics.items()}, refresh=False)
+            self.epoch_bar.set_postfix({_short(k): _fmt(v) for k, v in metrics.items()}, refresh=False)
             self.epoch_bar.update(1)
         elif not self.quiet:
             parts = "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
@@ -45,6 +49,18 @@ class Progress:
     def message(self, text):
         if not self.quiet:
             (tqdm.write(text, file=self.stream) if self.tty else print(text, file=self.stream, flush=True))
+
+
+def _short(tag):
+    """A metric's tag as a bar shows it: train/loss -> loss, val/accuracy -> val_acc."""
+    return tag.removeprefix("train/").replace("accuracy", "acc").replace("/", "_")
+
+
+def _columns(stream):
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # not a real file, or not a terminal
+        return 0
 
 
 def summary_table(summary):

@@ -51,6 +51,8 @@ class Trainer:
         self.epoch, self.batch, self.step = 0, 0, 0
         self.best = {"val/loss": math.inf, "epoch": -1}
         self.running = _Running()
+        self.elapsed_before = 0.0  # seconds of training before this process resumed the run
+        self.last_metrics = {}
         self.writer = checkpoint.Writer()
         if resume is not None:
             self._restore(resume)
@@ -65,7 +67,7 @@ class Trainer:
 
     def fit(self):
         """Train to ``train.epochs``, then evaluate the best checkpoint on the test split."""
-        started = time.perf_counter()
+        self.started = started = time.perf_counter()
         self.log.text("config", json.dumps(self.cfg.to_dict(), indent=2))
         if self.cfg.verify.at_start and self.step == 0:
             xb, tb, _ = next(iter(self.batches.epoch(0)))
@@ -76,7 +78,7 @@ class Trainer:
                 self.end_epoch()
         self.loop_seconds = time.perf_counter() - started  # the benchmark compares it with pure steps
         self.progress.close()
-        summary = self.finish(time.perf_counter() - started)
+        summary = self.finish(self.elapsed())
         if self.quiet and self.cluster.is_main:
             print(summary_table(summary))
         return summary
@@ -101,9 +103,9 @@ class Trainer:
         loss = self.loss.forward(pred, tb)
         self.model.backward(self.loss.backward(weight), input_grad=False)
         logging = (self.step + 1) % self.cfg.log.every == 0
-        # Train accuracy is sampled on the logging steps' batches: counting every batch costs a few ops
-        # a step, as much as a small network's layer.
-        sampled = logging and self.s.classification
+        # Train accuracy is measured on the logging steps' batches and on each epoch's last batch (so every
+        # epoch has one): counting every batch costs a few ops a step, as much as a small network's layer.
+        sampled = self.s.classification and (logging or self.batch + 1 == len(self.batches))
         correct = accuracy_count(pred, lb, self.s.threshold) if sampled else 0
         signum = self._stop_signal  # read once: this rank acts on what it adds to the sum
         # Summed over the ranks with the gradients: the global batch's mean loss, its correct count and how
@@ -112,13 +114,16 @@ class Trainer:
                                                     [loss.item() * weight, correct, signum is not None])
         if stops:
             self._stopping = signum or signal.SIGTERM
-        if self.cfg.train.grad_clip is not None:
-            norm = clip_grad_norm(self.model.grad_buffers(), self.cfg.train.grad_clip)
-        else:
-            norm = grad_norm(self.model.grad_buffers()) if logging else None
-        if not math.isfinite(value) or (norm is not None and not torch.isfinite(norm)):
+        grads = self.model.grad_buffers()
+        clip = self.cfg.train.grad_clip
+        norm = clip_grad_norm(grads, clip) if clip is not None else grad_norm(grads)
+        # Checked every step, before the optimizer spreads a non-finite gradient into the weights (the loss
+        # can be finite while a backward is not). Every rank sees the same summed gradient, so all agree.
+        norm = norm.item()
+        if not (math.isfinite(value) and math.isfinite(norm)):
             self.writer.flush()  # the last good checkpoint is complete on disk before we stop
-            raise Diverged(diagnose(self.model, self.loss, xb, tb, self.step, value))
+            raise Diverged(diagnose(self.model, self.loss, xb, tb, self.step, value,
+                                    norm if math.isfinite(value) else None))
         if self.cfg.verify.every and (self.step + 1) % self.cfg.verify.every == 0:
             self.audit(xb, tb)
         histograms = self.cfg.log.histograms_every and (self.step + 1) % self.cfg.log.histograms_every == 0
@@ -127,10 +132,13 @@ class Trainer:
         self.schedule.step()
         self.step += 1
         self.running.add(value, correct if sampled else None, size)
-        self.progress.step(loss=value)
         if logging:
             metrics = self.running.interval_metrics(self.optimizer.lr, norm)
             self.log.scalars(metrics, self.step, self.epoch)
+            shown = {"loss": "train/loss", "acc": "train/accuracy", "samples/s": "samples_per_sec"}
+            self.progress.step(**{label: metrics[key] for label, key in shown.items() if key in metrics})
+        else:
+            self.progress.step()
         if histograms and self.cluster.is_main:
             log_histograms(self.log, self.model, xb, before, self.step)
 
@@ -139,6 +147,11 @@ class Trainer:
         validated = (self.epoch + 1) % self.cfg.train.eval_every == 0 or self.epoch + 1 == self.cfg.train.epochs
         if validated:
             metrics.update(self.validate())
+            if not math.isfinite(metrics["val/loss"]):  # stop before a checkpoint of this model replaces the last
+                self.writer.flush()
+                raise Diverged(f"training diverged in epoch {self.epoch + 1}: the validation loss is "
+                               f"{metrics['val/loss']:g} while the training loss was finite. Lower optim.lr "
+                               "or set train.grad_clip")
         self.log.scalars(metrics, self.step, self.epoch)
         self.progress.end_epoch(self.epoch, metrics)
         self.epoch, self.batch = self.epoch + 1, 0
@@ -147,9 +160,9 @@ class Trainer:
         improved = (validated or "val/loss" not in metrics) and score < self.best["val/loss"]
         if improved:
             self.best = {"val/loss": score, "epoch": self.epoch}
+        self.last_metrics = metrics
         due = self.epoch % self.cfg.train.checkpoint_every == 0 or self.epoch == self.cfg.train.epochs
         self.save(*(["last"] if due else []), *(["best"] if improved else []))
-        self.last_metrics = metrics
 
     def audit(self, xb, tb):
         """Check every layer's gradients on this batch against autograd, on a float64 copy of the model;
@@ -177,7 +190,7 @@ class Trainer:
 
     def finish(self, wall_time):
         """Evaluate the best checkpoint on the test split and write summary.json."""
-        final = dict(getattr(self, "last_metrics", {}))
+        final = dict(self.last_metrics)
         self.writer.flush()
         if self.cluster.is_main:  # the only rank that wrote (and so can read) the best checkpoint
             final.update(self.test_metrics())
@@ -187,7 +200,7 @@ class Trainer:
                       "samples_per_sec": round(samples / wall_time, 1) if wall_time > 0 else None})
         if self.cluster.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(final, indent=2) + "\n")
-        hparams = {"optim.type": self.cfg.optim.type, "optim.lr": self.cfg.optim.lr,
+        hparams = {"optim.type": self.cfg.optim.type, "optim.lr": getattr(self.schedule, "base_lr", self.optimizer.lr),
                    "train.batch_size": self.cfg.train.batch_size, "train.epochs": self.cfg.train.epochs,
                    "seed": self.cfg.seed}
         self.log.hparams(hparams, final)
@@ -204,6 +217,11 @@ class Trainer:
         test = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold)
         return {f"test/{k}": v for k, v in test.items()}
 
+    def elapsed(self):
+        """Seconds spent training this run so far, over every process that resumed it."""
+        started = getattr(self, "started", None)
+        return self.elapsed_before + (time.perf_counter() - started if started is not None else 0.0)
+
     # -- checkpoints ------------------------------------------------------------------------------
 
     def save(self, *names):
@@ -216,7 +234,8 @@ class Trainer:
         state = {"model": self.model.state_dict(), "optim": self.optimizer.state_dict(),
                  "schedule": self.schedule.state_dict(), "epoch": self.epoch, "batch": self.batch,
                  "step": self.step, "rng": rngs[0], "rng_ranks": rngs[1:], "config": self.cfg.to_dict(),
-                 "best": dict(self.best), "running": self.running.state_dict(), "format": 1}
+                 "best": dict(self.best), "running": self.running.state_dict(), "format": 1,
+                 "elapsed_s": self.elapsed(), "last_metrics": dict(self.last_metrics)}
         self.writer.submit(state, [self.run_dir / "checkpoints" / f"{name}.pt" for name in names])
 
     def _restore(self, state):
@@ -225,6 +244,12 @@ class Trainer:
             self.optimizer.load_state_dict(state["optim"])
             self.schedule.load_state_dict(state["schedule"])
             self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+            if self.epoch > self.cfg.train.epochs:
+                raise CheckpointError(f"the run has already trained {self.epoch} epochs, more than train.epochs = "
+                                      f"{self.cfg.train.epochs}; resume with --set train.epochs={self.epoch} "
+                                      "or more")
+            self.elapsed_before = state.get("elapsed_s", 0.0)
+            self.last_metrics = dict(state.get("last_metrics", {}))
             self.best = dict(state["best"])
             self.running.load_state_dict(state["running"])
             restore_rng(state, self.cluster.rank, self.cfg.seed)
@@ -266,8 +291,7 @@ class _Running:
         metrics = _metrics(self.interval)
         now = time.perf_counter()
         metrics.update({"lr": lr, "samples_per_sec": self.interval[2] / max(now - self._interval_start, 1e-9)})
-        if norm is not None:
-            metrics["grad_norm"] = norm.item()
+        metrics["grad_norm"] = norm
         self.interval, self._interval_start = [0.0, 0, 0, 0, 0], now
         return metrics
 
@@ -275,11 +299,14 @@ class _Running:
         return _metrics(self.epoch)
 
     def state_dict(self):
-        return {"epoch": list(self.epoch), "samples_total": self.samples_total}
+        return {"epoch": list(self.epoch), "interval": list(self.interval), "samples_total": self.samples_total,
+                "interval_s": time.perf_counter() - self._interval_start}
 
     def load_state_dict(self, state):
         self.epoch = list(state["epoch"])
+        self.interval = list(state.get("interval", [0.0, 0, 0, 0, 0]))
         self.samples_total = state["samples_total"]
+        self._interval_start = time.perf_counter() - state.get("interval_s", 0.0)
 
 
 def _metrics(sums):

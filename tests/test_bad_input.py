@@ -67,6 +67,9 @@ def with_changes(**changes):
     ({"device": "cuda"}, "CUDA is not available"),
     ({"plugins": ["no_such_plugin.py"]}, "plugin file no_such_plugin.py not found"),
     ({"name": "../../escape"}, "name: expected a run name (the directory under runs/)"),
+    ({"train__grad_clip": float("inf")}, "train.grad_clip: input should be a finite number, got inf"),
+    ({"train__epochs": True}, "train.epochs: input should be a valid integer, got True"),
+    ({"train__batch_size": 2.5}, "train.batch_size: input should be a valid integer"),
 ])
 def test_bad_config_exits_2_with_a_clear_message(tmp_path, capsys, changes, fragment):
     if changes.get("device") == "cuda" and torch.cuda.is_available():
@@ -188,3 +191,25 @@ def test_unknown_subcommand_and_flags_exit_2(capsys):
         main(["trian"])
     assert e.value.code == 2
     assert "invalid choice: 'trian'" in capsys.readouterr().err
+
+
+def test_a_key_written_twice_is_an_error_not_the_last_one_wins(tmp_path, capsys):
+    text = yaml.safe_dump(BASE) + "optim:\n  type: SGD\n  lr: 0.1\n  lr: 0.5\n"
+    line = len(text.splitlines())
+    expect_error(capsys, f"line {line}, column 3: duplicate key 'lr' (each key may appear once in a mapping)",
+                 "train", "--config", write_config(tmp_path, text=text), "--run-dir", tmp_path / "run")
+
+
+def test_resume_refuses_a_config_file(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--config", str(write_config(tmp_path, BASE)), "--run-dir", str(run_dir), "--quiet"]) == 0
+    expect_error(capsys, "--config cannot be combined with it (change a value with --set KEY=VALUE)",
+                 "train", "--resume", run_dir, "--config", write_config(tmp_path, BASE))
+
+
+def test_resume_refuses_fewer_epochs_than_the_run_has_done(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    raw = with_changes(train__epochs=3)
+    assert main(["train", "--config", str(write_config(tmp_path, raw)), "--run-dir", str(run_dir), "--quiet"]) == 0
+    expect_error(capsys, "the run has already trained 3 epochs, more than train.epochs = 2; resume with "
+                 "--set train.epochs=3 or more", "train", "--resume", run_dir, "--set", "train.epochs=2")

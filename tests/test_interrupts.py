@@ -5,13 +5,15 @@ import time
 
 import pytest
 import torch
+import yaml
 
 from manualnet import checkpoint
 from manualnet.cli import main
 from manualnet.errors import CheckpointError
-from tests.helpers import config_path, run_cli, start_cli, summary
+from tests.helpers import config_path, metrics, run_cli, start_cli, summary
 
-ARGS = ["--set", "train.epochs=12", "--set", "log.every=1", "--set", "log.tensorboard=false",
+# log.every=7 does not divide an epoch's 20 steps: a stop can fall inside a logging interval.
+ARGS = ["--set", "train.epochs=12", "--set", "log.every=7", "--set", "log.tensorboard=false",
         "--set", "log.histograms_every=0"]
 
 
@@ -57,10 +59,16 @@ def test_signal_checkpoints_and_resume_is_bit_identical(tmp_path, straight_run, 
     for name, tensor in weights(straight_run).items():
         assert torch.equal(tensor, weights(run_dir)[name]), name
     assert summary(run_dir)["test/loss"] == summary(straight_run)["test/loss"]
+    # The logging interval's running sums were saved: every metric is the straight run's, the rows included.
+    assert without_rates(metrics(run_dir)) == without_rates(metrics(straight_run))
+
+
+def without_rates(rows):
+    return [{k: v for k, v in row.items() if k != "samples_per_sec"} for row in rows]
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
-def test_sigkill_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, delay):
+def test_sigkill_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, straight_run, delay):
     run_dir = tmp_path / "run"
     proc = start_cli("train", "--config", config_path("mlp"), "--run-dir", run_dir, *ARGS)
     wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
@@ -69,9 +77,14 @@ def test_sigkill_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, dela
     proc.communicate(timeout=30)
     state = checkpoint.load(run_dir / "checkpoints" / "last.pt")
     assert state["epoch"] >= 1
+    stale = run_dir / "checkpoints" / ".last.pt.x1y2z3.tmp"  # as a kill during a save leaves it
+    stale.write_bytes(b"half a checkpoint")
     resumed = run_cli("train", "--resume", run_dir, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert summary(run_dir)["epochs"] == 12
+    assert not stale.exists()
+    for name, tensor in weights(straight_run).items():  # the epochs replayed after the kill are the same
+        assert torch.equal(tensor, weights(run_dir)[name]), name
 
 
 def finished_run(tmp_path):
@@ -152,3 +165,78 @@ def test_divergence_exits_1_naming_step_and_layer(tmp_path):
     assert "training diverged at step 4: the loss is inf; first non-finite value: the loss (MSELoss), in forward" \
         in result.stderr
     assert "Traceback" not in result.stderr
+
+
+NAN_GRADIENT = """
+import manualnet
+
+
+@manualnet.register_layer("NaNAfter")
+class NaNAfter(manualnet.Layer):
+    # The identity, whose backward turns non-finite from its after-th call on (the loss stays finite).
+
+    def __init__(self, after=30):
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def forward(self, x):
+        return x
+
+    def backward(self, dy):
+        self.calls += 1
+        return dy * float("nan") if self.calls >= self.after else dy
+"""
+
+
+def test_a_non_finite_gradient_under_a_finite_loss_stops_before_the_update(tmp_path):
+    (tmp_path / "nan_after.py").write_text(NAN_GRADIENT)
+    config = yaml.safe_load(config_path("mlp").read_text())
+    config["plugins"] = [str(tmp_path / "nan_after.py")]
+    config["model"].insert(1, {"type": "NaNAfter", "after": 30})  # epoch 1 has 20 steps: one checkpoint first
+    config["log"] = {"every": 1000, "tensorboard": False, "histograms_every": 0}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    result = run_cli("train", "--config", tmp_path / "c.yaml", "--run-dir", run_dir, "--quiet")
+    assert result.returncode == 1, result.stderr
+    assert "training diverged at step 30: the loss is " in result.stderr
+    assert "but the gradient norm is nan; first non-finite value: layer 1 (NaNAfter) dx, in backward" \
+        in result.stderr
+    kept = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    assert kept["step"] == 20 and all(torch.isfinite(t).all() for t in kept["model"].values())
+
+
+INF_IN_EVAL = """
+import manualnet
+
+
+@manualnet.register_layer("InfInEval")
+class InfInEval(manualnet.Layer):
+    # The identity while training; infinite outputs in eval mode, from the second validation on.
+
+    def __init__(self):
+        super().__init__()
+        self.evaluations = 0
+
+    def forward(self, x):
+        if not self.training:
+            self.evaluations += 1
+        return x * float("inf") if self.evaluations >= 2 else x
+
+    def backward(self, dy):
+        return dy
+"""
+
+
+def test_a_non_finite_validation_loss_stops_before_its_checkpoint_replaces_the_last(tmp_path):
+    (tmp_path / "inf_in_eval.py").write_text(INF_IN_EVAL)
+    config = yaml.safe_load(config_path("mlp").read_text())
+    config["plugins"] = [str(tmp_path / "inf_in_eval.py")]
+    config["model"].insert(1, {"type": "InfInEval"})
+    config["log"] = {"tensorboard": False, "histograms_every": 0}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    result = run_cli("train", "--config", tmp_path / "c.yaml", "--run-dir", run_dir, "--quiet")
+    assert result.returncode == 1, result.stderr
+    assert "training diverged in epoch 2: the validation loss is nan while the training loss was finite" \
+        in result.stderr
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] == 1

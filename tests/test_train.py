@@ -1,11 +1,18 @@
 """End-to-end training through the CLI: run directories, metrics, TensorBoard, resume, determinism."""
 
+import os
+import pty
+import re
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from manualnet.cli import main
-from tests.helpers import config_path, metrics, run_cli, summary
+from tests.helpers import ROOT, config_path, metrics, run_cli, summary
 
 FAST = ["--set", "train.epochs=2", "--set", "log.every=5", "--set", "log.histograms_every=7", "--quiet"]
 
@@ -133,3 +140,70 @@ def test_summary_names_match_tensorboard_tags(tmp_path):
     _, run_dir = train(tmp_path)
     logged = set().union(*(m.keys() for m in metrics(run_dir)))
     assert {"train/loss", "val/loss", "val/accuracy"} <= logged & set(summary(run_dir))
+
+
+def test_an_optimizer_without_lr_in_the_config_trains_with_its_default(tmp_path):
+    code, run_dir = train(tmp_path, "mlp", "--set", 'optim={"type": "Adam"}')
+    assert code == 0
+    assert summary(run_dir)["test/accuracy"] > 0.5  # Adam's default lr = 1e-3 learns the digits (chance: 0.1)
+
+
+def test_every_epoch_reports_train_accuracy_even_when_no_step_logs(tmp_path):
+    code, run_dir = train(tmp_path, "mlp", "--set", "log.every=100000")
+    assert code == 0
+    epochs = [m for m in metrics(run_dir) if "val/loss" in m]
+    assert len(epochs) == 2 and all(0 < m["train/accuracy"] <= 1 for m in epochs)
+    assert "train/accuracy" in summary(run_dir)
+
+
+def test_resuming_a_finished_run_keeps_its_metrics_and_time(tmp_path):
+    _, run_dir = train(tmp_path, "mlp")
+    before = summary(run_dir)
+    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
+    after = summary(run_dir)
+    for key in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "test/loss", "epochs", "steps"):
+        assert after[key] == before[key], key
+    # The time is the training's, over both processes (not the few ms the second one spent), so the rate holds.
+    assert after["wall_time_s"] == pytest.approx(before["wall_time_s"], abs=0.5)
+    assert after["samples_per_sec"] == pytest.approx(before["samples_per_sec"], rel=0.5)
+
+
+def test_a_relative_data_path_is_saved_absolute_so_resume_works_from_anywhere(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    x = torch.randn(120, 4)
+    np.savez(data / "blobs.npz", x=x.numpy(), y=(x[:, 0] > 0).long().numpy())
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"dataset": "npz", "path": "data/blobs.npz"}, "model": [{"type": "Linear", "out_features": 2}],
+        "train": {"epochs": 1}, "log": {"tensorboard": False}}))
+    first = run_cli("train", "--config", config, "--run-dir", tmp_path / "run", "--quiet", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["data"]["path"] == str(data / "blobs.npz")
+    again = run_cli("train", "--resume", tmp_path / "run", "--set", "train.epochs=2", "--quiet")  # cwd: the repo
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_terminal_shows_the_step_bar_with_loss_accuracy_and_rate(tmp_path):
+    primary, secondary = pty.openpty()  # tqdm draws its bars only on a terminal
+    proc = subprocess.Popen([sys.executable, "-m", "manualnet", "train", "--config", str(config_path("mlp")),
+                             "--run-dir", str(tmp_path / "run"), "--set", "train.epochs=3", "--set", "log.every=5",
+                             "--set", "log.tensorboard=false"],
+                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "TQDM_MININTERVAL": "0"})  # draw every step
+    os.close(secondary)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(primary)
+    assert proc.wait(timeout=120) == 0, output.decode(errors="replace")
+    text = output.decode(errors="replace")
+    assert re.search(r"epoch \d+:.*\d+/\d+ \[.*loss=[\d.]+, acc=[\d.]+, samples/s=[\d.e+]+", text), text[-2000:]
+    assert re.search(r"epochs: .*3/3.*loss=[\d.]+, acc=[\d.]+, val_loss=[\d.]+, val_acc=[\d.]+", text), text[-2000:]
