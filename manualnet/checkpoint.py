@@ -134,7 +134,7 @@ class Writer:
     def submit(self, state, paths):
         """Queue ``state`` to be saved at each of ``paths`` (serialised once, then hard-linked)."""
         self._raise_error()
-        self._queue.put((_snapshot(state), [Path(p) for p in paths]))
+        self._queue.put((snapshot(state), [Path(p) for p in paths]))
 
     def flush(self):
         self._queue.join()
@@ -159,11 +159,12 @@ class Writer:
             raise error
 
 
-def _snapshot(obj):
+def snapshot(obj):
+    """A copy of ``obj`` whose tensors no later in-place update can change (dicts, lists, tuples walked)."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().clone()
     if isinstance(obj, dict):
-        return type(obj)((k, _snapshot(v)) for k, v in obj.items())
+        return type(obj)((k, snapshot(v)) for k, v in obj.items())
     if isinstance(obj, list | tuple):
-        return type(obj)(_snapshot(v) for v in obj)
+        return type(obj)(snapshot(v) for v in obj)
     return obj

@@ -57,6 +57,7 @@ class TrainConfig(Section):
     grad_clip: float | None = Finite(None, gt=0)
     eval_every: int = Count(1, ge=1)
     checkpoint_every: int = Count(1, ge=1)
+    checkpoint_interval_s: float = Finite(1.0, ge=0)  # at most one epoch-end checkpoint per this many seconds
     dist_timeout_s: float = Finite(300, gt=0)  # how long a rank waits for the others under torchrun
 
 

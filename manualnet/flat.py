@@ -35,9 +35,9 @@ class FlatGroup:
     def __init__(self, tensors):
         self.tensors = list(tensors)
         self.buffer = flatten_(self.tensors) if len({id(t) for t in self.tensors}) == len(self.tensors) else None
-        self._pointers = [t.data_ptr() for t in self.tensors]
+        self._pointers = list(map(torch.Tensor.data_ptr, self.tensors))
 
     def valid(self):
         """Whether every tensor still lives where ``flatten_`` put it (``Layer.to`` moves them one by one;
         the old buffer stays alive here, so its addresses cannot be reused by a moved tensor)."""
-        return self.buffer is not None and [t.data_ptr() for t in self.tensors] == self._pointers
+        return self.buffer is not None and list(map(torch.Tensor.data_ptr, self.tensors)) == self._pointers

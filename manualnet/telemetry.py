@@ -7,20 +7,19 @@ import torch
 
 def log_histograms(log, model, xb, before, step):
     """``before`` holds each parameter as it was before this step's update."""
-    names = []
+    tensors, names = {}, []
     for name, param, grad in model.named_parameters():
-        log.histogram(f"weights/{name}", param, step)
-        log.histogram(f"grads/{name}", grad, step)
+        tensors[f"weights/{name}"], tensors[f"grads/{name}"] = param, grad
         names.append(name)
-    for name, value in zip(names, update_ratios(model, before), strict=True):
-        if math.isfinite(value) and log.writer:
-            log.writer.add_scalar(f"update_ratio/{name}", value, step)
+    ratios = zip(names, update_ratios(model, before), strict=True)
+    log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios if math.isfinite(value)}, step)
     model.eval()  # no dropout masks drawn: logging must not change the training's random stream
     with torch.inference_mode():
         x = xb
         for i, layer in enumerate(model.layers):
             x = layer.forward(x)
-            log.histogram(f"activations/{i}.{type(layer).__name__}", x, step)
+            tensors[f"activations/{i}.{type(layer).__name__}"] = x
+        log.histograms(tensors, step)
     model.train()
 
 

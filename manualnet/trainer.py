@@ -64,6 +64,12 @@ class Trainer:
         self.quiet = quiet or not main
         self._stop_signal = None  # set by the signal handler
         self._stopping = None  # the signal the ranks agreed to stop on
+        self.parallel = self.cluster.world_size > 1
+        self.last_batch = len(self.batches) - 1
+        self.every = {"log": self.cfg.log.every, "histograms": self.cfg.log.histograms_every,
+                      "verify": self.cfg.verify.every}
+        self._saved_at = -math.inf  # when the last checkpoint was written (time.perf_counter)
+        self._best_model = None  # the best epoch's weights, while best.pt does not hold them yet
 
     def fit(self):
         """Train to ``train.epochs``, then evaluate the best checkpoint on the test split."""
@@ -72,10 +78,14 @@ class Trainer:
         if self.cfg.verify.at_start and self.step == 0:
             xb, tb, _ = next(iter(self.batches.epoch(0)))
             self.audit(xb, tb)
-        with _catch_signals(self), torch.no_grad():  # manual backprop: autograd stays off throughout
-            while self.epoch < self.cfg.train.epochs:
-                self.train_epoch()
-                self.end_epoch()
+        try:
+            with _catch_signals(self), torch.no_grad():  # manual backprop: autograd stays off throughout
+                while self.epoch < self.cfg.train.epochs:
+                    self.train_epoch()
+                    self.end_epoch()
+        except BaseException:  # stopped (a signal, divergence, a failed audit): what was logged is kept
+            self.log.close()
+            raise
         self.loop_seconds = time.perf_counter() - started  # the benchmark compares it with pure steps
         self.progress.close()
         summary = self.finish(self.elapsed())
@@ -90,57 +100,59 @@ class Trainer:
             self.train_step(xb, tb, lb)
             self.batch += 1
             if self._stopping is not None:
-                self.save("last")
+                self.save()
                 self.writer.flush()
                 raise Interrupted(self._stopping, self.run_dir)
 
     def train_step(self, xb, tb, lb):
         """One step of the algorithm, on one batch (this rank's shard of it, in data-parallel training)."""
         size = self.batches.global_size(self.batch)
-        weight = self.cluster.shard_weight(len(xb), size, self.loss.reduction)
+        weight = self.cluster.shard_weight(len(xb), size, self.loss.reduction) if self.parallel else 1.0
         self.model.zero_grad()
         pred = self.model.forward(xb)
         loss = self.loss.forward(pred, tb)
         self.model.backward(self.loss.backward(weight), input_grad=False)
-        logging = (self.step + 1) % self.cfg.log.every == 0
+        grads = self.model.grad_buffers()
+        step = self.step + 1  # this step's number, counted from 1
+        logging = step % self.every["log"] == 0
         # Train accuracy is measured on the logging steps' batches and on each epoch's last batch (so every
         # epoch has one): counting every batch costs a few ops a step, as much as a small network's layer.
-        sampled = self.s.classification and (logging or self.batch + 1 == len(self.batches))
-        correct = accuracy_count(pred, lb, self.s.threshold) if sampled else 0
+        sampled = self.s.classification and (logging or self.batch == self.last_batch)
+        correct = accuracy_count(pred, lb, self.s.threshold) if sampled else None
+        value = loss.item() * weight
         signum = self._stop_signal  # read once: this rank acts on what it adds to the sum
-        # Summed over the ranks with the gradients: the global batch's mean loss, its correct count and how
-        # many ranks were asked to stop, so every rank logs the same numbers and stops at the same step.
-        value, correct, stops = self.cluster.reduce(self.model.grad_buffers(),
-                                                    [loss.item() * weight, correct, signum is not None])
-        if stops:
-            self._stopping = signum or signal.SIGTERM
-        grads = self.model.grad_buffers()
+        if self.parallel:
+            # Summed over the ranks with the gradients: the global batch's mean loss, its correct count and
+            # how many ranks were asked to stop, so every rank logs the same numbers and stops together.
+            value, correct, signals = self.cluster.reduce(grads, [value, correct or 0, signum is not None])
+            signum = (signum or signal.SIGTERM) if signals else None
+        if signum is not None:
+            self._stopping = signum
         clip = self.cfg.train.grad_clip
-        norm = clip_grad_norm(grads, clip) if clip is not None else grad_norm(grads)
+        norm = (clip_grad_norm(grads, clip) if clip is not None else grad_norm(grads)).item()
         # Checked every step, before the optimizer spreads a non-finite gradient into the weights (the loss
         # can be finite while a backward is not). Every rank sees the same summed gradient, so all agree.
-        norm = norm.item()
         if not (math.isfinite(value) and math.isfinite(norm)):
-            self.writer.flush()  # the last good checkpoint is complete on disk before we stop
+            self.stop_cleanly()
             raise Diverged(diagnose(self.model, self.loss, xb, tb, self.step, value,
                                     norm if math.isfinite(value) else None))
-        if self.cfg.verify.every and (self.step + 1) % self.cfg.verify.every == 0:
+        if self.every["verify"] and step % self.every["verify"] == 0:
             self.audit(xb, tb)
-        histograms = self.cfg.log.histograms_every and (self.step + 1) % self.cfg.log.histograms_every == 0
+        histograms = self.every["histograms"] and step % self.every["histograms"] == 0
         before = {k: p.clone() for k, p in self.model.params.items()} if histograms else None
         self.optimizer.step()
         self.schedule.step()
-        self.step += 1
+        self.step = step
         self.running.add(value, correct if sampled else None, size)
         if logging:
             metrics = self.running.interval_metrics(self.optimizer.lr, norm)
-            self.log.scalars(metrics, self.step, self.epoch)
+            self.log.scalars(metrics, step, self.epoch)
             shown = {"loss": "train/loss", "acc": "train/accuracy", "samples/s": "samples_per_sec"}
             self.progress.step(**{label: metrics[key] for label, key in shown.items() if key in metrics})
         else:
             self.progress.step()
         if histograms and self.cluster.is_main:
-            log_histograms(self.log, self.model, xb, before, self.step)
+            log_histograms(self.log, self.model, xb, before, step)
 
     def end_epoch(self):
         metrics = self.running.epoch_metrics()
@@ -148,7 +160,7 @@ class Trainer:
         if validated:
             metrics.update(self.validate())
             if not math.isfinite(metrics["val/loss"]):  # stop before a checkpoint of this model replaces the last
-                self.writer.flush()
+                self.stop_cleanly()
                 raise Diverged(f"training diverged in epoch {self.epoch + 1}: the validation loss is "
                                f"{metrics['val/loss']:g} while the training loss was finite. Lower optim.lr "
                                "or set train.grad_clip")
@@ -159,10 +171,17 @@ class Trainer:
         score = metrics.get("val/loss", metrics["train/loss"])  # train loss when there is no val split
         improved = (validated or "val/loss" not in metrics) and score < self.best["val/loss"]
         if improved:
-            self.best = {"val/loss": score, "epoch": self.epoch}
+            self.best = {"val/loss": score, "epoch": self.epoch, "step": self.step}
+            if self.cluster.is_main:  # the weights best.pt will hold, kept until a checkpoint writes them
+                self._best_model = checkpoint.snapshot(self.model.state_dict())
         self.last_metrics = metrics
-        due = self.epoch % self.cfg.train.checkpoint_every == 0 or self.epoch == self.cfg.train.epochs
-        self.save(*(["last"] if due else []), *(["best"] if improved else []))
+        # A checkpoint every checkpoint_every epochs, but not more often than every checkpoint_interval_s
+        # seconds (epochs of milliseconds would spend more time saving than training); always the first
+        # epoch (a run has a checkpoint from its first epoch on) and the last.
+        due = (self.epoch % self.cfg.train.checkpoint_every == 0
+               and time.perf_counter() - self._saved_at >= self.cfg.train.checkpoint_interval_s)
+        if self.cluster.broadcast(due) or self.epoch == self.cfg.train.epochs:  # rank 0's clock decides
+            self.save()
 
     def audit(self, xb, tb):
         """Check every layer's gradients on this batch against autograd, on a float64 copy of the model;
@@ -177,7 +196,7 @@ class Trainer:
         self.log.scalars(worst, self.step, self.epoch)
         failed = [row for row in rows if not row.passed]
         if self.cluster.sum([len(failed)])[0]:  # every rank stops when any rank's shard failed
-            self.writer.flush()
+            self.stop_cleanly()
             found = f"{verdict(rows)}\n{format_table(failed)}" if failed else "on another rank's shard"
             raise AuditFailed(f"gradient audit failed at step {self.step + 1}: {found}")
 
@@ -224,11 +243,11 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------------
 
-    def save(self, *names):
-        """Checkpoint the run as ``checkpoints/<name>.pt`` for each name (serialised once)."""
-        if not names:
-            return
+    def save(self):
+        """Checkpoint the run as ``checkpoints/last.pt``; write the best epoch's weights to ``best.pt`` if
+        they are not there yet (the same file as last.pt, hard-linked, when this is the best epoch)."""
         rngs = self.cluster.gather(checkpoint.rng_state())  # every rank's: Dropout masks differ by rank
+        self._saved_at = time.perf_counter()
         if not self.cluster.is_main:
             return
         state = {"model": self.model.state_dict(), "optim": self.optimizer.state_dict(),
@@ -236,7 +255,25 @@ class Trainer:
                  "step": self.step, "rng": rngs[0], "rng_ranks": rngs[1:], "config": self.cfg.to_dict(),
                  "best": dict(self.best), "running": self.running.state_dict(), "format": 1,
                  "elapsed_s": self.elapsed(), "last_metrics": dict(self.last_metrics)}
-        self.writer.submit(state, [self.run_dir / "checkpoints" / f"{name}.pt" for name in names])
+        folder = self.run_dir / "checkpoints"
+        best_now = self._best_model is not None and self.best.get("step") == self.step
+        self.writer.submit(state, [folder / "last.pt", *([folder / "best.pt"] if best_now else [])])
+        self._best_model = None if best_now else self._best_model
+        self.save_best()
+
+    def save_best(self):
+        """Write the best epoch's weights to ``best.pt``, if a checkpoint has not written them yet."""
+        if self._best_model is None:
+            return
+        state = {"model": self._best_model, "epoch": self.best["epoch"], "step": self.best.get("step"),
+                 "best": dict(self.best), "config": self.cfg.to_dict(), "format": 1}
+        self.writer.submit(state, [self.run_dir / "checkpoints" / "best.pt"])
+        self._best_model = None
+
+    def stop_cleanly(self):
+        """Before the run stops on an error: the best weights on disk, every checkpoint write complete."""
+        self.save_best()
+        self.writer.flush()
 
     def _restore(self, state):
         try:

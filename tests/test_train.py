@@ -207,3 +207,60 @@ def test_a_terminal_shows_the_step_bar_with_loss_accuracy_and_rate(tmp_path):
     text = output.decode(errors="replace")
     assert re.search(r"epoch \d+:.*\d+/\d+ \[.*loss=[\d.]+, acc=[\d.]+, samples/s=[\d.e+]+", text), text[-2000:]
     assert re.search(r"epochs: .*3/3.*loss=[\d.]+, acc=[\d.]+, val_loss=[\d.]+, val_acc=[\d.]+", text), text[-2000:]
+
+
+@pytest.mark.parametrize("interval, saves", [(0, 4), (1e6, 2)])  # 2: the first epoch and the last
+def test_epoch_checkpoints_are_at_most_one_per_interval_and_the_last_epoch_always_saves(tmp_path, monkeypatch,
+                                                                                        interval, saves):
+    from manualnet import checkpoint
+
+    written = []
+    submit = checkpoint.Writer.submit
+    monkeypatch.setattr(checkpoint.Writer, "submit",
+                        lambda self, state, paths: (written.append((state["step"], [p.name for p in paths])),
+                                                    submit(self, state, paths))[1])
+    code, run_dir = train(tmp_path, "mlp", "--set", "train.epochs=4", "--set",
+                          f"train.checkpoint_interval_s={interval}")
+    assert code == 0
+    lasts = [step for step, names in written if "last.pt" in names]
+    assert len(lasts) == saves and lasts[-1] == summary(run_dir)["steps"]
+    best = checkpoint.load(run_dir / "checkpoints" / "best.pt")
+    assert best["epoch"] == summary(run_dir)["best_epoch"]
+    # best.pt holds the best epoch's weights even when no epoch-end checkpoint was written at that epoch.
+    final = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    same = all(torch.equal(best["model"][k], final["model"][k]) for k in final["model"])
+    assert same == (best["epoch"] == 4)
+
+
+def test_histograms_are_written_with_their_statistics_and_bins(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from manualnet.logger import MetricsLogger
+
+    log = MetricsLogger(tmp_path, tensorboard=True)
+    log.histograms({"a": torch.arange(10.0), "b": torch.full((3, 2), 2.0), "nan": torch.tensor([float("nan")])},
+                   step=5, bins=4)
+    log.close()
+    events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})
+    events.Reload()
+    assert sorted(events.Tags()["histograms"]) == ["a", "b"]  # a non-finite tensor has no histogram
+    a = events.Histograms("a")[0]
+    assert a.step == 5
+    assert (a.histogram_value.min, a.histogram_value.max, a.histogram_value.num) == (0, 9, 10)
+    assert (a.histogram_value.sum, a.histogram_value.sum_squares) == (45, 285)
+    assert a.histogram_value.bucket_limit == [2.25, 4.5, 6.75, 9.0]
+    assert a.histogram_value.bucket == [3, 2, 2, 3]  # torch.histc's bins: [0, 2.25), ..., [6.75, 9]
+    assert events.Histograms("b")[0].histogram_value.bucket == [6, 0, 0, 0]
+
+
+def test_tensorboard_event_checksums_are_the_ones_tensorboard_computes(tmp_path):
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+    from tensorboard.summary.writer import record_writer
+
+    from manualnet.logger import MetricsLogger
+
+    MetricsLogger(tmp_path, tensorboard=True).close()  # installs the C checksum
+    assert getattr(record_writer.masked_crc32c, "manualnet", False)
+    for size in (0, 1, 12, 120, 5000):
+        data = os.urandom(size)
+        assert record_writer.masked_crc32c(data) == masked_crc32c(data)

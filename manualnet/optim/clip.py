@@ -19,6 +19,8 @@ def grad_norm(grads, norm_type=2.0):
     tensors = _tensor_list(grads)
     if not tensors:
         return torch.tensor(0.0)
+    if len(tensors) == 1:  # a flat gradient buffer: one op
+        return torch.linalg.vector_norm(tensors[0], norm_type)
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors, norm_type)), norm_type)
 
 
