@@ -50,15 +50,18 @@ def _parser():
     e.set_defaults(handler=_eval)
     v = sub.add_parser("verify", help="check every hand-written gradient against autograd (and finite differences)")
     v.add_argument("--config", help="check the model this config trains, on a real batch of its data")
-    v.add_argument("--all-layers", action="store_true", help="self-test every registered layer and loss")
+    v.add_argument("--all-layers", action="store_true",
+                   help="self-test every registered layer and loss on its own (float64, finite differences)")
     v.add_argument("--plugin", action="append", default=[], metavar="FILE",
                    help="with --all-layers: a user file that registers layers (repeatable)")
-    v.add_argument("--fd", action="store_true", help="also compare with central finite differences (float64)")
-    v.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    v.add_argument("--layer", metavar="NAME", help="only the layers of this registered type")
+    v.add_argument("--fd", action="store_true",
+                   help="also compare with central finite differences in float64 (--all-layers always does)")
+    v.add_argument("--dtype", choices=["float64", "float32"], help="--config: the dtype of the check (float64)")
+    v.add_argument("--layer", metavar="NAME",
+                   help="only the layers of this registered type (with --all-layers: only this layer or loss)")
     v.add_argument("--json", metavar="FILE", help="write the rows and the verdict as JSON")
-    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    v.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="--config: override a key")
+    v.add_argument("--device", help="--config: auto, cpu, cuda or cuda:N")
     v.set_defaults(handler=_verify)
     b = sub.add_parser("bench", add_help=False,
                        help="benchmark a training step against torch autograd (scripts/bench.py; --help there)")

@@ -52,6 +52,7 @@ class Trainer:
         self.best = {"val/loss": math.inf, "epoch": -1}
         self.running = _Running()
         self.elapsed_before = 0.0  # seconds of training before this process resumed the run
+        self.validation_seconds = 0.0  # spent in validate() by this process
         self.last_metrics = {}
         self.writer = checkpoint.Writer()
         if resume is not None:
@@ -201,10 +202,12 @@ class Trainer:
             raise AuditFailed(f"gradient audit failed at step {self.step + 1}: {found}")
 
     def validate(self):
+        started = time.perf_counter()
         x, targets, labels = self.s.split("val")
         self.model.eval()
         result = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold)
         self.model.train()
+        self.validation_seconds += time.perf_counter() - started  # the benchmark tells it from overhead
         return {f"val/{k}": v for k, v in result.items()}
 
     def finish(self, wall_time):

@@ -35,7 +35,9 @@ def test_bench_writes_rows_for_each_size_and_the_trainer_overhead(tmp_path, caps
     for key in ("manualnet_steps_per_s", "autograd_steps_per_s", "floor_steps_per_s", "ratio_vs_autograd",
                 "fraction_of_floor", "manualnet_peak_bytes", "autograd_peak_bytes"):
         assert row[key] > 0, key
-    assert result["trainer"]["steps"] == 220 and result["trainer"]["pure_steps_s"] > 0
+    loop = result["trainer"]
+    assert loop["steps"] == 220 and loop["pure_steps_s"] > 0 and 0 < loop["validation_s"] < loop["loop_s"]
+    assert loop["overhead"] < loop["overhead_with_validation"]  # the same rounds, less the validation passes
     assert "ratio" in capsys.readouterr().out
 
 

@@ -72,39 +72,104 @@ def test_a_wrong_hand_derived_gradient_fails_and_is_named():
     assert text.endswith(f"FAIL: 1 of {len(manual)} checks failed: x (autograd)")
 
 
-def test_finite_differences_print_analytic_numeric_and_difference():
+def test_finite_differences_print_analytic_numeric_and_difference(capsys):
     manual = practice_one_backward(practice_one(**{k: v.double() for k, v in POINT.items()}))
     report = finite_differences(practice_one, POINT, manual)
     assert report.ok, str(report)
+    assert capsys.readouterr().out == str(report) + "\n"
     lines = str(report).splitlines()
     assert [cell.strip() for cell in lines[0].split("|")] == ["name", "index", "analytic", "numeric", "difference"]
     name, index, analytic, numeric, _ = (cell.strip() for cell in lines[1].split("|"))
     assert (name, index) == ("x", "()")
     assert float(numeric) == pytest.approx(0.848532355548892, abs=1e-9)
     assert float(analytic) == pytest.approx(float(numeric), abs=1e-9)
-    assert "skipped (not floating inputs of fn" in str(report) and report.skipped[:2] == ["num", "invden"]
+    assert "skipped (values inside fn, not inputs" in str(report) and report.skipped[:2] == ["num", "invden"]
+
+
+def test_finite_differences_quiet_prints_nothing(capsys):
+    report = finite_differences(practice_one, POINT, {"x": 0.8485323555, "y": 0.1192029220}, quiet=True)
+    assert report.ok and capsys.readouterr().out == ""
 
 
 def test_finite_differences_fail_a_wrong_gradient():
-    report = finite_differences(practice_one, POINT, {"x": 0.8485323555 * 1.01, "y": 0.1192029220})
+    report = finite_differences(practice_one, POINT, {"x": 0.8485323555 * 1.01, "y": 0.1192029220}, quiet=True)
     assert [row.passed for row in report.rows] == [False, True]
 
 
-def test_matrix_exercise_with_a_float32_manual_gradient_is_approximate_not_exact():
-    """f(W, x, b) = sum(sigmoid(W x + b)), the second practice problem, derived in float32."""
-    def f(W, x, b):
-        wx = W @ x
-        s = torch.sigmoid(wx + b)
-        return dict(wx=wx, s=s, out=s.sum())
+def test_a_notebook_cell_ending_in_compare_shows_the_table():
+    manual = practice_one_backward(practice_one(**{k: v.double() for k, v in POINT.items()}))
+    report = compare(practice_one, POINT, manual)
+    fd = finite_differences(practice_one, POINT, {"x": manual["x"]}, quiet=True)
+    for shown, header in ((report, "name shape exact approximate maxdiff"),
+                          (fd, "name index analytic numeric difference")):
+        assert repr(shown) == str(shown)
+        assert " ".join(repr(shown).splitlines()[0].replace("|", " ").split()) == header
 
-    W, x, b = randn((3, 3), 0, torch.float32), randn((3,), 1, torch.float32), randn((3,), 2, torch.float32)
-    s = torch.sigmoid(W @ x + b)
-    dwx = s * (1 - s)
-    manual = {"W": torch.outer(dwx, x), "x": W.t() @ dwx, "b": dwx, "wx": dwx, "s": torch.ones(3)}
-    report = compare(f, {"W": W, "x": x, "b": b}, manual)
+
+def mse_exercise(X, y, W, b):
+    """The seed notebook's linear regression, node by node: loss = mean((y - (X W + b))^2)."""
+    matmul = X @ W
+    pred = matmul + b
+    diff = y - pred
+    diff2 = diff ** 2
+    return dict(matmul=matmul, pred=pred, diff=diff, diff2=diff2, out=diff2.mean(0))
+
+
+def mse_exercise_backward(X, y, W, b):
+    v = mse_exercise(X, y, W, b)
+    ddiff2 = torch.ones_like(v["diff"]) / v["diff"].shape[0]
+    ddiff = 2 * v["diff"] * ddiff2
+    dpred = -ddiff
+    return dict(diff2=ddiff2, diff=ddiff, y=ddiff, pred=dpred, matmul=dpred, b=dpred.sum(0), X=dpred @ W.T,
+                W=X.T @ dpred)
+
+
+def test_a_float32_exercise_is_exact_where_float32_autograd_agrees_bit_for_bit():
+    """As in the notebook: every float32 gradient equals what PyTorch computes in float32, so all are exact
+    (against float64 autograd only two would be)."""
+    g = torch.Generator().manual_seed(111111)
+    inputs = {name: torch.randn(shape, generator=g) for name, shape in
+              (("X", (10, 10)), ("y", (10, 1)), ("W", (10, 1)), ("b", (1,)))}
+    manual = mse_exercise_backward(**inputs)
+    report = compare(mse_exercise, inputs, manual)
     assert report.ok, str(report)
-    assert not all(row.exact for row in report.rows[:4])
-    assert finite_differences(f, {"W": W, "x": x, "b": b}, manual).ok
+    assert [(row.tensor, row.exact, row.max_abs_diff) for row in report.rows] == [(name, True, 0.0) for name in manual]
+    in_float64 = compare(mse_exercise, inputs, {name: grad.double() for name, grad in manual.items()})
+    assert in_float64.ok and not all(row.exact for row in in_float64.rows)
+
+
+def test_integer_inputs_that_hold_numbers_must_be_cast_and_the_error_says_so():
+    gen = torch.Generator().manual_seed(42)
+    T, X, W = (torch.randint(0, 4, shape, generator=gen) for shape in ((4, 2), (4, 3), (3, 2)))
+
+    def f(X, W, T):
+        Y = X.mm(W)
+        return dict(Y=Y, out=(Y - T).pow(2).sum() / 2.0)
+
+    with pytest.raises(LayerError, match=r"'out' does not depend on any floating input, so it has no gradient: X, "
+                                         r"W, T are integer tensors; cast the inputs that hold numbers to float"):
+        compare(f, {"X": X, "W": W, "T": T}, {"W": X.t().mm(X.mm(W) - T)})
+    with pytest.raises(LayerError, match=r"^finite_differences: 'W' is an integer tensor \(torch.int64\), which "
+                                         r"has no gradient; if it holds numbers, cast it to float: W.double\(\)"):
+        finite_differences(f, {"X": X, "W": W, "T": T}, {"W": X.t().mm(X.mm(W) - T)})
+    X, W, T = X.double(), W.double(), T.double()
+    assert compare(f, {"X": X, "W": W, "T": T}, {"W": X.t().mm(X.mm(W) - T)}).ok
+
+
+def test_integer_inputs_used_as_indices_stay_integer():
+    def nll(logits, target):
+        log_p = logits.log_softmax(1)
+        return dict(log_p=log_p, out=-log_p[torch.arange(len(target)), target].mean())
+
+    logits, target = randn((4, 3), 0), torch.tensor([0, 2, 1, 2])
+    dlogits = (logits.softmax(1) - torch.nn.functional.one_hot(target, 3)) / 4
+    assert compare(nll, {"logits": logits, "target": target}, {"logits": dlogits}).ok
+
+
+def test_finite_differences_name_a_misspelled_input():
+    with pytest.raises(LayerError, match=r"^finite_differences: manual gradient 'xx' names no input or value of fn "
+                                         r"\(did you mean 'x'\?\)"):
+        finite_differences(practice_one, POINT, {"xx": 1.0})
 
 
 def test_a_gradient_of_the_wrong_shape_fails_even_when_it_broadcasts():

@@ -4,11 +4,10 @@ For a config: the model is built as ``train`` builds it, a real batch is taken f
 each layer is checked at the activation that really flows into it (dx and every parameter gradient against
 autograd, with a random upstream gradient; optionally finite differences), then the whole model plus loss
 end to end. Each parametrised layer is also checked to ADD its gradients (a backward that overwrites them
-passes every other check when the buffers start at zero).
+passes every other check when the buffers start at zero). For ``--all-layers``: ``self_test.py``.
 """
 
 import copy
-import dataclasses
 import json
 from pathlib import Path
 
@@ -18,8 +17,9 @@ from manualnet.errors import ConfigError
 from manualnet.layer import LAYERS
 from manualnet.losses import LOSSES
 from manualnet.registry import closest
-from manualnet.verify.engine import check_layer, check_loss, check_model
-from manualnet.verify.report import all_passed, compare_tensors, format_table, tolerance_for, verdict
+from manualnet.verify.engine import check_model
+from manualnet.verify.reference import describe
+from manualnet.verify.report import all_passed, compare_tensors, format_table, row_as_json, tolerance_for, verdict
 
 
 def verify_config(config_path, overrides=(), *, dtype=torch.float64, fd=False, layer=None, device=None):
@@ -74,73 +74,59 @@ def _accumulates(layer, x, index, gen, dtype):
     work.forward(x)
     work.backward(dy)
     return [compare_tensors(work.grads[k], start[k] + fresh[k], tolerance_for(dtype), index=index,
-                            layer=type(layer).__name__, tensor=f"d{k} accumulates", method="accumulate")
+                            layer=describe(layer), tensor=f"d{k} accumulates", method="accumulate")
             for k in fresh]
 
 
-def self_test(seed=0):
-    """Every registered layer and loss on random shapes (batch 1, odd sizes, non-contiguous) in float64,
-    against autograd and finite differences."""
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
-    for name in LAYERS.names():
-        for batch, features in ((1, 5), (3, 7)):
-            layer = _instance(LAYERS.get(name), features)
-            x = torch.randn(features + 2, batch, generator=gen, dtype=torch.float64)[:features].t()
-            rows += check_layer(layer.to(dtype=torch.float64), x, fd=True, seed=seed)
-    for name in LOSSES.names():
-        rows += _loss_rows(LOSSES.get(name), gen, seed)
-    return rows
-
-
-def _instance(cls, features):
-    kwargs = {}
-    params = cls.__init__.__code__.co_varnames
-    if "in_features" in params:
-        kwargs["in_features"] = features
-    if "out_features" in params:
-        kwargs["out_features"] = 4
-    return cls(**kwargs)
-
-
-def _loss_rows(cls, gen, seed):
-    loss = cls()
-    pred = torch.randn(3, 5, generator=gen, dtype=torch.float64)
-    if cls.__name__ in ("CrossEntropyLoss", "NLLLoss"):
-        target = torch.randint(0, 5, (3,), generator=gen)
-        pred = pred.log_softmax(1) if cls.__name__ == "NLLLoss" else pred
-    elif cls.__name__ == "BCELoss":
-        pred = torch.rand(3, 5, generator=gen, dtype=torch.float64) * 0.9 + 0.05
-        target = torch.rand(3, 5, generator=gen, dtype=torch.float64)
-    else:
-        target = torch.rand(3, 5, generator=gen, dtype=torch.float64)
-    return check_loss(loss, pred, target, fd=True, seed=seed)
-
-
-def report(rows, json_path=None):
-    """Print the table and the verdict; write the rows as JSON; return the exit code (0 pass, 1 fail)."""
+def report(rows, json_path=None, *, lone=False):
+    """Print the table and the verdict, naming the first failure; write the rows as strict JSON; return the
+    exit code (0 pass, 1 fail). ``lone``: the rows check layers and losses on their own (the self-test), so a
+    row without an index names its layer, not the whole model."""
     print(format_table(rows))
-    failed = [r for r in rows if not r.passed]
+    failed = [r for r in rows if not r.passed and not r.skipped]
     if failed:
-        first = failed[0]
-        where = "the whole model" if first.index is None else f"layer {first.index} ({first.layer})"
-        print(f"first failure: {where}, tensor {first.tensor}")
+        print(f"first failure: {_where(failed[0], lone)}, tensor {failed[0].tensor}")
     if json_path:
-        Path(json_path).write_text(json.dumps({"verdict": verdict(rows), "passed": all_passed(rows),
-                                               "rows": [dataclasses.asdict(r) for r in rows]}, indent=2) + "\n")
+        result = {"verdict": verdict(rows), "passed": all_passed(rows), "rows": [row_as_json(r) for r in rows]}
+        Path(json_path).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     return 0 if all_passed(rows) else 1
 
 
-def run(args):
-    """The CLI handler."""
-    from manualnet.assembly import load_plugins
+def _where(row, lone):
+    if row.index is not None:
+        return f"layer {row.index} ({row.layer})"
+    return row.layer if lone else f"the whole model ({row.layer})"
 
-    dtype = getattr(torch, args.dtype)
+
+def run(args):
+    """The CLI handler: a config's model, or (``--all-layers``) the registry's self-test."""
     if args.all_layers:
-        load_plugins(args.plugin)
-        rows = self_test()
-    elif args.config:
-        rows = verify_config(args.config, args.set, dtype=dtype, fd=args.fd, layer=args.layer, device=args.device)
-    else:
-        raise ConfigError("verify needs --config PATH or --all-layers")
+        return report(_self_test(args), args.json, lone=True)
+    if not args.config:
+        raise ConfigError("verify needs --config PATH (a model to check) or --all-layers (the library's self-test)")
+    if args.plugin:
+        raise ConfigError("verify --plugin works with --all-layers; with --config, list the file under plugins: "
+                          "in the config")
+    dtype = getattr(torch, args.dtype or "float64")
+    rows = verify_config(args.config, args.set, dtype=dtype, fd=args.fd, layer=args.layer, device=args.device)
     return report(rows, args.json)
+
+
+def _self_test(args):
+    """The self-test's rows, restricted to ``--layer``; --config, --set, --device and --dtype float32 are
+    refused (it checks lone layers and losses on the CPU in float64), --fd is what it always does."""
+    from manualnet.assembly import load_plugins
+    from manualnet.verify.self_test import self_test
+
+    given = [flag for flag, value in (("--config", args.config), ("--set", args.set), ("--device", args.device),
+                                      ("--dtype float32", args.dtype == "float32")) if value]
+    if given:
+        raise ConfigError(f"verify --all-layers does not take {', '.join(given)}: the self-test checks every "
+                          "registered layer and loss on its own, on the CPU, in float64 (to check a config's "
+                          "model, use --config without --all-layers)")
+    load_plugins(args.plugin)
+    known = LAYERS.names() + LOSSES.names()
+    if args.layer is not None and args.layer not in known:
+        raise ConfigError(f"--layer: unknown layer or loss {args.layer!r}{closest(args.layer, known)}; "
+                          f"known: {', '.join(known)}")
+    return self_test(names=None if args.layer is None else {args.layer})

@@ -3,7 +3,8 @@
 ``fn(**inputs)`` returns a dict of named tensors, its intermediates and its output ``out``; ``manual`` holds
 the user's d out/d name for some of those names and of the inputs' (a non-scalar ``out`` is summed, i.e.
 gets ones as its upstream gradient). ``compare`` checks them against autograd, ``finite_differences`` the
-inputs' against central differences.
+inputs' against central differences, printing its table. Integer inputs stay integer (they may be indices or
+labels), so they have no gradient: cast the ones that hold numbers to float first, ``x.double()``.
 """
 
 import dataclasses
@@ -16,9 +17,10 @@ from manualnet.verify import finite_diff
 from manualnet.verify.report import FINITE_DIFF, Tolerance, compare_tensors, failed_row, mismatch, verdict
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class Report:
-    """The rows of a ``compare``; ``str(report)`` is the table name | shape | exact | approximate | maxdiff."""
+    """The rows of a ``compare``. ``str(report)``, and ``repr(report)`` (what a notebook cell shows), is the
+    table name | shape | exact | approximate | maxdiff, then the verdict."""
 
     rows: list
 
@@ -32,11 +34,14 @@ class Report:
                              f"{row.max_abs_diff:.3g}" + (f"  ({row.note})" if row.note else "")) for row in self.rows]
         return _aligned(lines) + "\n" + verdict(self.rows)
 
+    def __repr__(self):
+        return str(self)
 
-@dataclasses.dataclass
+
+@dataclasses.dataclass(repr=False)
 class FiniteDiffReport(Report):
     """The rows of ``finite_differences`` and every checked coordinate (name, index, analytic, numeric);
-    ``str(report)`` is the analytic | numeric | difference table, one line per coordinate."""
+    ``str`` and ``repr`` are the analytic | numeric | difference table, one line per coordinate."""
 
     coordinates: list = dataclasses.field(default_factory=list)
     skipped: list = dataclasses.field(default_factory=list)
@@ -48,56 +53,54 @@ class FiniteDiffReport(Report):
         extra = [f"{row.tensor}: {row.note}" for row in self.rows if row.note]
         if self.skipped:
             names = ", ".join(self.skipped)
-            extra.append(f"skipped (not floating inputs of fn; compare checks intermediates): {names}")
+            extra.append(f"skipped (values inside fn, not inputs: finite differences perturb inputs only; "
+                         f"compare checks them): {names}")
         return "\n".join([_aligned(lines), *extra, verdict(self.rows)])
 
 
 def compare(fn, inputs, manual, output="out", *, rtol=1e-5, atol=1e-8):
-    """Each ``manual[name]`` against autograd's d out/d name, computed on float64 leaf copies of ``inputs``
-    with every intermediate's gradient retained. "approximate" is ``torch.allclose(manual, autograd, rtol,
-    atol)`` (the notebooks' test); "exact" is ``torch.equal`` after casting the manual value to float64."""
-    with torch.inference_mode(False), torch.enable_grad():
-        leaves = {name: _as_float64(value) for name, value in inputs.items()}
-        for leaf in leaves.values():
-            leaf.requires_grad_(leaf.is_floating_point())
-        values = _call(fn, leaves, output)
-        for tensor in values.values():
-            if isinstance(tensor, torch.Tensor) and tensor.requires_grad and not tensor.is_leaf:
-                tensor.retain_grad()
-        out = values[output]
-        if not out.requires_grad:
-            raise LayerError(f"compare: {output!r} does not depend on any floating input, so it has no gradient")
-        out.backward(torch.ones_like(out))
-    known = {**values, **leaves}
+    """Each ``manual[name]`` against autograd's d out/d name, one row each.
+
+    Autograd runs in the dtype of the manual gradient, on copies of ``inputs`` cast to it, with every
+    intermediate's gradient retained: a float32 gradient (the notebooks' default) is compared with what
+    PyTorch computes in float32, so "exact" (``torch.equal``) means bit-identical to autograd, as in the
+    notebooks' ``cmp``; a float64 gradient or a Python number with autograd in float64. "approximate" is
+    ``torch.allclose(manual, autograd, rtol, atol)``, the notebooks' test, and decides the row; "maxdiff" is
+    max|manual - autograd|.
+    """
+    manual = {name: _as_tensor(grad) for name, grad in manual.items()}
+    graphs = {dtype: _autograd(fn, inputs, output, dtype) for dtype in dict.fromkeys(g.dtype for g in manual.values())}
     tolerance, rows = Tolerance(rtol=rtol, atol=atol), []
     for name, grad in manual.items():
-        tensor = _lookup(known, name, output)
-        if not isinstance(tensor, torch.Tensor) or not tensor.requires_grad:
-            raise LayerError(f"compare: {name!r} does not depend on the inputs, so autograd has no gradient for it")
-        expected = tensor.grad if tensor.grad is not None else torch.zeros_like(tensor)
-        rows.append(compare_tensors(_manual(grad, expected), expected.detach(), tolerance, index=None, layer="",
+        expected = _gradient(graphs[grad.dtype], name, output)
+        rows.append(compare_tensors(grad.to(expected.device), expected, tolerance, index=None, layer="",
                                     tensor=name, method="autograd"))
     return Report(rows)
 
 
-def finite_differences(fn, inputs, manual, output="out", h=finite_diff.H, *, seed=0):
+def finite_differences(fn, inputs, manual, output="out", h=finite_diff.H, *, seed=0, quiet=False):
     """Each ``manual[name]`` of an input against central differences of sum(fn(**inputs)[output]) in float64
     with step ``h``: all coordinates up to 10,000 elements, a seeded sample beyond; rule
-    |a - n| <= 1e-5 + 1e-3|n|. Names of intermediates are listed as skipped."""
-    tensors = {name: _as_float64(value) for name, value in inputs.items()}
-    generator, rows, coordinates = torch.Generator().manual_seed(seed), [], []
+    |a - n| <= 1e-5 + 1e-3|n|. Prints the table (analytic | numeric | difference per coordinate, then the
+    verdict) unless ``quiet``, and returns it as a FiniteDiffReport. Names of intermediates are listed as
+    skipped."""
+    tensors = {name: _leaf(value, torch.float64, grad=False) for name, value in inputs.items()}
+    known = _call(fn, tensors, output)
+    generator, rows, coordinates, skipped = torch.Generator().manual_seed(seed), [], [], []
 
     def objective():
         with torch.no_grad():
             return float(_call(fn, tensors, output)[output].sum())
 
     for name, grad in manual.items():
-        if name not in tensors or not tensors[name].is_floating_point():
+        if name not in tensors:
+            _lookup({**known, **tensors}, name, output, "finite_differences")
+            skipped.append(name)
             continue
-        tensor = tensors[name]
+        tensor = _differentiable(tensors[name], name, "finite_differences")
         flat = finite_diff.coordinates(tensor.numel(), generator)
         numeric = finite_diff.numeric_gradient(objective, tensor, flat, h)
-        analytic = _manual(grad, tensor)
+        analytic = _as_tensor(grad).to(device=tensor.device, dtype=torch.float64)
         where = dict(index=None, layer="", tensor=name, method="finite-diff")
         problem = mismatch(analytic, tensor)
         if problem:
@@ -109,22 +112,67 @@ def finite_differences(fn, inputs, manual, output="out", h=finite_diff.H, *, see
         rows.append(row)
         coordinates += [(name, tuple(int(i) for i in torch.unravel_index(torch.tensor(f), tensor.shape)), a, n)
                         for f, a, n in zip(flat.tolist(), picked.tolist(), numeric.tolist(), strict=True)]
-    skipped = [name for name in manual if name not in tensors or not tensors[name].is_floating_point()]
-    return FiniteDiffReport(rows, coordinates, skipped)
+    report = FiniteDiffReport(rows, coordinates, skipped)
+    if not quiet:
+        print(report)
+    return report
 
 
-def _as_float64(value):
-    """A float64 copy of a number or floating tensor; integer tensors (indices, labels) stay as they are."""
+def _autograd(fn, inputs, output, dtype):
+    """fn's values and its inputs (floating ones as ``dtype`` leaves), after ``out.backward(ones)``."""
+    with torch.inference_mode(False), torch.enable_grad():
+        leaves = {name: _leaf(value, dtype, grad=True) for name, value in inputs.items()}
+        values = _call(fn, leaves, output)
+        for tensor in values.values():
+            if isinstance(tensor, torch.Tensor) and tensor.requires_grad and not tensor.is_leaf:
+                tensor.retain_grad()
+        out = values[output]
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            raise LayerError(f"compare: {output!r} does not depend on any floating input, so it has no gradient"
+                             f"{_integer_hint(leaves)}")
+        out.backward(torch.ones_like(out))
+    return {**values, **leaves}
+
+
+def _gradient(known, name, output):
+    """autograd's d out/d name (zeros where out does not depend on it)."""
+    tensor = _differentiable(_lookup(known, name, output, "compare"), name, "compare")
+    if not tensor.requires_grad:
+        raise LayerError(f"compare: {name!r} does not depend on the inputs, so autograd has no gradient for it")
+    return (tensor.grad if tensor.grad is not None else torch.zeros_like(tensor)).detach()
+
+
+def _differentiable(tensor, name, who):
+    if not isinstance(tensor, torch.Tensor):
+        raise LayerError(f"{who}: {name!r} is a {type(tensor).__name__}, not a tensor, so it has no gradient")
+    if not tensor.is_floating_point():
+        raise LayerError(f"{who}: {name!r} is an integer tensor ({tensor.dtype}), which has no gradient; if it "
+                         f"holds numbers, cast it to float: {name}.double()")
+    return tensor
+
+
+def _integer_hint(leaves):
+    integer = [name for name, t in leaves.items() if not t.is_floating_point()]
+    if not integer:
+        return " (compute it from the inputs with torch ops: no .item(), numpy or .detach() on the way)"
+    return (f": {', '.join(integer)} {'is an integer tensor' if len(integer) == 1 else 'are integer tensors'}; "
+            "cast the inputs that hold numbers to float (x.double()): integer inputs stay as they are, since "
+            "they may be indices or labels")
+
+
+def _leaf(value, dtype, grad):
+    """A copy of an input: a floating tensor or a number as ``dtype`` (requiring grad if ``grad``), an integer
+    tensor (indices, labels) as it is."""
     if isinstance(value, torch.Tensor) and not value.is_floating_point():
         return value.detach().clone()
-    return torch.as_tensor(value).detach().to(torch.float64).clone()
+    return torch.as_tensor(value).detach().to(dtype).clone().requires_grad_(grad)
 
 
-def _manual(grad, like):
-    """The user's gradient as a float64 tensor on ``like``'s device (a float or a float32 tensor is fine)."""
-    if isinstance(grad, torch.Tensor):
-        return grad.detach().to(device=like.device, dtype=torch.float64)
-    return torch.as_tensor(grad, dtype=torch.float64, device=like.device)
+def _as_tensor(grad):
+    """The user's gradient as a tensor: a floating tensor as it is, an integer one or a number as float64."""
+    if isinstance(grad, torch.Tensor) and grad.is_floating_point():
+        return grad.detach()
+    return torch.as_tensor(grad).detach().to(torch.float64)
 
 
 def _call(fn, tensors, output):
@@ -135,9 +183,9 @@ def _call(fn, tensors, output):
     return values
 
 
-def _lookup(known, name, output):
+def _lookup(known, name, output, who):
     if name not in known:
-        raise LayerError(f"compare: manual gradient {name!r} names no input or value of fn{closest(name, known)}; "
+        raise LayerError(f"{who}: manual gradient {name!r} names no input or value of fn{closest(name, known)}; "
                          f"known: {', '.join(sorted(known))} (the output is {output!r})")
     return known[name]
 

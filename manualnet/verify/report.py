@@ -1,7 +1,7 @@
 """One compared tensor per Row, the tolerance that judges it, and the table that shows the rows.
 
-Rows are plain dataclasses, so ``dataclasses.asdict(row)`` is ready for ``json.dumps``: a CLI, a log file or a
-training audit can store them as they are.
+Rows are plain dataclasses: ``row_as_json(row)`` is ``dataclasses.asdict(row)`` ready for a strict
+``json.dumps``, so a CLI, a log file or a training audit can store them as they are.
 """
 
 import dataclasses
@@ -68,7 +68,9 @@ class Row:
 
     ``index`` is the layer's position in the model (None for a lone layer or the whole model), ``layer`` its
     description, ``tensor`` the compared tensor ("y", "dx", "dweight", "loss", "dpred", ...), ``method``
-    "autograd" or "finite-diff". Relative error is max|a - b| / max(max|b|, tiny).
+    "autograd", "finite-diff" or "accumulate". Relative error is max|a - b| / max(max|b|, tiny). A ``skipped``
+    row stands for something that could not be checked at all (``note`` says why): it neither passes nor
+    fails, and the verdict lists it.
     """
 
     index: int | None
@@ -83,6 +85,7 @@ class Row:
     passed: bool
     method: str
     note: str = ""
+    skipped: bool = False
 
 
 def compare_tensors(actual, expected, tolerance, *, index, layer, tensor, method, note=""):
@@ -107,6 +110,24 @@ def failed_row(problem, tolerance, *, note="", **label):
     """A failing Row for a value that cannot be compared at all (``problem`` says why)."""
     return Row(**label, exact=False, allclose=False, max_abs_diff=math.inf, max_rel_err=math.inf,
                tolerance=str(tolerance), passed=False, note="; ".join(filter(None, [problem, note])))
+
+
+def skipped_row(layer, reason):
+    """The Row for a layer or loss that could not be checked, and why."""
+    return Row(index=None, layer=layer, tensor="-", shape=(), exact=False, allclose=False, max_abs_diff=math.nan,
+               max_rel_err=math.nan, tolerance="-", passed=False, method="-", note=reason, skipped=True)
+
+
+def row_as_json(row):
+    """``dataclasses.asdict(row)`` as strict JSON allows it: a max abs diff or max rel err that is infinite or
+    NaN (there was nothing to compare) becomes null, and the note says what it was."""
+    data = dataclasses.asdict(row)
+    odd = [f"{key} {data[key]}" for key in ("max_abs_diff", "max_rel_err") if not math.isfinite(data[key])]
+    for key in ("max_abs_diff", "max_rel_err"):
+        data[key] = data[key] if math.isfinite(data[key]) else None
+    if odd and not row.skipped:
+        data["note"] = "; ".join(filter(None, [row.note, f"{', '.join(odd)} (null in JSON)"]))
+    return data
 
 
 def mismatch(actual, expected):
@@ -139,19 +160,24 @@ COLUMNS = ("layer", "tensor", "check", "shape", "exact", "allclose", "max abs di
 
 
 def all_passed(rows):
-    """True when there are rows and every one passed."""
-    return bool(rows) and all(row.passed for row in rows)
+    """True when something was checked and every check passed (skipped rows aside)."""
+    checked = [row for row in rows if not row.skipped]
+    return bool(checked) and all(row.passed for row in checked)
 
 
 def verdict(rows):
-    """One line: PASS with the count, or FAIL naming each failing tensor."""
-    if not rows:
-        return "FAIL: nothing was checked"
-    failed = [row for row in rows if not row.passed]
-    if not failed:
-        return f"PASS: all {len(rows)} checks passed"
-    names = ", ".join(f"{_where(row)} {row.tensor} ({row.method})".lstrip() for row in failed)
-    return f"FAIL: {len(failed)} of {len(rows)} checks failed: {names}"
+    """One line: PASS with the count, or FAIL naming each failing tensor; then what was skipped, if anything."""
+    checked = [row for row in rows if not row.skipped]
+    failed = [row for row in checked if not row.passed]
+    skipped = [row.layer for row in rows if row.skipped]
+    if not checked:
+        line = "FAIL: nothing was checked"
+    elif not failed:
+        line = f"PASS: all {len(checked)} checks passed"
+    else:
+        names = ", ".join(f"{_where(row)} {row.tensor} ({row.method})".lstrip() for row in failed)
+        line = f"FAIL: {len(failed)} of {len(checked)} checks failed: {names}"
+    return line + (f"; {len(skipped)} skipped: {', '.join(skipped)}" if skipped else "")
 
 
 def format_table(rows):
@@ -165,6 +191,8 @@ def format_table(rows):
 
 
 def _cells(row):
+    if row.skipped:
+        return (_where(row), "-", "-", "-", "-", "-", "-", "-", "-", "SKIPPED", row.note)
     return (_where(row), row.tensor, row.method, "x".join(map(str, row.shape)) or "()", str(row.exact),
             str(row.allclose), f"{row.max_abs_diff:.2e}", f"{row.max_rel_err:.2e}", row.tolerance,
             "PASS" if row.passed else "FAIL", row.note)
