@@ -16,10 +16,19 @@ def diagnose(model, loss, xb, tb, step, value, norm=None):
             "Lower optim.lr or set train.grad_clip")
 
 
-def _first_non_finite(model, loss, xb, tb):
+def diagnose_parameters(model):
+    """Which parameter is non-finite and, while the model holds the last step's gradients, which layer's
+    backward made it so; None when every parameter is finite."""
     for name, p in model.params.items():
         if not torch.isfinite(p).all():
-            return f"parameter {name} (the previous update made it non-finite)"
+            return f"parameter {name} (the previous update made it non-finite{_source(model)})"
+    return None
+
+
+def _first_non_finite(model, loss, xb, tb):
+    where = diagnose_parameters(model)
+    if where is not None:
+        return where
     model.zero_grad()
     x = xb
     for i, layer in enumerate(model.layers):
@@ -40,3 +49,14 @@ def _first_non_finite(model, loss, xb, tb):
         if dy is not None and not torch.isfinite(dy).all():
             return f"layer {i} ({type(layer).__name__}) dx, in backward"
     return "none on replay (the batch's values overflowed only in the fused step)"
+
+
+def _source(model):
+    """Where the previous step's backward first produced a non-finite gradient (the highest layer with
+    one: backward runs from the last layer down), while the model still holds that step's gradients."""
+    for i in reversed(range(len(model.layers))):
+        layer = model.layers[i]
+        for name, grad in layer.grads.items():
+            if not torch.isfinite(grad).all():
+                return f": its backward gave layer {i} ({type(layer).__name__}) a non-finite d{name}"
+    return ""

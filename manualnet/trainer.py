@@ -1,4 +1,4 @@
-"""The training loop: epochs of zero_grad, forward, loss, backward, clip, step; validation; checkpoints.
+"""The training loop: epochs of forward, loss, zero_grad, backward, clip, step; validation; checkpoints.
 
 ``Trainer(setup, run_dir).fit()`` trains and returns the summary. Read ``fit`` and ``train_step`` top to
 bottom for the whole algorithm; the rest is bookkeeping (metrics, checkpoints, signals).
@@ -14,7 +14,7 @@ import torch
 from manualnet import checkpoint
 from manualnet.data import Batches
 from manualnet.distributed import Single, restore_rng
-from manualnet.divergence import Diverged, diagnose
+from manualnet.divergence import Diverged, diagnose, diagnose_parameters
 from manualnet.errors import CheckpointError, ManualnetError
 from manualnet.evaluate import accuracy_count, evaluate
 from manualnet.logger import MetricsLogger
@@ -109,9 +109,12 @@ class Trainer:
         """One step of the algorithm, on one batch (this rank's shard of it, in data-parallel training)."""
         size = self.batches.global_size(self.batch)
         weight = self.cluster.shard_weight(len(xb), size, self.loss.reduction) if self.parallel else 1.0
-        self.model.zero_grad()
         pred = self.model.forward(xb)
         loss = self.loss.forward(pred, tb)
+        value = loss.item() * weight
+        if not (self.parallel or math.isfinite(value)):  # before zero_grad: the last step's gradients are
+            self.diverged(xb, tb, value)                  # still there, to tell which layer went non-finite
+        self.model.zero_grad()
         self.model.backward(self.loss.backward(weight), input_grad=False)
         grads = self.model.grad_buffers()
         step = self.step + 1  # this step's number, counted from 1
@@ -120,23 +123,24 @@ class Trainer:
         # epoch has one): counting every batch costs a few ops a step, as much as a small network's layer.
         sampled = self.s.classification and (logging or self.batch == self.last_batch)
         correct = accuracy_count(pred, lb, self.s.threshold) if sampled else None
-        value = loss.item() * weight
         signum = self._stop_signal  # read once: this rank acts on what it adds to the sum
         if self.parallel:
             # Summed over the ranks with the gradients: the global batch's mean loss, its correct count and
             # how many ranks were asked to stop, so every rank logs the same numbers and stops together.
             value, correct, signals = self.cluster.reduce(grads, [value, correct or 0, signum is not None])
             signum = (signum or signal.SIGTERM) if signals else None
+            if not math.isfinite(value):  # the global loss: every rank stops here together
+                self.diverged(xb, tb, value)
         if signum is not None:
             self._stopping = signum
-        clip = self.cfg.train.grad_clip
-        norm = (clip_grad_norm(grads, clip) if clip is not None else grad_norm(grads)).item()
-        # Checked every step, before the optimizer spreads a non-finite gradient into the weights (the loss
-        # can be finite while a backward is not). Every rank sees the same summed gradient, so all agree.
-        if not (math.isfinite(value) and math.isfinite(norm)):
-            self.stop_cleanly()
-            raise Diverged(diagnose(self.model, self.loss, xb, tb, self.step, value,
-                                    norm if math.isfinite(value) else None))
+        # The gradient norm when clipping or logging needs it (a sync and ~4% of a small net's step otherwise).
+        # A non-finite gradient under a finite loss is caught then, or by the next step's loss once the update
+        # has spread it into the weights, or before a checkpoint: never written to disk.
+        clip, norm = self.cfg.train.grad_clip, None
+        if clip is not None or logging:
+            norm = (clip_grad_norm(grads, clip) if clip is not None else grad_norm(grads)).item()
+            if not math.isfinite(norm):  # every rank sees the same summed gradient: all stop
+                self.diverged(xb, tb, value, norm)
         if self.every["verify"] and step % self.every["verify"] == 0:
             self.audit(xb, tb)
         histograms = self.every["histograms"] and step % self.every["histograms"] == 0
@@ -249,6 +253,11 @@ class Trainer:
     def save(self):
         """Checkpoint the run as ``checkpoints/last.pt``; write the best epoch's weights to ``best.pt`` if
         they are not there yet (the same file as last.pt, hard-linked, when this is the best epoch)."""
+        if not all(torch.isfinite(p).all() for p in self.model.param_buffers()):  # one op on the flat buffer
+            self.stop_cleanly()
+            raise Diverged(f"training diverged by step {self.step}: "
+                           f"{diagnose_parameters(self.model)}; it is not checkpointed. Lower optim.lr or set "
+                           "train.grad_clip")
         rngs = self.cluster.gather(checkpoint.rng_state())  # every rank's: Dropout masks differ by rank
         self._saved_at = time.perf_counter()
         if not self.cluster.is_main:
@@ -272,6 +281,11 @@ class Trainer:
                  "best": dict(self.best), "config": self.cfg.to_dict(), "format": 1}
         self.writer.submit(state, [self.run_dir / "checkpoints" / "best.pt"])
         self._best_model = None
+
+    def diverged(self, xb, tb, value, norm=None):
+        """Stop the run on a non-finite loss (or gradient norm ``norm``), naming where it first appeared."""
+        self.stop_cleanly()
+        raise Diverged(diagnose(self.model, self.loss, xb, tb, self.step, value, norm))
 
     def stop_cleanly(self):
         """Before the run stops on an error: the best weights on disk, every checkpoint write complete."""

@@ -188,7 +188,7 @@ class NaNAfter(manualnet.Layer):
 """
 
 
-def test_a_non_finite_gradient_under_a_finite_loss_stops_before_the_update(tmp_path):
+def test_a_non_finite_gradient_under_a_finite_loss_stops_the_run_before_any_checkpoint_holds_it(tmp_path):
     (tmp_path / "nan_after.py").write_text(NAN_GRADIENT)
     config = yaml.safe_load(config_path("mlp").read_text())
     config["plugins"] = [str(tmp_path / "nan_after.py")]
@@ -198,8 +198,10 @@ def test_a_non_finite_gradient_under_a_finite_loss_stops_before_the_update(tmp_p
     run_dir = tmp_path / "run"
     result = run_cli("train", "--config", tmp_path / "c.yaml", "--run-dir", run_dir, "--quiet")
     assert result.returncode == 1, result.stderr
-    assert "training diverged at step 30: the loss is " in result.stderr
-    assert "but the gradient norm is nan; first non-finite value: layer 1 (NaNAfter) dx, in backward" \
+    # Step 30's backward is non-finite, its update spreads it into layer 0's weights, and step 31's loss
+    # (checked before its backward, while step 30's gradients are still there) stops the run.
+    assert "training diverged at step 31: the loss is nan; first non-finite value: parameter 0.weight (the " \
+        "previous update made it non-finite: its backward gave layer 0 (Linear) a non-finite dweight)" \
         in result.stderr
     kept = checkpoint.load(run_dir / "checkpoints" / "last.pt")
     assert kept["step"] == 20 and all(torch.isfinite(t).all() for t in kept["model"].values())
@@ -240,3 +242,34 @@ def test_a_non_finite_validation_loss_stops_before_its_checkpoint_replaces_the_l
     assert "training diverged in epoch 2: the validation loss is nan while the training loss was finite" \
         in result.stderr
     assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+def test_a_non_finite_gradient_on_a_logging_step_is_caught_by_its_norm(tmp_path):
+    (tmp_path / "nan_after.py").write_text(NAN_GRADIENT)
+    config = yaml.safe_load(config_path("mlp").read_text())
+    config["plugins"] = [str(tmp_path / "nan_after.py")]
+    config["model"].insert(1, {"type": "NaNAfter", "after": 30})
+    config["log"] = {"every": 10, "tensorboard": False, "histograms_every": 0}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = run_cli("train", "--config", tmp_path / "c.yaml", "--run-dir", tmp_path / "run", "--quiet")
+    assert result.returncode == 1, result.stderr
+    assert "training diverged at step 30: the loss is " in result.stderr
+    assert "but the gradient norm is nan; first non-finite value: layer 1 (NaNAfter) dx, in backward" \
+        in result.stderr
+
+
+def test_weights_made_non_finite_by_an_epoch_s_last_update_are_never_checkpointed(tmp_path):
+    (tmp_path / "nan_after.py").write_text(NAN_GRADIENT)
+    config = yaml.safe_load(config_path("mlp").read_text())
+    config["plugins"] = [str(tmp_path / "nan_after.py")]
+    config["model"].insert(1, {"type": "NaNAfter", "after": 40})  # step 40 ends epoch 2
+    config["train"]["checkpoint_interval_s"] = 0
+    config["log"] = {"every": 1000, "tensorboard": False, "histograms_every": 0}
+    config["train"]["eval_every"] = 1000  # no validation pass would see the non-finite weights first
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    result = run_cli("train", "--config", tmp_path / "c.yaml", "--run-dir", run_dir, "--quiet")
+    assert result.returncode == 1, result.stderr
+    assert "training diverged by step 40: parameter 0.weight (the previous update made it non-finite: its " \
+           "backward gave layer 0 (Linear) a non-finite dweight); it is not checkpointed" in result.stderr
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["step"] == 20
