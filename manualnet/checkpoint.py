@@ -6,6 +6,7 @@ the trainer's running ``progress``. It is written to a temporary file in the sam
 fsynced, then renamed over the old one, so a kill at any moment leaves the previous complete checkpoint.
 """
 
+import io
 import os
 import pickle
 import queue
@@ -118,11 +119,13 @@ def set_rng_state(state):
 
 
 class Writer:
-    """Writes checkpoints on a background thread, so the training loop waits only for a snapshot.
+    """Writes checkpoints on a background thread, so the training loop does not wait for the disk.
 
-    ``submit`` copies the state's tensors (cheap next to serialising and fsyncing) and queues the write;
-    writes happen in order, each atomic as in ``save``. ``flush`` waits for all of them and re-raises
-    a failed write's error.
+    ``submit`` serialises the state to bytes at once (that is the snapshot: later in-place updates cannot
+    reach it) and queues the write; the thread only writes, fsyncs and renames, system calls that release
+    the GIL (pickling on the thread instead held the GIL against the training loop for as long as it would
+    have taken there). Writes happen in order, each atomic as in ``save``. ``flush`` waits for all of them
+    and re-raises a failed write's error.
     """
 
     def __init__(self):
@@ -134,7 +137,9 @@ class Writer:
     def submit(self, state, paths):
         """Queue ``state`` to be saved at each of ``paths`` (serialised once, then hard-linked)."""
         self._raise_error()
-        self._queue.put((snapshot(state), [Path(p) for p in paths]))
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self._queue.put((buffer.getbuffer(), [Path(p) for p in paths]))
 
     def flush(self):
         self._queue.join()
@@ -142,10 +147,10 @@ class Writer:
 
     def _work(self):
         while True:
-            state, paths = self._queue.get()
+            data, paths = self._queue.get()
             try:
                 if self._error is None:
-                    save(state, paths[0])
+                    _atomic_write(paths[0], lambda f, data=data: f.write(data))
                     for path in paths[1:]:
                         link(paths[0], path)
             except BaseException as e:  # handed to the training thread at its next submit/flush

@@ -116,7 +116,6 @@ class Trainer:
             self.diverged(xb, tb, value)                  # still there, to tell which layer went non-finite
         self.model.zero_grad()
         self.model.backward(self.loss.backward(weight), input_grad=False)
-        grads = self.model.grad_buffers()
         step = self.step + 1  # this step's number, counted from 1
         logging = step % self.every["log"] == 0
         # Train accuracy is measured on the logging steps' batches and on each epoch's last batch (so every
@@ -127,7 +126,8 @@ class Trainer:
         if self.parallel:
             # Summed over the ranks with the gradients: the global batch's mean loss, its correct count and
             # how many ranks were asked to stop, so every rank logs the same numbers and stops together.
-            value, correct, signals = self.cluster.reduce(grads, [value, correct or 0, signum is not None])
+            value, correct, signals = self.cluster.reduce(self.model.grad_buffers(),
+                                                          [value, correct or 0, signum is not None])
             signum = (signum or signal.SIGTERM) if signals else None
             if not math.isfinite(value):  # the global loss: every rank stops here together
                 self.diverged(xb, tb, value)
@@ -138,6 +138,7 @@ class Trainer:
         # has spread it into the weights, or before a checkpoint: never written to disk.
         clip, norm = self.cfg.train.grad_clip, None
         if clip is not None or logging:
+            grads = self.model.grad_buffers()
             norm = (clip_grad_norm(grads, clip) if clip is not None else grad_norm(grads)).item()
             if not math.isfinite(norm):  # every rank sees the same summed gradient: all stop
                 self.diverged(xb, tb, value, norm)
@@ -154,7 +155,7 @@ class Trainer:
             self.log.scalars(metrics, step, self.epoch)
             shown = {"loss": "train/loss", "acc": "train/accuracy", "samples/s": "samples_per_sec"}
             self.progress.step(**{label: metrics[key] for label, key in shown.items() if key in metrics})
-        else:
+        elif self.progress.tty:
             self.progress.step()
         if histograms and self.cluster.is_main:
             log_histograms(self.log, self.model, xb, before, step)
@@ -332,14 +333,15 @@ class _Running:
     def add(self, loss, correct, samples):
         """One global batch (summed over ranks, so every rank holds the same sums): its mean ``loss``, its
         ``samples`` and ``correct`` predictions (None for a batch whose accuracy was not measured)."""
-        for acc in (self.epoch, self.interval):
-            acc[0] += loss
-            acc[1] += 1
-            acc[2] += samples
-            if correct is not None:
-                acc[3] += int(correct)
-                acc[4] += samples
         self.samples_total += samples
+        if correct is None:
+            for acc in (self.epoch, self.interval):
+                acc[0], acc[1], acc[2] = acc[0] + loss, acc[1] + 1, acc[2] + samples
+            return
+        correct = int(correct)
+        for acc in (self.epoch, self.interval):
+            acc[0], acc[1], acc[2], acc[3], acc[4] = (acc[0] + loss, acc[1] + 1, acc[2] + samples,
+                                                      acc[3] + correct, acc[4] + samples)
 
     def interval_metrics(self, lr, norm):
         metrics = _metrics(self.interval)

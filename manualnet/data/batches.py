@@ -83,9 +83,9 @@ class Batches:
                 yield tuple(t[lo:hi] for t in self.tensors)
             return
         shuffled = self._shuffled(self.order(epoch).to(self.tensors[0].device))
-        for batch in range(start_batch, len(self)):
-            lo, hi = self.shard_bounds(batch)
-            yield tuple(t[lo:hi] for t in shuffled)
+        if getattr(self, "_views", None) is None:  # the buffers never move: their batch views are made once
+            self._views = [tuple(t[lo:hi] for t in shuffled) for lo, hi in map(self.shard_bounds, range(len(self)))]
+        yield from self._views[start_batch:]
 
     def _shuffled(self, order):
         """Each tensor gathered in ``order`` into a buffer allocated once (so its pages stay mapped and warm
