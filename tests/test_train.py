@@ -264,3 +264,15 @@ def test_tensorboard_event_checksums_are_the_ones_tensorboard_computes(tmp_path)
     for size in (0, 1, 12, 120, 5000):
         data = os.urandom(size)
         assert record_writer.masked_crc32c(data) == masked_crc32c(data)
+
+
+def test_an_evaluation_pass_leaves_no_cache_behind(tmp_path):
+    from manualnet.assembly import build
+    from manualnet.config import load_config
+    from manualnet.evaluate import evaluate
+
+    setup = build(load_config(config_path("mlp"), ["log.tensorboard=false"]))
+    x, targets, labels = setup.split("val")
+    setup.model.eval()
+    evaluate(setup.model, setup.loss, x, targets, labels, setup.classification)
+    assert all(layer.cache is None for layer in setup.model) and setup.loss.cache is None
