@@ -29,9 +29,11 @@ class Layer:
     """Base class of every layer, and of Sequential.
 
     Subclasses set ``self.params`` / ``self.grads`` in ``__init__`` (after ``super().__init__()``) and
-    implement ``forward(x)`` and ``backward(dy)``. Two flags, set by Sequential around one backward call,
-    let a layer save work: ``needs_input_grad`` False (dx is not wanted: return None) and ``reuse_dy`` True
-    (dy is a temporary nobody else holds: dx may be written into it). A subclass may also give
+    implement ``forward(x)`` and ``backward(dy)``. Three flags, set by Sequential around one backward call,
+    let a layer save work: ``needs_input_grad`` False (dx is not wanted: return None), ``reuse_dy`` True
+    (dy is a temporary nobody else holds: dx may be written into it) and, for a layer whose class sets
+    ``sets_grads``, ``accumulate_grads`` False (write the gradients instead of adding to them: the caller
+    would have zeroed them first). A subclass may also give
     ``reference(x, params)``: the same function written with ``torch.nn.functional`` ops, which
     ``manualnet.verify`` differentiates with autograd; without it, verify runs the layer's own forward under
     autograd.
@@ -39,6 +41,7 @@ class Layer:
 
     fresh_dx = False  # True: backward always returns a new tensor that nothing else holds (Sequential may
                       # then let the layer below write its dx into that memory)
+    sets_grads = False  # True: backward honours accumulate_grads = False
 
     def __init__(self):
         self.params = {}
@@ -46,6 +49,7 @@ class Layer:
         self.training = True
         self.needs_input_grad = True  # False: backward may skip dL/dx and return None (first layer)
         self.reuse_dy = False         # True: backward may write dx into dy's memory (set by Sequential)
+        self.accumulate_grads = True  # False: backward sets the gradients (only if sets_grads; Sequential)
         self.cache = None
         self._y_shape = None
 

@@ -28,6 +28,9 @@ class Sequential(Layer):
         later = self.layers[1:]
         self._backward_plan = [(layer, i + 1 < len(later) and later[i + 1].fresh_dx)
                                for i, layer in reversed(list(enumerate(later)))]
+        # backward(accumulate=False): the layers that write their gradients themselves, and those zeroed first
+        self._setters = [layer for layer in self.layers if layer.sets_grads]
+        self._zeroed_first = [layer for layer in self.layers if layer.grads and not layer.sets_grads]
         self.params = {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
         self.grads = {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()}
         self._flatten()
@@ -77,21 +80,33 @@ class Sequential(Layer):
         self.cache = True
         return x
 
-    def backward(self, dy, input_grad=True):
+    def backward(self, dy, input_grad=True, accumulate=True):
         """Backpropagate dy through every layer; with ``input_grad=False`` skip the first layer's dL/dx
         (nothing upstream needs it, as autograd skips inputs that do not require grad) and return None.
-        Sequential's own check of dy covers the layers: each one's dy comes from the layer after it."""
+        With ``accumulate=False`` the gradients are set, not added to, as ``zero_grad()`` then ``backward``
+        would leave them, without the pass over memory that zeroes them: layers that can (``sets_grads``)
+        write them in their own GEMMs, the others are zeroed first. Sequential's own check of dy covers the
+        layers: each one's dy comes from the layer after it."""
         self.take_cache()
         if not self.layers:
             return dy
-        for layer, reuse in self._backward_plan:
-            layer._y_shape, layer.reuse_dy = None, reuse
-            dy = layer.raw_backward(dy)
-            layer.reuse_dy = False
-        first = self.layers[0]
-        first._y_shape, first.needs_input_grad = None, input_grad
-        dx = first.raw_backward(dy)
-        first.needs_input_grad = True
+        if not accumulate:
+            if self._zeroed_first:
+                torch._foreach_zero_([g for layer in self._zeroed_first for g in layer.grads.values()])
+            for layer in self._setters:
+                layer.accumulate_grads = False
+        try:
+            for layer, reuse in self._backward_plan:
+                layer._y_shape, layer.reuse_dy = None, reuse
+                dy = layer.raw_backward(dy)
+                layer.reuse_dy = False
+            first = self.layers[0]
+            first._y_shape, first.needs_input_grad = None, input_grad
+            dx = first.raw_backward(dy)
+            first.needs_input_grad = True
+        finally:
+            for layer in self._setters if not accumulate else ():
+                layer.accumulate_grads = True
         return dx if input_grad else None
 
     def zero_grad(self):

@@ -1,4 +1,4 @@
-"""The training loop: epochs of forward, loss, zero_grad, backward, clip, step; validation; checkpoints.
+"""The training loop: epochs of forward, loss, backward (zero_grad folded in), clip, step; validation; checkpoints.
 
 ``Trainer(setup, run_dir).fit()`` trains and returns the summary. Read ``fit`` and ``train_step`` top to
 bottom for the whole algorithm; the rest is bookkeeping (metrics, checkpoints, signals).
@@ -112,10 +112,10 @@ class Trainer:
         pred = self.model.forward(xb)
         loss = self.loss.forward(pred, tb)
         value = loss.item() * weight
-        if not (self.parallel or math.isfinite(value)):  # before zero_grad: the last step's gradients are
+        if not (self.parallel or math.isfinite(value)):  # before backward: the last step's gradients are
             self.diverged(xb, tb, value)                  # still there, to tell which layer went non-finite
-        self.model.zero_grad()
-        self.model.backward(self.loss.backward(weight), input_grad=False)
+        # zero_grad folded into backward: the GEMMs write the gradients instead of adding to them
+        self.model.backward(self.loss.backward(weight), input_grad=False, accumulate=False)
         step = self.step + 1  # this step's number, counted from 1
         logging = step % self.every["log"] == 0
         # Train accuracy is measured on the logging steps' batches and on each epoch's last batch (so every

@@ -4,7 +4,8 @@
 Three MLPs with ReLU (small 2-64-64-3 at batch 64, MNIST-size 784-512-256-10 at batch 128, large
 1024-4096-4096-10 at batch 512). For each, in one process, interleaved A B C A B C with warm-up, the median
 over rounds of:
-- manualnet: zero_grad, forward, CrossEntropy, backward (no input gradient), SGD step;
+- manualnet: forward, CrossEntropy, backward (no input gradient; it sets the gradients, which is zero_grad
+  folded into the GEMMs), SGD step;
 - autograd: the same network in torch.nn from the same weights with torch.optim.SGD;
 - floor: the step's matrix multiplies alone, into preallocated outputs (per Linear the forward product and
   the two backward products, minus the first layer's input gradient).
@@ -69,9 +70,8 @@ def step_functions(sizes, batch, device, dtype):
 
     def manualnet_step():
         with torch.no_grad():  # as the trainer runs it: one grad-mode switch per step, not one per call
-            ours.zero_grad()
             loss_fn.forward(ours.forward(x), t)
-            ours.backward(loss_fn.backward(), input_grad=False)
+            ours.backward(loss_fn.backward(), input_grad=False, accumulate=False)  # zero_grad folded in
             optimizer.step()
 
     def autograd_step():
@@ -260,9 +260,8 @@ def _pure_steps(setup, work):
     start = time.perf_counter()
     with torch.no_grad():
         for xb, tb, _ in work:
-            model.zero_grad()
             loss.forward(model.forward(xb), tb)
-            model.backward(loss.backward(), input_grad=False)
+            model.backward(loss.backward(), input_grad=False, accumulate=False)
             optimizer.step()
             schedule.step()
     return time.perf_counter() - start

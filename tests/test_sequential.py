@@ -219,3 +219,39 @@ def test_check_model_passes_on_cuda():
     rows = check_model(model, mn.CrossEntropyLoss(), x, target, fd=True) + check_model(
         model, mn.CrossEntropyLoss(), x.float(), target, dtype=torch.float32)
     assert all_passed(rows), format_table(rows)
+
+
+def _reseed(model):
+    torch.manual_seed(1)
+    for layer in model:
+        if getattr(layer, "generator", None) is not None:
+            layer.generator.manual_seed(1)
+
+
+def _set_and_accumulated(model, x, dy):
+    """Gradients of backward(accumulate=False) over stale ones, and of zero_grad() then backward()."""
+    for g in model.grads.values():
+        g.fill_(7.0)  # stale gradients: a set must not see them
+    _reseed(model)  # the same Dropout mask both times
+    model.forward(x)
+    model.backward(dy.clone(), accumulate=False)
+    written = {k: g.clone() for k, g in model.grads.items()}
+    model.zero_grad()
+    _reseed(model)
+    model.forward(x)
+    model.backward(dy.clone())
+    return written, model.grads
+
+
+def test_backward_that_sets_the_gradients_equals_zero_grad_then_backward(layer_case):
+    # Every registered layer after a Linear (which writes its gradients in its GEMMs).
+    torch.manual_seed(0)
+    *lead, features = layer_case.shape
+    model = mn.Sequential(mn.Linear(3, features).to(dtype=torch.float64), layer_case.make())
+    x = torch.randn(*lead, 3, dtype=torch.float64)
+    y = model.forward(x)
+    dy = torch.randn(y.shape, dtype=torch.float64)
+    model.backward(dy)  # a warm-up through every cache
+    written, accumulated = _set_and_accumulated(model, x, dy)
+    for name, g in accumulated.items():
+        torch.testing.assert_close(written[name], g, rtol=1e-12, atol=1e-12, msg=name)

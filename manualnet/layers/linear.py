@@ -21,6 +21,7 @@ class Linear(Layer):
     """
 
     fresh_dx = True
+    sets_grads = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, init: str = "default",
                  generator=None, device=None, dtype=None):
@@ -55,9 +56,14 @@ class Linear(Layer):
             x, dy2 = x.reshape(-1, self.in_features), dy.reshape(-1, self.out_features)
         else:
             dy2 = dy
-        self.grads["weight"].addmm_(dy2.t(), x)            # dW += dy^T @ x: (out, N) @ (N, in) -> (out, in)
-        if "bias" in self.grads:
-            self.grads["bias"] += dy2.sum(0)                 # db += sum_n dy_n
+        if self.accumulate_grads:
+            self.grads["weight"].addmm_(dy2.t(), x)        # dW += dy^T @ x: (out, N) @ (N, in) -> (out, in)
+            if "bias" in self.grads:
+                self.grads["bias"] += dy2.sum(0)             # db += sum_n dy_n
+        else:                                                # the same, written instead of added: no zero_grad
+            torch.mm(dy2.t(), x, out=self.grads["weight"])
+            if "bias" in self.grads:
+                torch.sum(dy2, 0, out=self.grads["bias"])
         if not self.needs_input_grad:
             return None
         return dy @ W                                        # dx = dy @ W: (*, out) @ (out, in) -> (*, in)
