@@ -90,15 +90,17 @@ def load_plugins(paths, base_dir=None):
 
 
 def _absolute_data_path(config, base_dir):
-    """``data.path``, relative to the working directory (else to ``base_dir``), made absolute in the config,
-    so the run's saved config.yaml finds the file again from anywhere (``--resume``, ``evaluate``)."""
-    path = getattr(config.data, "path", None)
-    if not isinstance(path, str) or Path(path).expanduser().is_absolute():
-        return
-    candidate = Path(path).expanduser()
-    if not candidate.exists() and base_dir is not None and (Path(base_dir) / candidate).exists():
-        candidate = Path(base_dir) / candidate
-    config.data.path = str(candidate.resolve())
+    """``data.path`` (a file) and ``data.root`` (a folder), relative to the working directory (else to
+    ``base_dir``), made absolute in the config, so the run's saved config.yaml finds them again from
+    anywhere (``--resume``, ``evaluate``)."""
+    for key in ("path", "root"):
+        value = getattr(config.data, key, None)
+        if not isinstance(value, str) or Path(value).expanduser().is_absolute():
+            continue
+        candidate = Path(value).expanduser()
+        if not candidate.exists() and base_dir is not None and (Path(base_dir) / candidate).exists():
+            candidate = Path(base_dir) / candidate
+        setattr(config.data, key, str(candidate.resolve()))
 
 
 def build(config, device=None, base_dir=None):

@@ -156,6 +156,7 @@ class Writer:
             except BaseException as e:  # handed to the training thread at its next submit/flush
                 self._error = e
             finally:
+                data = None  # the serialised checkpoint is not kept until the next one arrives
                 self._queue.task_done()
 
     def _raise_error(self):

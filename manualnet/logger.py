@@ -5,6 +5,7 @@ Tags are the config's and summary.json's names (``train/loss``, ``val/accuracy``
 
 import json
 import math
+import os
 import time
 
 import torch
@@ -20,6 +21,8 @@ class MetricsLogger:
     """
 
     def __init__(self, run_dir, tensorboard=True, purge_step=None, handoff_s=1.0):
+        if run_dir and purge_step is not None:
+            _drop_rows_after(run_dir / "metrics.jsonl", purge_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a") if run_dir else None  # noqa: SIM115 - as long as the run
         self.handoff_s, self._pending, self._handed_at = handoff_s, [], time.monotonic()
         self.writer = None
@@ -111,6 +114,26 @@ class MetricsLogger:
             self.flush()
             self.writer.close()
             self.writer = None
+
+
+def _drop_rows_after(path, step):
+    """Resuming from a checkpoint at ``step``: drop the rows a killed process logged after it (they are
+    logged again), as TensorBoard's purge_step drops its events; the file is replaced atomically."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _row_step(line) <= step]
+    if len(kept) < len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+
+
+def _row_step(line):
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):  # a line a kill cut short: dropped with the rows after it
+        return math.inf
 
 
 def _fast_event_checksums():

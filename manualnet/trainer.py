@@ -4,6 +4,7 @@
 bottom for the whole algorithm; the rest is bookkeeping (metrics, checkpoints, signals).
 """
 
+import contextlib
 import json
 import math
 import signal
@@ -75,24 +76,36 @@ class Trainer:
     def fit(self):
         """Train to ``train.epochs``, then evaluate the best checkpoint on the test split."""
         self.started = started = time.perf_counter()
-        self.log.text("config", json.dumps(self.cfg.to_dict(), indent=2))
-        if self.cfg.verify.at_start and self.step == 0:
-            xb, tb, _ = next(iter(self.batches.epoch(0)))
-            self.audit(xb, tb)
+        self.running.start_clock()
         try:
-            with _catch_signals(self), torch.no_grad():  # manual backprop: autograd stays off throughout
-                while self.epoch < self.cfg.train.epochs:
-                    self.train_epoch()
-                    self.end_epoch()
-        except BaseException:  # stopped (a signal, divergence, a failed audit): what was logged is kept
-            self.log.close()
+            with _catch_signals(self):
+                self.log.text("config", json.dumps(self.cfg.to_dict(), indent=2))
+                if self.cfg.verify.at_start and self.step == 0:
+                    xb, tb, _ = next(iter(self.batches.epoch(0)))
+                    self.audit(xb, tb)
+                with torch.no_grad():  # manual backprop: autograd stays off throughout
+                    while self.epoch < self.cfg.train.epochs:
+                        self.train_epoch()
+                        self.end_epoch()
+                self.loop_seconds = time.perf_counter() - started  # the benchmark compares it with pure steps
+                self.progress.close()
+                summary = self.finish(self.elapsed())  # a signal now only lets it finish (twice: aborts)
+        except BaseException:  # stopped (a signal, divergence, a failed audit, an error): keep what we have
+            self._keep_what_was_done()
             raise
-        self.loop_seconds = time.perf_counter() - started  # the benchmark compares it with pure steps
-        self.progress.close()
-        summary = self.finish(self.elapsed())
+        finally:
+            self.log.close()
+        if self._stop_signal is not None and self.cluster.is_main:
+            self.progress.message(f"manualnet: {signal.Signals(self._stop_signal).name} arrived as the run was "
+                                  "finishing; it finished")
         if self.quiet and self.cluster.is_main:
             print(summary_table(summary))
         return summary
+
+    def _keep_what_was_done(self):
+        """On the way out of a stopped run: the best weights on disk, the queued checkpoints written."""
+        with contextlib.suppress(Exception):  # the error that stopped the run is the one to report
+            self.stop_cleanly()
 
     def train_epoch(self):
         self.model.train()
@@ -165,17 +178,20 @@ class Trainer:
         validated = (self.epoch + 1) % self.cfg.train.eval_every == 0 or self.epoch + 1 == self.cfg.train.epochs
         if validated:
             metrics.update(self.validate())
-            if not math.isfinite(metrics["val/loss"]):  # stop before a checkpoint of this model replaces the last
+            if "val/loss" in metrics and not math.isfinite(metrics["val/loss"]):  # no checkpoint of this model
                 self.stop_cleanly()
                 raise Diverged(f"training diverged in epoch {self.epoch + 1}: the validation loss is "
                                f"{metrics['val/loss']:g} while the training loss was finite. Lower optim.lr "
                                "or set train.grad_clip")
+        self.check_weights()  # before the best weights are copied or a checkpoint is written
         self.log.scalars(metrics, self.step, self.epoch)
         self.progress.end_epoch(self.epoch, metrics)
         self.epoch, self.batch = self.epoch + 1, 0
         self.running.new_epoch()
-        score = metrics.get("val/loss", metrics["train/loss"])  # train loss when there is no val split
-        improved = (validated or "val/loss" not in metrics) and score < self.best["val/loss"]
+        # The best epoch by validation loss among validated epochs; by train loss when there is no val split.
+        has_val = len(self.s.split("val")[0]) > 0
+        score = metrics.get("val/loss", metrics["train/loss"])
+        improved = (validated if has_val else True) and score < self.best["val/loss"]
         if improved:
             self.best = {"val/loss": score, "epoch": self.epoch, "step": self.step}
             if self.cluster.is_main:  # the weights best.pt will hold, kept until a checkpoint writes them
@@ -183,9 +199,10 @@ class Trainer:
         self.last_metrics = metrics
         # A checkpoint every checkpoint_every epochs, but not more often than every checkpoint_interval_s
         # seconds (epochs of milliseconds would spend more time saving than training); always the first
-        # epoch (a run has a checkpoint from its first epoch on) and the last.
-        due = (self.epoch % self.cfg.train.checkpoint_every == 0
-               and time.perf_counter() - self._saved_at >= self.cfg.train.checkpoint_interval_s)
+        # epoch this process trains (a run has a checkpoint from its first epoch on) and the last.
+        due = self._saved_at == -math.inf or (
+            self.epoch % self.cfg.train.checkpoint_every == 0
+            and time.perf_counter() - self._saved_at >= self.cfg.train.checkpoint_interval_s)
         if self.cluster.broadcast(due) or self.epoch == self.cfg.train.epochs:  # rank 0's clock decides
             self.save()
 
@@ -231,7 +248,6 @@ class Trainer:
                    "train.batch_size": self.cfg.train.batch_size, "train.epochs": self.cfg.train.epochs,
                    "seed": self.cfg.seed}
         self.log.hparams(hparams, final)
-        self.log.close()
         return final
 
     def test_metrics(self):
@@ -254,11 +270,7 @@ class Trainer:
     def save(self):
         """Checkpoint the run as ``checkpoints/last.pt``; write the best epoch's weights to ``best.pt`` if
         they are not there yet (the same file as last.pt, hard-linked, when this is the best epoch)."""
-        if not all(torch.isfinite(p).all() for p in self.model.param_buffers()):  # one op on the flat buffer
-            self.stop_cleanly()
-            raise Diverged(f"training diverged by step {self.step}: "
-                           f"{diagnose_parameters(self.model)}; it is not checkpointed. Lower optim.lr or set "
-                           "train.grad_clip")
+        self.check_weights()
         rngs = self.cluster.gather(checkpoint.rng_state())  # every rank's: Dropout masks differ by rank
         self._saved_at = time.perf_counter()
         if not self.cluster.is_main:
@@ -273,6 +285,14 @@ class Trainer:
         self.writer.submit(state, [folder / "last.pt", *([folder / "best.pt"] if best_now else [])])
         self._best_model = None if best_now else self._best_model
         self.save_best()
+
+    def check_weights(self):
+        """Stop the run if an update made a weight non-finite (a non-finite gradient under a finite loss, on a
+        step that computed no gradient norm): before such weights could be copied or checkpointed."""
+        if not all(torch.isfinite(p).all() for p in self.model.param_buffers()):  # one op on the flat buffer
+            self.stop_cleanly()
+            raise Diverged(f"training diverged by step {self.step}: {diagnose_parameters(self.model)}; it is "
+                           "not checkpointed. Lower optim.lr or set train.grad_clip")
 
     def save_best(self):
         """Write the best epoch's weights to ``best.pt``, if a checkpoint has not written them yet."""
@@ -324,11 +344,15 @@ class _Running:
     def __init__(self):
         self.samples_total = 0
         self.new_epoch()
-        self._interval_start = time.perf_counter()
+        self.interval = [0.0, 0, 0, 0, 0]
+        self._interval_start, self._interval_before = time.perf_counter(), 0.0
+
+    def start_clock(self):
+        """Time the current interval from now on (plus what a resumed run had spent in it)."""
+        self._interval_start = time.perf_counter() - self._interval_before
 
     def new_epoch(self):
-        self.epoch = [0.0, 0, 0, 0, 0]
-        self.interval = [0.0, 0, 0, 0, 0]
+        self.epoch = [0.0, 0, 0, 0, 0]  # the logging interval runs on across epochs
 
     def add(self, loss, correct, samples):
         """One global batch (summed over ranks, so every rank holds the same sums): its mean ``loss``, its
@@ -362,7 +386,8 @@ class _Running:
         self.epoch = list(state["epoch"])
         self.interval = list(state.get("interval", [0.0, 0, 0, 0, 0]))
         self.samples_total = state["samples_total"]
-        self._interval_start = time.perf_counter() - state.get("interval_s", 0.0)
+        self._interval_before = state.get("interval_s", 0.0)
+        self.start_clock()
 
 
 def _metrics(sums):
@@ -374,7 +399,8 @@ def _metrics(sums):
 
 
 class _catch_signals:
-    """While training, SIGINT and SIGTERM only ask the loop to stop after the current step."""
+    """While training, SIGINT and SIGTERM only ask the loop to stop after the current step (and a run that
+    has trained its last step to finish); a second one stops at once."""
 
     def __init__(self, trainer):
         self.trainer = trainer
@@ -383,6 +409,8 @@ class _catch_signals:
         self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _handle(self, signum, frame):
+        if self.trainer._stop_signal is not None:  # asked twice: stop now, without the checkpoint
+            raise KeyboardInterrupt
         self.trainer._stop_signal = signum
 
     def __exit__(self, *exc):

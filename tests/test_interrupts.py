@@ -26,6 +26,11 @@ def wait_for(predicate, timeout=60.0):
     raise AssertionError("timed out waiting for the training run")
 
 
+def epochs_logged(run_dir):
+    path = run_dir / "metrics.jsonl"
+    return path.read_text().count('"val/loss"') if path.exists() else 0
+
+
 def started_training(run_dir):
     path = run_dir / "metrics.jsonl"
     return path.exists() and path.stat().st_size > 0
@@ -43,12 +48,17 @@ def straight_run(tmp_path_factory):
     return run_dir
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_checkpoints_and_resume_is_bit_identical(tmp_path, straight_run, signum, code):
+@pytest.mark.parametrize("signum, code, epochs_done", [(signal.SIGINT, 130, 0), (signal.SIGTERM, 143, 0),
+                                                      (signal.SIGINT, 130, 3)])
+def test_signal_checkpoints_and_resume_is_bit_identical(tmp_path, straight_run, signum, code, epochs_done):
     run_dir = tmp_path / "run"
     proc = start_cli("train", "--config", config_path("mlp"), "--run-dir", run_dir, *ARGS)
-    wait_for(lambda: started_training(run_dir))
+    # At the first logged step, or once some epochs are done (the run is paused there, so it cannot finish
+    # before the signal arrives: 12 epochs take well under a second).
+    wait_for(lambda: started_training(run_dir) and epochs_logged(run_dir) >= epochs_done)
+    proc.send_signal(signal.SIGSTOP)
     proc.send_signal(signum)
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     assert f"Resume with: manualnet train --resume {run_dir}" in err
@@ -85,6 +95,8 @@ def test_sigkill_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, stra
     assert not stale.exists()
     for name, tensor in weights(straight_run).items():  # the epochs replayed after the kill are the same
         assert torch.equal(tensor, weights(run_dir)[name]), name
+    # The rows logged after the checkpoint by the killed process were dropped: no step is there twice.
+    assert without_rates(metrics(run_dir)) == without_rates(metrics(straight_run))
 
 
 def finished_run(tmp_path):

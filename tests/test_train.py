@@ -276,3 +276,39 @@ def test_an_evaluation_pass_leaves_no_cache_behind(tmp_path):
     setup.model.eval()
     evaluate(setup.model, setup.loss, x, targets, labels, setup.classification)
     assert all(layer.cache is None for layer in setup.model) and setup.loss.cache is None
+
+
+def test_without_a_validation_split_the_best_epoch_is_chosen_by_train_loss(tmp_path):
+    code, run_dir = train(tmp_path, "spirals", "--set", "data.val_fraction=0", "--set", "train.epochs=3")
+    assert code == 0
+    result = summary(run_dir)
+    assert "val/loss" not in result and 1 <= result["best_epoch"] <= 3
+    assert (run_dir / "checkpoints" / "best.pt").is_file()
+
+
+def test_with_eval_every_only_validated_epochs_can_be_best(tmp_path):
+    code, run_dir = train(tmp_path, "mlp", "--set", "train.epochs=5", "--set", "train.eval_every=2")
+    assert code == 0
+    assert summary(run_dir)["best_epoch"] in (2, 4, 5)  # 5: the last epoch is always validated
+
+
+def test_the_first_epoch_is_checkpointed_whatever_checkpoint_every_says(tmp_path, monkeypatch):
+    from manualnet import checkpoint
+
+    steps = []
+    submit = checkpoint.Writer.submit
+    monkeypatch.setattr(checkpoint.Writer, "submit",
+                        lambda self, state, paths: (steps.append(state["epoch"]), submit(self, state, paths))[1])
+    code, _ = train(tmp_path, "mlp", "--set", "train.epochs=5", "--set", "train.checkpoint_every=3",
+                    "--set", "train.checkpoint_interval_s=0")
+    assert code == 0
+    assert [e for e in steps if e is not None][:1] == [1] and 3 in steps and steps[-1] == 5
+
+
+def test_yaml_merge_keys_still_work(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("base: &base {type: Linear, out_features: 16}\n"
+                      "model:\n  - <<: *base\n  - {type: ReLU}\n  - {type: Linear, out_features: 10}\n")
+    from manualnet.config import read_yaml
+
+    assert read_yaml(config)["model"][0] == {"type": "Linear", "out_features": 16}
