@@ -26,6 +26,15 @@ def flatten_(tensors):
     return flat
 
 
+def split(flat, like):
+    """Views of ``flat``, one per tensor of ``like``, shaped like it, in order."""
+    views, offset = [], 0
+    for t in like:
+        views.append(flat[offset:offset + t.numel()].view(t.shape))
+        offset += t.numel()
+    return views
+
+
 class FlatGroup:
     """Tensors moved into one flat buffer (``flatten_``), and a cheap check that they are still there.
 

@@ -10,21 +10,29 @@ import time
 
 import torch
 
+from manualnet.telemetry import bucket_limits, histogram_data
+
 
 class MetricsLogger:
     """``run_dir=None`` (a data-parallel rank other than 0) logs nothing.
 
-    metrics.jsonl is written and flushed line by line. TensorBoard events are handed to TensorBoard's
-    writer thread in batches, at most every ``handoff_s`` seconds and at ``flush``/``close``: each hand-off
-    wakes that thread, which then holds the GIL against the training loop (~0.3 ms a wake-up measured on
-    the benchmark's small net, as much as a training step). Events keep the time they were logged at.
+    Logging a value only records it: the training loop pays for a few appends. metrics.jsonl lines are
+    written (and flushed to the OS) by ``write_rows``, which the trainer calls at each epoch end and
+    before each checkpoint, and at least every ``handoff_s`` seconds; so a killed run loses no row from
+    before its last checkpoint (the rows after it are logged again on resume). TensorBoard events are
+    built and handed to TensorBoard's writer thread at most every ``handoff_s`` seconds and at
+    ``flush``/``close``: each hand-off wakes that thread, which then holds the GIL against the training
+    loop (~0.3 ms a wake-up measured on the benchmark's small net, as much as a training step). Formatting
+    a batch of records at once also costs a fraction of formatting each between two training steps, whose
+    tensor work has evicted the formatting code from the CPU's caches. Events keep the time they were
+    logged at.
     """
 
     def __init__(self, run_dir, tensorboard=True, purge_step=None, handoff_s=1.0):
         if run_dir and purge_step is not None:
             _drop_rows_after(run_dir / "metrics.jsonl", purge_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a") if run_dir else None  # noqa: SIM115 - as long as the run
-        self.handoff_s, self._pending, self._handed_at = handoff_s, [], time.monotonic()
+        self.handoff_s, self._rows, self._pending, self._handed_at = handoff_s, [], [], time.monotonic()
         self.writer = None
         if tensorboard and run_dir:
             from torch.utils.tensorboard import SummaryWriter
@@ -37,57 +45,46 @@ class MetricsLogger:
         if self.jsonl is None:
             return
         values = {k: _plain(v) for k, v in values.items()}
-        record = {"step": step, "epoch": epoch, **{k: _json_number(v) for k, v in values.items()}}
-        self.jsonl.write(json.dumps(record, allow_nan=False) + "\n")
-        self.jsonl.flush()
+        self._rows.append((step, epoch, values))
         self.tensorboard_scalars(values, step)
+        self._hand_off_when_due()
 
     def tensorboard_scalars(self, values, step):
         """Every value of ``values`` (tag -> number) as a TensorBoard scalar at ``step``: one event holding
         them all (``add_scalar`` writes one event per value, at ~50 us each)."""
         if self.writer and values:
-            from tensorboard.compat.proto.summary_pb2 import Summary
-
-            summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
-            self._add(summary, step)
+            self._pending.append((_scalar_summary, values, step, time.time()))
+            self._hand_off_when_due()
 
     def histograms(self, tensors, step, bins=30):
-        """A TensorBoard histogram of each tensor in ``tensors`` (tag -> tensor), binned by torch.histc
-        (TensorBoard's own numpy binning costs milliseconds a tensor), written as one event, with two host
-        syncs in all: the statistics of every tensor, then every tensor's bin counts."""
+        """A TensorBoard histogram of each tensor in ``tensors`` (tag -> tensor) with all-finite values, in
+        ``bins`` buckets over its range as torch.histc makes them (TensorBoard's own numpy binning costs
+        milliseconds a tensor), written as one event; see ``telemetry.histogram_data``."""
         if not self.writer or not tensors:
             return
-        from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
+        data = histogram_data(tensors, bins)
+        if data:
+            self._pending.append((_histogram_summary, data, step, time.time()))
+            self._hand_off_when_due()
 
-        flat = {tag: t.detach().reshape(-1) for tag, t in tensors.items() if t.numel()}
-        stats = torch.stack([torch.stack([v.min(), v.max(), v.sum(), v.dot(v)]).to(torch.float64)
-                             for v in flat.values()]).tolist()
-        values, counts = [], []
-        for (tag, v), (lo, hi, total, squares) in zip(flat.items(), stats, strict=True):
-            if math.isfinite(lo) and math.isfinite(hi):  # a non-finite tensor has no histogram
-                hi = hi if hi > lo else lo + 1e-12
-                values.append((tag, v.numel(), lo, hi, total, squares))
-                counts.append(torch.histc(v, bins=bins, min=lo, max=hi))
-        if not values:
-            return
-        summary = Summary()
-        for (tag, num, lo, hi, total, squares), bucket in zip(values, torch.stack(counts).tolist(), strict=True):
-            limits = [lo + (hi - lo) * (i + 1) / bins for i in range(bins)]
-            summary.value.add(tag=tag, histo=HistogramProto(min=lo, max=hi, num=num, sum=total,
-                                                             sum_squares=squares, bucket_limit=limits,
-                                                             bucket=bucket))
-        self._add(summary, step)
-
-    def _add(self, summary, step):
-        self._pending.append((summary, step, time.time()))
+    def _hand_off_when_due(self):
         if time.monotonic() - self._handed_at >= self.handoff_s:
             self.flush()
 
+    def write_rows(self):
+        """Write the metrics.jsonl lines logged since the last call, flushed to the OS."""
+        if self.jsonl is not None and self._rows:
+            self.jsonl.write("".join(_json_line(*row) for row in self._rows))
+            self.jsonl.flush()
+        self._rows = []
+
     def flush(self):
-        """Hand every pending TensorBoard event to its writer (which puts it on disk within flush_secs)."""
+        """Write the pending metrics.jsonl lines; hand every pending TensorBoard event to its writer (which
+        puts it on disk within flush_secs)."""
+        self.write_rows()
         if self.writer:
-            for summary, step, walltime in self._pending:
-                self.writer.file_writer.add_summary(summary, step, walltime)
+            for build, payload, step, walltime in self._pending:
+                self.writer.file_writer.add_summary(build(payload), step, walltime)
         self._pending, self._handed_at = [], time.monotonic()
 
     def text(self, tag, text):
@@ -107,13 +104,15 @@ class MetricsLogger:
             self.writer.add_scalar(f"hparams/{tag}", value)
 
     def close(self):
-        if self.jsonl:
-            self.jsonl.close()
-            self.jsonl = None
-        if self.writer:
+        try:
             self.flush()
-            self.writer.close()
-            self.writer = None
+        finally:
+            if self.jsonl:
+                self.jsonl.close()
+                self.jsonl = None
+            if self.writer:
+                self.writer.close()
+                self.writer = None
 
 
 def _drop_rows_after(path, step):
@@ -155,6 +154,28 @@ def _fast_event_checksums():
 
     masked_crc32c.manualnet = True
     record_writer.masked_crc32c = masked_crc32c
+
+
+def _json_line(step, epoch, values):
+    record = {"step": step, "epoch": epoch, **{k: _json_number(v) for k, v in values.items()}}
+    return json.dumps(record, allow_nan=False) + "\n"
+
+
+def _scalar_summary(values):
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    return Summary(value=[Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
+
+
+def _histogram_summary(data):
+    from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
+
+    summary = Summary()
+    for tag, num, lo, hi, total, squares, counts in data:
+        summary.value.add(tag=tag, histo=HistogramProto(min=lo, max=hi, num=num, sum=total, sum_squares=squares,
+                                                         bucket_limit=bucket_limits(lo, hi, len(counts)),
+                                                         bucket=counts))
+    return summary
 
 
 def _json_number(value):

@@ -4,9 +4,11 @@ import math
 
 import torch
 
+from manualnet.flat import split
+
 
 def log_histograms(log, model, xb, before, step):
-    """``before`` holds each parameter as it was before this step's update."""
+    """``before`` is ``parameters_before(model)``, taken before this step's update."""
     tensors, names = {}, []
     for name, param, grad in model.named_parameters():
         tensors[f"weights/{name}"], tensors[f"grads/{name}"] = param, grad
@@ -23,13 +25,47 @@ def log_histograms(log, model, xb, before, step):
     model.train()
 
 
+def parameters_before(model):
+    """A copy of every parameter as it is now (one copy of the flat buffer where the model has one)."""
+    return [buffer.clone() for buffer in model.param_buffers()]
+
+
 def update_ratios(model, before):
     """log10(std(update) / std(param)) per parameter (-inf for a scalar or a parameter that did not move),
-    with one host sync for the whole model."""
-    stds = [torch.stack([(p - before[name]).std(), p.std()]) for name, p in model.params.items() if p.numel() > 1]
-    pairs = iter(torch.stack(stds).tolist() if stds else [])
-    ratios = []
-    for p in model.params.values():
-        update_std, param_std = next(pairs) if p.numel() > 1 else (0.0, 0.0)
-        ratios.append(math.log10(update_std / param_std) if update_std > 0 and param_std > 0 else -math.inf)
+    with one host sync for the whole model; ``before`` is ``parameters_before(model)``."""
+    params, flat = list(model.params.values()), model.flat_buffers()
+    if flat is not None and len(before) == 1:  # the flat buffer's update, one view per parameter
+        updates = split(flat[0] - before[0], params)
+    else:
+        updates = [p - b for p, b in zip(params, before, strict=True)]
+    moved = [i for i, p in enumerate(params) if p.numel() > 1]
+    stds = torch.stack([t.std() for i in moved for t in (updates[i], params[i])]).tolist() if moved else []
+    ratios = [-math.inf] * len(params)
+    for i, update_std, param_std in zip(moved, stds[::2], stds[1::2], strict=True):
+        if update_std > 0 and param_std > 0:
+            ratios[i] = math.log10(update_std / param_std)
     return ratios
+
+
+def histogram_data(tensors, bins):
+    """``[(tag, numel, min, max, sum, sum of squares, bucket counts)]`` for each non-empty tensor of
+    ``tensors`` (tag -> tensor) whose values are all finite, in order, with two host syncs in all. The
+    ``bins`` buckets split [min, max] evenly, as ``torch.histc`` makes them (the last one includes max); a
+    constant tensor's range is [v, v + 1e-12]. ``bucket_limits`` gives their right edges."""
+    flat = [(tag, t.detach().reshape(-1)) for tag, t in tensors.items() if t.numel()]
+    if not flat:
+        return []
+    stats = torch.stack([s for _, v in flat for s in (*torch.aminmax(v), v.sum(), v.dot(v))]).tolist()
+    rows, counts = [], []
+    for i, (tag, v) in enumerate(flat):
+        lo, hi, total, squares = stats[4 * i:4 * i + 4]
+        if all(map(math.isfinite, (lo, hi, total))):  # a tensor with a non-finite value has no histogram
+            hi = hi if hi > lo else lo + 1e-12
+            rows.append((tag, v.numel(), lo, hi, total, squares))
+            counts.append(torch.histc(v, bins=bins, min=lo, max=hi))
+    return [(*row, bucket) for row, bucket in zip(rows, torch.stack(counts).tolist(), strict=True)] if rows else []
+
+
+def bucket_limits(lo, hi, bins):
+    """The right edges of ``histogram_data``'s buckets over [lo, hi]."""
+    return [lo + (hi - lo) * (i + 1) / bins for i in range(bins)]

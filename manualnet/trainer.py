@@ -22,7 +22,7 @@ from manualnet.logger import MetricsLogger
 from manualnet.optim import clip_grad_norm, grad_norm
 from manualnet.progress import Progress, summary_table
 from manualnet.run_dir import write_config
-from manualnet.telemetry import log_histograms
+from manualnet.telemetry import log_histograms, parameters_before
 from manualnet.verify import check_model, format_table, verdict
 
 
@@ -158,7 +158,7 @@ class Trainer:
         if self.every["verify"] and step % self.every["verify"] == 0:
             self.audit(xb, tb)
         histograms = self.every["histograms"] and step % self.every["histograms"] == 0
-        before = {k: p.clone() for k, p in self.model.params.items()} if histograms else None
+        before = parameters_before(self.model) if histograms else None
         self.optimizer.step()
         self.schedule.step()
         self.step = step
@@ -185,6 +185,7 @@ class Trainer:
                                "or set train.grad_clip")
         self.check_weights()  # before the best weights are copied or a checkpoint is written
         self.log.scalars(metrics, self.step, self.epoch)
+        self.log.write_rows()  # metrics.jsonl is complete up to each epoch's end
         self.progress.end_epoch(self.epoch, metrics)
         self.epoch, self.batch = self.epoch + 1, 0
         self.running.new_epoch()
@@ -275,6 +276,7 @@ class Trainer:
         self._saved_at = time.perf_counter()
         if not self.cluster.is_main:
             return
+        self.log.write_rows()  # metrics.jsonl holds every row up to the checkpoint (the ones after: resumed)
         state = {"model": self.model.state_dict(), "optim": self.optimizer.state_dict(),
                  "schedule": self.schedule.state_dict(), "epoch": self.epoch, "batch": self.batch,
                  "step": self.step, "rng": rngs[0], "rng_ranks": rngs[1:], "config": self.cfg.to_dict(),

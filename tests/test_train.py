@@ -1,5 +1,6 @@
 """End-to-end training through the CLI: run directories, metrics, TensorBoard, resume, determinism."""
 
+import json
 import os
 import pty
 import re
@@ -251,6 +252,28 @@ def test_histograms_are_written_with_their_statistics_and_bins(tmp_path):
     assert a.histogram_value.bucket_limit == [2.25, 4.5, 6.75, 9.0]
     assert a.histogram_value.bucket == [3, 2, 2, 3]  # torch.histc's bins: [0, 2.25), ..., [6.75, 9]
     assert events.Histograms("b")[0].histogram_value.bucket == [6, 0, 0, 0]
+
+
+def test_metrics_rows_are_written_when_asked_when_due_and_at_close(tmp_path):
+    from manualnet.logger import MetricsLogger
+
+    def rows():
+        return [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+    log = MetricsLogger(tmp_path, tensorboard=False, handoff_s=3600)
+    log.scalars({"train/loss": 1.0}, 1, 0)
+    assert rows() == []  # recorded, not yet written
+    log.write_rows()  # the trainer's call at each epoch end and before each checkpoint
+    log.scalars({"train/loss": float("nan"), "lr": torch.tensor(0.5)}, 2, 0)
+    assert rows() == [1]
+    log.close()
+    assert rows() == [1, 2]
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[1]) == \
+        {"step": 2, "epoch": 0, "train/loss": None, "lr": 0.5}
+    log = MetricsLogger(tmp_path, tensorboard=False, handoff_s=0)  # every hand-off due at once
+    log.scalars({"train/loss": 1.0}, 3, 1)
+    assert rows() == [1, 2, 3]
+    log.close()
 
 
 def test_tensorboard_event_checksums_are_the_ones_tensorboard_computes(tmp_path):

@@ -16,6 +16,7 @@ import numbers
 import torch
 
 from manualnet.errors import CheckpointError, ConfigError
+from manualnet.flat import split
 from manualnet.registry import Registry, closest
 
 OPTIMIZERS = Registry("optimizer")
@@ -84,12 +85,12 @@ class Optimizer:
 
     def _relayout(self, buffers, flat):
         if flat is None:                  # flat -> one view per parameter
-            return _split(buffers[0], self.params)
+            return split(buffers[0], self.params)
         return [torch.cat([b.reshape(-1) for b in buffers]).to(flat[0])]
 
     def per_parameter(self, buffers):
         """A state list as one tensor per parameter (views of the flat buffer when the layout is flat)."""
-        return _split(buffers[0], self.params) if self.flat else buffers
+        return split(buffers[0], self.params) if self.flat else buffers
 
     def scratch_buffers(self, params):
         """One tensor per update target for intermediates (``d = g + wd * p``, Adam's denominator):
@@ -138,8 +139,9 @@ class Optimizer:
         ``state[parameter name][buffer name] = tensor``."""
         state = {name: {} for name in self.names}
         for buffer, tensors in (self.state or {}).items():
-            for name, t in zip(self.names, self.per_parameter(tensors), strict=True):
-                state[name][buffer] = t.detach().clone()
+            copies = [t.detach().clone() for t in tensors]  # a flat buffer: one copy, which the views share
+            for name, t in zip(self.names, self.per_parameter(copies), strict=True):
+                state[name][buffer] = t
         return {"optimizer": type(self).registered_name, "steps": self.steps,
                 "hyperparameters": self.hyperparameters(), "state": state}
 
@@ -219,15 +221,6 @@ def _parameter_lists(model, owner):
         seen[id(p)] = name
     names = list(params)
     return names, [params[n] for n in names], [grads[n] for n in names]
-
-
-def _split(flat, like):
-    """Views of ``flat``, one per tensor of ``like``, shaped like it, in order."""
-    views, offset = [], 0
-    for t in like:
-        views.append(flat[offset:offset + t.numel()].view(t.shape))
-        offset += t.numel()
-    return views
 
 
 def _read_state_dict(optimizer, state_dict):

@@ -1,0 +1,52 @@
+"""TensorBoard histograms and update ratios: the batched computations give what one op per tensor gives."""
+
+import math
+
+import pytest
+import torch
+
+import manualnet as mn
+from manualnet import telemetry
+
+
+def reference(v, bins):
+    v = v.reshape(-1)
+    lo, hi = v.min().item(), v.max().item()
+    hi = hi if hi > lo else lo + 1e-12
+    counts = torch.histc(v, bins=bins, min=lo, max=hi).long().tolist()
+    return lo, hi, v.double().sum().item(), v.double().square().sum().item(), counts
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_histogram_data_is_each_tensors_statistics_and_histc_buckets(dtype):
+    gen = torch.Generator().manual_seed(0)
+    tensors = {"a": torch.randn(100, generator=gen), "b": torch.randn(3, 4, generator=gen) * 5 + 2,
+               "c": torch.randn(250, generator=gen), "const": torch.full((5,), 3.0), "one": torch.tensor([7.0]),
+               "empty": torch.zeros(0), "inf": torch.tensor([1.0, math.inf]), "nan": torch.tensor([math.nan, 1.0]),
+               "big": torch.randn(100_000, generator=gen)}
+    tensors = {k: v.to(dtype) for k, v in tensors.items()}
+    tensors["other dtype"] = torch.randn(9, generator=gen, dtype=torch.float64 if dtype == torch.float32 else None)
+    data = telemetry.histogram_data(tensors, bins=7)
+    assert [row[0] for row in data] == ["a", "b", "c", "const", "one", "big", "other dtype"]  # no non-finite, no empty
+    for tag, num, lo, hi, total, squares, counts in data:
+        ref_lo, ref_hi, ref_total, ref_squares, ref_counts = reference(tensors[tag], 7)
+        assert num == tensors[tag].numel() and sum(counts) == num
+        assert (lo, hi) == (ref_lo, ref_hi)
+        assert total == pytest.approx(ref_total, rel=1e-5, abs=1e-5)
+        assert squares == pytest.approx(ref_squares, rel=1e-5)
+        assert counts == ref_counts, tag
+        assert telemetry.bucket_limits(lo, hi, 7)[-1] == pytest.approx(hi, rel=1e-12)
+
+
+def test_update_ratios_are_log10_of_the_update_std_over_the_parameter_std():
+    torch.manual_seed(0)
+    for model in (mn.Sequential(mn.Linear(3, 5), mn.ReLU(), mn.Linear(5, 1, bias=True)),
+                  mn.Sequential(mn.Linear(3, 5).to(dtype=torch.float64), mn.Linear(5, 2))):  # no flat buffer
+        before = telemetry.parameters_before(model)
+        old = {k: p.clone() for k, p in model.params.items()}
+        for name, p in model.params.items():
+            if name != "0.bias":  # a parameter that did not move: -inf
+                p.add_(torch.randn_like(p) * 0.01)
+        expected = [math.log10((p - old[k]).std().item() / p.std().item()) if k != "0.bias" and p.numel() > 1
+                    else -math.inf for k, p in model.params.items()]
+        assert telemetry.update_ratios(model, before) == pytest.approx(expected, rel=1e-5)
