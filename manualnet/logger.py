@@ -16,16 +16,15 @@ from manualnet.telemetry import bucket_limits, histogram_data
 class MetricsLogger:
     """``run_dir=None`` (a data-parallel rank other than 0) logs nothing.
 
-    Logging a value only records it: the training loop pays for a few appends. metrics.jsonl lines are
-    written (and flushed to the OS) by ``write_rows``, which the trainer calls at each epoch end and
-    before each checkpoint, and at least every ``handoff_s`` seconds; so a killed run loses no row from
-    before its last checkpoint (the rows after it are logged again on resume). TensorBoard events are
-    built and handed to TensorBoard's writer thread at most every ``handoff_s`` seconds and at
-    ``flush``/``close``: each hand-off wakes that thread, which then holds the GIL against the training
-    loop (~0.3 ms a wake-up measured on the benchmark's small net, as much as a training step). Formatting
-    a batch of records at once also costs a fraction of formatting each between two training steps, whose
-    tensor work has evicted the formatting code from the CPU's caches. Events keep the time they were
-    logged at.
+    Logging a value only records it: the training loop pays for a few appends. Every ``handoff_s`` seconds
+    at most, and at ``flush`` and ``close``, the records are formatted in one batch (a fraction of what
+    formatting each between two training steps costs, whose tensor work has evicted the formatting code
+    from the CPU's caches): the metrics.jsonl lines are written and flushed to the OS, and the TensorBoard
+    events handed to TensorBoard's writer thread (each hand-off wakes that thread, which then holds the GIL
+    against the training loop: ~0.3 ms a wake-up measured on the benchmark's small net, as much as a
+    training step). ``write_rows`` writes the lines alone; the trainer calls it before each checkpoint, so
+    a killed run loses no row from before its last checkpoint (the rows after it are logged again on
+    resume). Events keep the time they were logged at.
     """
 
     def __init__(self, run_dir, tensorboard=True, purge_step=None, handoff_s=1.0):

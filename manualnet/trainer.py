@@ -120,7 +120,7 @@ class Trainer:
 
     def train_step(self, xb, tb, lb):
         """One step of the algorithm, on one batch (this rank's shard of it, in data-parallel training)."""
-        size = self.batches.global_size(self.batch)
+        size = self.batches.global_size(self.batch) if self.parallel else len(xb)
         weight = self.cluster.shard_weight(len(xb), size, self.loss.reduction) if self.parallel else 1.0
         pred = self.model.forward(xb)
         loss = self.loss.forward(pred, tb)
@@ -185,7 +185,6 @@ class Trainer:
                                "or set train.grad_clip")
         self.check_weights()  # before the best weights are copied or a checkpoint is written
         self.log.scalars(metrics, self.step, self.epoch)
-        self.log.write_rows()  # metrics.jsonl is complete up to each epoch's end
         self.progress.end_epoch(self.epoch, metrics)
         self.epoch, self.batch = self.epoch + 1, 0
         self.running.new_epoch()
@@ -362,14 +361,19 @@ class _Running:
         """One global batch (summed over ranks, so every rank holds the same sums): its mean ``loss``, its
         ``samples`` and ``correct`` predictions (None for a batch whose accuracy was not measured)."""
         self.samples_total += samples
-        if correct is None:
-            for acc in (self.epoch, self.interval):
-                acc[0], acc[1], acc[2] = acc[0] + loss, acc[1] + 1, acc[2] + samples
-            return
-        correct = int(correct)
-        for acc in (self.epoch, self.interval):
-            acc[0], acc[1], acc[2], acc[3], acc[4] = (acc[0] + loss, acc[1] + 1, acc[2] + samples,
-                                                      acc[3] + correct, acc[4] + samples)
+        epoch, interval = self.epoch, self.interval
+        epoch[0] += loss
+        interval[0] += loss
+        epoch[1] += 1
+        interval[1] += 1
+        epoch[2] += samples
+        interval[2] += samples
+        if correct is not None:
+            correct = int(correct)
+            epoch[3] += correct
+            interval[3] += correct
+            epoch[4] += samples
+            interval[4] += samples
 
     def interval_metrics(self, lr, norm):
         metrics = _metrics(self.interval)

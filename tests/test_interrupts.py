@@ -12,9 +12,10 @@ from manualnet.cli import main
 from manualnet.errors import CheckpointError
 from tests.helpers import config_path, metrics, run_cli, start_cli, summary
 
-# log.every=7 does not divide an epoch's 20 steps: a stop can fall inside a logging interval.
-ARGS = ["--set", "train.epochs=12", "--set", "log.every=7", "--set", "log.tensorboard=false",
-        "--set", "log.histograms_every=0"]
+# log.every=7 does not divide an epoch's 20 steps: a stop can fall inside a logging interval. A checkpoint
+# every epoch: metrics.jsonl then gets each epoch's rows as it ends (else at least once a second).
+ARGS = ["--set", "train.epochs=12", "--set", "train.checkpoint_interval_s=0", "--set", "log.every=7",
+        "--set", "log.tensorboard=false", "--set", "log.histograms_every=0"]
 
 
 def wait_for(predicate, timeout=60.0):
