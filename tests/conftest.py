@@ -95,12 +95,14 @@ class LossCase:
     """How to build a registered loss and a (pred, target) pair for it.
 
     ``count`` is what the mean divides by: every element, or (class-index losses) every sample.
+    ``extreme`` makes a pred at the edges of the loss's domain (by default logits of about +-1e4).
     """
 
-    def __init__(self, name, pred=None, target=None, count="elements"):
+    def __init__(self, name, pred=None, target=None, count="elements", extreme=None):
         self.name, self.count = name, count
         self._pred = pred or (lambda seed: randn((4, 3), seed))
         self._target = target or (lambda seed, pred: randn(pred.shape, seed + 1000))
+        self._extreme = extreme or _extreme_logits
 
     def make(self, **kwargs):
         return LOSSES.get(self.name)(**kwargs)
@@ -111,6 +113,12 @@ class LossCase:
         target = target.to(dtype) if target.is_floating_point() else target
         return pred.to(device, dtype), target.to(device)
 
+    def extreme_data(self, dtype=torch.float64):
+        """(pred, target) with pred at the edges of the domain, target as ``data`` draws it."""
+        pred = self._extreme(self._pred(0).shape).to(dtype)
+        target = self._target(0, pred)
+        return pred, target.to(dtype) if target.is_floating_point() else target
+
     def divisor(self, pred):
         return pred.numel() if self.count == "elements" else pred.shape[0]
 
@@ -119,19 +127,34 @@ def _uniform(shape, seed, low, high):
     return low + (high - low) * torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
+EXTREME_LOGITS = (1e4, -1e4, 0.5, 1e4 - 1.0, -1e4 + 3.0, -0.25, 1e4)  # exp overflows, sigmoid rounds to 0 or 1
+
+
+def _extreme_logits(shape):
+    numel = shape.numel()
+    return torch.tensor(EXTREME_LOGITS * numel, dtype=torch.float64)[:numel].reshape(shape)
+
+
+def _extreme_probabilities(shape):
+    """Probabilities at and next to 0 and 1, where log(p) and 1 / p blow up."""
+    numel = shape.numel()
+    return torch.tensor((0.0, 1.0, 1e-30, 1 - 1e-12, 0.5, 1e-12) * numel, dtype=torch.float64)[:numel].reshape(shape)
+
+
 def _classes(seed, pred):
     return torch.randint(0, pred.shape[1], (pred.shape[0],), generator=torch.Generator().manual_seed(seed + 1000))
 
 
 LOSS_CASES = {
     "BCELoss": LossCase("BCELoss", pred=lambda seed: _uniform((4, 3), seed, 0.05, 0.95),
-                        target=lambda seed, pred: _uniform(pred.shape, seed + 1000, 0.0, 1.0)),
+                        target=lambda seed, pred: _uniform(pred.shape, seed + 1000, 0.0, 1.0),
+                        extreme=_extreme_probabilities),
     "BCEWithLogitsLoss": LossCase("BCEWithLogitsLoss",
                                   target=lambda seed, pred: _uniform(pred.shape, seed + 1000, 0.0, 1.0)),
     "CrossEntropyLoss": LossCase("CrossEntropyLoss", pred=lambda seed: randn((4, 5), seed), target=_classes,
                                  count="samples"),
     "NLLLoss": LossCase("NLLLoss", pred=lambda seed: F.log_softmax(randn((4, 5), seed), 1), target=_classes,
-                        count="samples"),
+                        count="samples", extreme=lambda shape: F.log_softmax(_extreme_logits(shape), 1)),
 }
 
 

@@ -151,6 +151,17 @@ def test_cross_entropy_stays_finite_at_1e4(dtype):
     assert all_passed(rows), format_table(rows)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_loss_stays_finite_and_matches_autograd_at_the_edges_of_its_domain(loss_case, dtype):
+    pred, target = loss_case.extreme_data(dtype)
+    loss = loss_case.make()
+    value = loss.forward(pred, target)
+    dpred = loss.backward()
+    assert torch.isfinite(value) and torch.isfinite(dpred).all(), (value, dpred)
+    rows = check_loss(loss, pred, target, dtype=dtype)
+    assert all_passed(rows), format_table(rows)
+
+
 # -- the engine on losses users write --------------------------------------------------------------------------
 
 class L1WithoutReference(Loss):
