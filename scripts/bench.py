@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 import manualnet as mn
+from manualnet.errors import ManualnetError
 from manualnet.optim import SGD
 
 SIZES = {
@@ -210,7 +211,7 @@ def bench_size(name, device, dtype, rounds):
 # -- the training loop's own cost ----------------------------------------------------------------------
 
 
-def trainer_overhead(config_path, rounds):
+def trainer_overhead(config_path, rounds, overrides=()):
     """Median over interleaved rounds of (Trainer's loop time) / (the same steps alone) - 1.
 
     The pure steps are the trainer's own (zero_grad, forward, loss, backward, optimizer and schedule step)
@@ -224,7 +225,7 @@ def trainer_overhead(config_path, rounds):
     from manualnet.data import Batches
     from manualnet.trainer import Trainer
 
-    config = load_config(config_path)
+    config = load_config(config_path, overrides)
     loops, validations, pures, steps = [], [], [], 0
     for _ in range(rounds):
         setup = build(config)
@@ -243,7 +244,8 @@ def trainer_overhead(config_path, rounds):
         work = [b for e in range(config.train.epochs) for b in _copies(batches.epoch(e))]
         pures.append(_pure_steps(setup, work))
     rounds = list(zip(loops, validations, pures, strict=True))
-    return {"config": str(config_path), "steps": steps, "loop_s": statistics.median(loops),
+    return {"config": str(config_path), "overrides": list(overrides), "steps": steps,
+            "loop_s": statistics.median(loops),
             "validation_s": statistics.median(validations), "pure_steps_s": statistics.median(pures),
             "overhead": statistics.median((loop - val) / pure for loop, val, pure in rounds) - 1,
             "overhead_with_validation": statistics.median(loop / pure for loop, _, pure in rounds) - 1,
@@ -295,6 +297,8 @@ def main(argv=None):
     parser.add_argument("--json", metavar="FILE", help="write the rows and the machine description here")
     parser.add_argument("--trainer", metavar="CONFIG", help="also measure the training loop's overhead on CONFIG")
     parser.add_argument("--trainer-rounds", type=int, default=5)
+    parser.add_argument("--trainer-set", metavar="KEY=VALUE", action="append", default=[],
+                        help="override a key of the --trainer config, as train's --set does (repeatable)")
     args = parser.parse_args(argv)
     names = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [n for n in names if n not in SIZES]
@@ -315,8 +319,13 @@ def main(argv=None):
     print(format_rows(rows))
     result = {"machine": machine, "rows": rows}
     if args.trainer:
-        loop = trainer_overhead(args.trainer, args.trainer_rounds)
-        print(f"manualnet train loop on {loop['config']}: {loop['steps']} steps in {loop['loop_s']:.3f} s "
+        try:
+            loop = trainer_overhead(args.trainer, args.trainer_rounds, args.trainer_set)
+        except ManualnetError as e:
+            print(f"bench: error: {e}", file=sys.stderr)
+            return 2
+        sets = "".join(f" --set {o}" for o in args.trainer_set)
+        print(f"manualnet train loop on {loop['config']}{sets}: {loop['steps']} steps in {loop['loop_s']:.3f} s "
               f"({loop['validation_s']:.3f} s of it validating) against {loop['pure_steps_s']:.3f} s of pure "
               f"steps: overhead {100 * loop['overhead']:.1f}% without the validation passes, "
               f"{100 * loop['overhead_with_validation']:.1f}% with them (median of {args.trainer_rounds} rounds)")

@@ -41,6 +41,15 @@ def test_bench_writes_rows_for_each_size_and_the_trainer_overhead(tmp_path, caps
     assert "ratio" in capsys.readouterr().out
 
 
+def test_the_trainer_config_takes_overrides(capsys):
+    assert BENCH["main"](["--sizes", "tiny", "--rounds", "1", "--trainer", str(config_path("regression")),
+                          "--trainer-rounds", "1", "--trainer-set", "train.epochs=1"]) == 0
+    assert "regression.yaml --set train.epochs=1: 11 steps" in capsys.readouterr().out
+    assert BENCH["main"](["--sizes", "tiny", "--rounds", "1", "--trainer", str(config_path("regression")),
+                          "--trainer-set", "train.epoch=1"]) == 2
+    assert "train.epoch" in capsys.readouterr().err
+
+
 def test_unknown_size_is_exit_2(capsys):
     assert BENCH["main"](["--sizes", "huge"]) == 2
     assert "unknown size 'huge'" in capsys.readouterr().err
