@@ -5,6 +5,7 @@
 
 import hashlib
 import importlib.util
+import inspect
 import math
 import sys
 from dataclasses import dataclass
@@ -13,10 +14,15 @@ from pathlib import Path
 import torch
 
 from manualnet.build import build_loss, build_model, loss_targets, spec_kwargs
-from manualnet.components import construct
+from manualnet.components import argument_problems, construct
+from manualnet.config import Config
 from manualnet.data import load_dataset
+from manualnet.data.base import DATASETS, check_arguments
+from manualnet.data.dataset import COMMON_KEYS
 from manualnet.distributed import local_device
 from manualnet.errors import ConfigError
+from manualnet.layer import LAYERS
+from manualnet.losses import LOSSES
 from manualnet.optim import OPTIMIZERS, SCHEDULES
 
 
@@ -101,6 +107,50 @@ def _absolute_data_path(config, base_dir):
         if not candidate.exists() and base_dir is not None and (Path(base_dir) / candidate).exists():
             candidate = Path(base_dir) / candidate
         setattr(config.data, key, str(candidate.resolve()))
+
+
+def component_problems(raw, base_dir=None):
+    """Every problem with the components a raw config dict names, one line each: an unknown layer, loss,
+    optimizer, schedule or data set (with the closest valid name), unknown or missing arguments, values of
+    the wrong type. The plugins are loaded first, so their layers are known. Entries the schema rejects
+    (no ``type``, not a mapping) are left to its messages; what needs the data (sizes that do not chain, a
+    loss that does not fit the task) is checked when the run is built."""
+    plugins = raw.get("plugins", [])
+    if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+        try:
+            load_plugins(plugins, base_dir)
+        except ConfigError as e:
+            return [str(e)]  # the layers the file would have registered are unknown: nothing more to say
+    defaults = Config.model_fields
+    model = raw.get("model")
+    sections = [(f"model.{i}", LAYERS, spec) for i, spec in enumerate(model if isinstance(model, list) else [])]
+    sections += [(key, registry, raw.get(key, defaults[key].default.model_dump()))
+                 for key, registry in (("loss", LOSSES), ("optim", OPTIMIZERS), ("schedule", SCHEDULES))]
+    problems = []
+    for where, registry, spec in sections:
+        if not (isinstance(spec, dict) and isinstance(spec.get("type"), str)):
+            continue
+        try:
+            factory = registry.get(spec["type"], where=f"{where}.type")
+        except ConfigError as e:
+            problems.append(str(e))
+            continue
+        kwargs = spec_kwargs(spec)
+        if where.startswith("model.") and "in_features" in inspect.signature(factory.__init__).parameters:
+            kwargs.setdefault("in_features", 1)  # inferred from the data when the config leaves it out
+        problems += argument_problems(factory, kwargs, where, fixed=FIXED.get(where, ()))
+    data = raw.get("data", {})
+    if isinstance(data, dict) and isinstance(data.get("dataset", "digits"), str):
+        spec = {k: v for k, v in data.items() if k not in COMMON_KEYS}
+        try:
+            check_arguments(data.get("dataset", "digits"), DATASETS.get(data.get("dataset", "digits"),
+                                                                        where="data.dataset"), spec)
+        except ConfigError as e:
+            problems += str(e).splitlines()
+    return problems
+
+
+FIXED = {"optim": ("model",), "schedule": ("optimizer", "steps_per_epoch", "epochs")}  # supplied by build()
 
 
 def build(config, device=None, base_dir=None):

@@ -20,6 +20,25 @@ RUNTIME = {"generator", "device", "dtype"}  # set by the trainer, never by a con
 def construct(factory, kwargs, where, fixed=None):
     """``factory(**fixed, **kwargs)`` with kwargs checked; errors are ConfigErrors prefixed by ``where``."""
     fixed = fixed or {}
+    problems, values = _checked(factory, kwargs, where, fixed)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    try:
+        return factory(**fixed, **values)
+    except ManualnetError as e:
+        raise ConfigError(f"{where} ({_name(factory)}): {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where} ({_name(factory)}): {e}") from None
+
+
+def argument_problems(factory, kwargs, where, fixed=()):
+    """What is wrong with the config section ``where`` calling ``factory(**kwargs)`` (the names in ``fixed``
+    are supplied by the code): unknown and missing arguments, values of the wrong type, one line each."""
+    return _checked(factory, kwargs, where, fixed)[0]
+
+
+def _checked(factory, kwargs, where, fixed):
+    """``(problems, kwargs with values converted to their annotated types)``."""
     params = _parameters(factory)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     allowed = {n: p for n, p in params.items()
@@ -29,15 +48,8 @@ def construct(factory, kwargs, where, fixed=None):
                 for k in kwargs if k not in allowed and not accepts_any]
     problems += [f"{where}.{n}: required argument is missing" for n, p in allowed.items()
                  if p.default is p.empty and n not in kwargs]
-    if problems:
-        raise ConfigError("\n".join(problems))
-    values = _typecheck(allowed, kwargs, where)
-    try:
-        return factory(**fixed, **values)
-    except ManualnetError as e:
-        raise ConfigError(f"{where} ({_name(factory)}): {e}") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where} ({_name(factory)}): {e}") from None
+    values, wrong_types = _typecheck(allowed, kwargs, where)
+    return problems + wrong_types, values
 
 
 def _parameters(factory):
@@ -59,12 +71,11 @@ def _typecheck(allowed, kwargs, where):
     try:
         checked = checker.model_validate({k: kwargs[k] for k in fields})
     except ValidationError as e:
-        lines = [f"{where}.{'.'.join(map(str, err['loc']))}: {err['msg'][0].lower()}{err['msg'][1:]}, "
-                 f"got {err.get('input')!r}" for err in e.errors()]
-        raise ConfigError("\n".join(lines)) from None
+        return dict(kwargs), [f"{where}.{'.'.join(map(str, err['loc']))}: {err['msg'][0].lower()}{err['msg'][1:]}, "
+                              f"got {err.get('input')!r}" for err in e.errors()]
     out = dict(kwargs)
     out.update({k: getattr(checked, k) for k in fields})
-    return out
+    return out, []
 
 
 def _type_of_default(default):

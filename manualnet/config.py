@@ -107,11 +107,12 @@ class Config(Section):
 
 
 def load_config(path, overrides=()):
-    """Read, override (``["optim.lr=0.05", ...]``) and validate the YAML config at ``path``."""
+    """Read, override (``["optim.lr=0.05", ...]``) and validate the YAML config at ``path`` (its plugins,
+    relative to the working directory or else to the file's folder, are loaded to check the model)."""
     raw = read_yaml(path)
     for override in overrides:
         apply_override(raw, override)
-    return validate(raw, source=str(path))
+    return validate(raw, source=str(path), base_dir=Path(path).parent)
 
 
 def read_yaml(path):
@@ -151,14 +152,21 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def validate(raw, source="config"):
-    """A validated Config from a plain dict, or a ConfigError listing every problem."""
+def validate(raw, source="config", base_dir=None):
+    """A validated Config from a plain dict, or a ConfigError listing every problem: the schema's and the
+    components' (``assembly.component_problems``: layers, loss, optimizer, schedule and data set by name,
+    with their arguments), so that one run of the command shows them all."""
+    from manualnet.assembly import component_problems  # the registries it reads import this module
+
     try:
-        return Config.model_validate(raw)
+        config, lines = Config.model_validate(raw), []
     except ValidationError as e:
-        lines = [_describe(err, raw) for err in e.errors()]
+        config, lines = None, [_describe(err, raw) for err in e.errors()]
+    lines += component_problems(raw, base_dir)
+    if lines:
         raise ConfigError(f"{source}: " + "\n".join(lines) if len(lines) == 1 else
-                          f"{source}: {len(lines)} problems\n" + "\n".join(lines)) from None
+                          f"{source}: {len(lines)} problems\n" + "\n".join(lines))
+    return config
 
 
 def _describe(err, raw):

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from manualnet.config import apply_override, load_config, validate
 from manualnet.errors import ConfigError
+from tests.helpers import ROOT
 
 MINIMAL = {"model": [{"type": "Linear", "out_features": 10}]}
 
@@ -73,6 +74,41 @@ def test_bad_device_is_rejected():
 def test_every_problem_is_reported_at_once():
     message = problems({**MINIMAL, "train": {"epcohs": 3, "batch_size": 0}, "seed": "x"})
     assert message.count("\n") >= 3 and "3 problems" in message
+
+
+def test_the_schemas_and_the_components_problems_are_reported_together():
+    message = problems({"train": {"epcohs": 3},
+                        "data": {"dataset": "spirals", "n_sample": 10},
+                        "model": [{"type": "Linaer", "out_features": 10}, {"type": "ReLU", "inplace": True},
+                                  {"type": "Linear"}, {"type": "Dropout", "p": "half"}],
+                        "loss": {"type": "CrossEntropyLos"}, "optim": {"type": "SGD", "lrr": 0.1},
+                        "schedule": {"type": "cosine", "warmup": 1}})
+    expected = ["train.epcohs: unknown key (did you mean 'epochs'?)",
+                "data.n_sample: unknown key for dataset 'spirals' (did you mean 'n_samples'?)",
+                "model.0.type: unknown layer 'Linaer' (did you mean 'Linear'?)",
+                "model.1.inplace: unknown argument",
+                "model.2.out_features: required argument is missing",
+                "model.3.p: input should be a valid number",
+                "loss.type: unknown loss 'CrossEntropyLos' (did you mean 'CrossEntropyLoss'?)",
+                "optim.lrr: unknown argument (did you mean 'lr'?)", "optim.lr: required argument is missing",
+                "schedule.warmup: unknown argument (did you mean 'warmup_epochs'?)"]
+    assert f"{len(expected)} problems" in message
+    for line in expected:
+        assert line in message, line
+
+
+def test_a_plugins_layer_is_known_when_the_config_is_checked(tmp_path):
+    swish = (ROOT / "examples" / "swish.py").read_text().replace('"Swish"', '"ConfigCheckedSwish"')
+    (tmp_path / "plugin.py").write_text(swish)  # a name of its own: a registered name belongs to one file
+    config = {"plugins": ["plugin.py"],
+              "model": [{"type": "ConfigCheckedSwish", "beta": 2.0}, {"type": "Linear", "out_features": 3}]}
+    assert load_config(write(tmp_path, yaml.safe_dump(config))).model[0].type == "ConfigCheckedSwish"
+    config["model"][0]["betta"] = 1.0
+    with pytest.raises(ConfigError, match=r"model\.0\.betta: unknown argument \(did you mean 'beta'\?\)"):
+        load_config(write(tmp_path, yaml.safe_dump(config)))
+    config["plugins"] = ["missing.py"]
+    with pytest.raises(ConfigError, match="plugin file missing.py not found"):
+        load_config(write(tmp_path, yaml.safe_dump(config)))
 
 
 def test_yaml_syntax_error_gives_line_number(tmp_path):
