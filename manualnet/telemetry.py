@@ -59,7 +59,7 @@ def histogram_data(tensors, bins):
     rows, counts = [], []
     for i, (tag, v) in enumerate(flat):
         lo, hi, total, squares = stats[4 * i:4 * i + 4]
-        if all(map(math.isfinite, (lo, hi, total))):  # a tensor with a non-finite value has no histogram
+        if math.isfinite(lo) and math.isfinite(hi):  # a tensor with a non-finite value has no histogram
             hi = hi if hi > lo else lo + 1e-12
             rows.append((tag, v.numel(), lo, hi, total, squares))
             counts.append(torch.histc(v, bins=bins, min=lo, max=hi))

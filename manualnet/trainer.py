@@ -109,6 +109,7 @@ class Trainer:
 
     def train_epoch(self):
         self.model.train()
+        self._epoch_started = time.perf_counter()
         self.progress.start_epoch(self.epoch, self.batch)
         for xb, tb, lb in self.batches.epoch(self.epoch, start_batch=self.batch):
             self.train_step(xb, tb, lb)
@@ -185,6 +186,8 @@ class Trainer:
                                "or set train.grad_clip")
         self.check_weights()  # before the best weights are copied or a checkpoint is written
         self.log.scalars(metrics, self.step, self.epoch)
+        if time.perf_counter() - self._epoch_started >= self.log.handoff_s:  # the next chance may be an epoch
+            self.log.write_rows()                                                # away: the rows go out now
         self.progress.end_epoch(self.epoch, metrics)
         self.epoch, self.batch = self.epoch + 1, 0
         self.running.new_epoch()

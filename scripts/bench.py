@@ -305,6 +305,17 @@ def main(argv=None):
     if unknown:
         print(f"bench: error: unknown size {unknown[0]!r}; choose from {', '.join(SIZES)}", file=sys.stderr)
         return 2
+    if args.trainer_set and not args.trainer:
+        print("bench: error: --trainer-set overrides the --trainer config; give --trainer CONFIG too", file=sys.stderr)
+        return 2
+    if args.trainer:  # a bad config is said now, not after minutes of benchmarking
+        from manualnet.config import load_config
+
+        try:
+            load_config(args.trainer, args.trainer_set)
+        except ManualnetError as e:
+            print(f"bench: error: {e}", file=sys.stderr)
+            return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -319,11 +330,7 @@ def main(argv=None):
     print(format_rows(rows))
     result = {"machine": machine, "rows": rows}
     if args.trainer:
-        try:
-            loop = trainer_overhead(args.trainer, args.trainer_rounds, args.trainer_set)
-        except ManualnetError as e:
-            print(f"bench: error: {e}", file=sys.stderr)
-            return 2
+        loop = trainer_overhead(args.trainer, args.trainer_rounds, args.trainer_set)
         sets = "".join(f" --set {o}" for o in args.trainer_set)
         print(f"manualnet train loop on {loop['config']}{sets}: {loop['steps']} steps in {loop['loop_s']:.3f} s "
               f"({loop['validation_s']:.3f} s of it validating) against {loop['pure_steps_s']:.3f} s of pure "

@@ -47,7 +47,10 @@ def test_the_trainer_config_takes_overrides(capsys):
     assert "regression.yaml --set train.epochs=1: 11 steps" in capsys.readouterr().out
     assert BENCH["main"](["--sizes", "tiny", "--rounds", "1", "--trainer", str(config_path("regression")),
                           "--trainer-set", "train.epoch=1"]) == 2
-    assert "train.epoch" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "train.epoch" in captured.err and "ratio" not in captured.out  # said before any benchmark ran
+    assert BENCH["main"](["--sizes", "tiny", "--trainer-set", "train.epochs=1"]) == 2
+    assert "give --trainer CONFIG too" in capsys.readouterr().err
 
 
 def test_unknown_size_is_exit_2(capsys):

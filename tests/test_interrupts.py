@@ -54,7 +54,7 @@ def straight_run(tmp_path_factory):
 def test_signal_checkpoints_and_resume_is_bit_identical(tmp_path, straight_run, signum, code, epochs_done):
     run_dir = tmp_path / "run"
     proc = start_cli("train", "--config", config_path("mlp"), "--run-dir", run_dir, *ARGS)
-    # At the first logged step, or once some epochs are done (the run is paused there, so it cannot finish
+    # At the first epoch's checkpoint, or once some epochs are done (the run is paused there, so it cannot finish
     # before the signal arrives: 12 epochs take well under a second).
     wait_for(lambda: started_training(run_dir) and epochs_logged(run_dir) >= epochs_done)
     proc.send_signal(signal.SIGSTOP)

@@ -263,7 +263,7 @@ def test_metrics_rows_are_written_when_asked_when_due_and_at_close(tmp_path):
     log = MetricsLogger(tmp_path, tensorboard=False, handoff_s=3600)
     log.scalars({"train/loss": 1.0}, 1, 0)
     assert rows() == []  # recorded, not yet written
-    log.write_rows()  # the trainer's call at each epoch end and before each checkpoint
+    log.write_rows()  # the trainer's call before each checkpoint and after an epoch of handoff_s or more
     log.scalars({"train/loss": float("nan"), "lr": torch.tensor(0.5)}, 2, 0)
     assert rows() == [1]
     log.close()
@@ -274,6 +274,44 @@ def test_metrics_rows_are_written_when_asked_when_due_and_at_close(tmp_path):
     log.scalars({"train/loss": 1.0}, 3, 1)
     assert rows() == [1, 2, 3]
     log.close()
+
+    class CtrlCAfterFlush:  # a Ctrl-C arriving as the lines are flushed: close() must not write them again
+        def __init__(self, f):
+            self.f, self.write, self.close = f, f.write, f.close
+
+        def flush(self):
+            self.f.flush()
+            raise KeyboardInterrupt
+
+    log = MetricsLogger(tmp_path, tensorboard=False, handoff_s=3600)
+    log.jsonl = CtrlCAfterFlush(log.jsonl)
+    log.scalars({"train/loss": 1.0}, 4, 1)
+    with pytest.raises(KeyboardInterrupt):
+        log.write_rows()
+    log.close()
+    assert rows() == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("long_epoch", [True, False])
+def test_an_epoch_of_a_second_or_more_writes_its_rows_at_its_end(tmp_path, long_epoch):
+    import time
+
+    from manualnet.assembly import build
+    from manualnet.config import load_config
+    from manualnet.trainer import Trainer
+
+    setup = build(load_config(config_path("mlp"), ["log.tensorboard=false", "log.every=100000"]))
+    trainer = Trainer(setup, tmp_path, quiet=True)
+    trainer.log.handoff_s = 0.0 if long_epoch else 3600.0  # every epoch is "long", or none is
+    trainer.log._hand_off_when_due = lambda: None  # only the trainer's own calls write
+    trainer._saved_at = time.perf_counter()  # and no checkpoint is due after this epoch
+    with torch.no_grad():
+        trainer.train_epoch()
+        trainer.end_epoch()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows if "val/loss" in row] == ([0] if long_epoch else [])
+    trainer.log.close()
+    assert len(metrics(tmp_path)) == 1  # written at close either way
 
 
 def test_tensorboard_event_checksums_are_the_ones_tensorboard_computes(tmp_path):
