@@ -158,7 +158,7 @@ class Trainer:
                 self.diverged(xb, tb, value, norm)
         if self.every["verify"] and step % self.every["verify"] == 0:
             self.audit(xb, tb)
-        histograms = self.every["histograms"] and step % self.every["histograms"] == 0
+        histograms = self.every["histograms"] and step % self.every["histograms"] == 0 and self.cluster.is_main
         before = parameters_before(self.model) if histograms else None
         self.optimizer.step()
         self.schedule.step()
@@ -171,7 +171,7 @@ class Trainer:
             self.progress.step(**{label: metrics[key] for label, key in shown.items() if key in metrics})
         elif self.progress.tty:
             self.progress.step()
-        if histograms and self.cluster.is_main:
+        if histograms:
             log_histograms(self.log, self.model, xb, before, step)
 
     def end_epoch(self):
