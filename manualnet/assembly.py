@@ -24,6 +24,7 @@ from manualnet.errors import ConfigError
 from manualnet.layer import LAYERS
 from manualnet.losses import LOSSES
 from manualnet.optim import OPTIMIZERS, SCHEDULES
+from manualnet.registry import Registry
 
 
 @dataclass
@@ -72,27 +73,51 @@ def resolve_device(requested):
 
 
 def load_plugins(paths, base_dir=None):
-    """Import each user plugin file so its ``@register_layer`` classes are known; returns their absolute
-    paths (the run's saved config keeps those, so a resumed run finds them from anywhere)."""
+    """Import each user plugin file so its ``@register_layer`` classes are known (once per process: the
+    config check and the build both ask); returns their absolute paths (the run's saved config keeps
+    those, so a resumed run finds them from anywhere)."""
     resolved = []
     for entry in paths:
+        path = _plugin_path(entry, base_dir)
+        name = "manualnet_plugin_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        if name in _PLUGIN_ENTRIES:  # run already: its entries again (a registry may have been reset since)
+            for table, key, obj in _PLUGIN_ENTRIES[name]:
+                table.entries.setdefault(key, obj)
+        else:
+            _PLUGIN_ENTRIES[name] = _run_plugin(name, path)
+        resolved.append(str(path.resolve()))
+    return resolved
+
+
+_PLUGIN_ENTRIES = {}  # module name -> [(registry, name, entry)] its file registered when it ran
+
+
+def _run_plugin(name, path):
+    before = [dict(table.entries) for table in Registry.tables]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as e:  # a user's file can fail in any way; report it in one line
+        del sys.modules[name]
+        raise ConfigError(f"plugins: {path} failed to import: {type(e).__name__}: {e}") from None
+    return [(table, key, obj) for table, old in zip(Registry.tables, before, strict=False)
+            for key, obj in table.entries.items() if old.get(key) is not obj]
+
+
+def _plugin_path(entry, base_dir):
+    try:
         path = Path(entry)
         if not path.is_absolute() and not path.exists() and base_dir is not None:
             path = Path(base_dir) / entry
-        if not path.is_file():
-            raise ConfigError(f"plugins: plugin file {entry} not found (looked in the working directory"
-                              f"{' and ' + str(base_dir) if base_dir else ''})")
-        name = "manualnet_plugin_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as e:  # a user's file can fail in any way; report it in one line
-            del sys.modules[name]
-            raise ConfigError(f"plugins: {path} failed to import: {type(e).__name__}: {e}") from None
-        resolved.append(str(path.resolve()))
-    return resolved
+        found = path.is_file()
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte, ...
+        raise ConfigError(f"plugins: {entry!r} is not a usable file path ({e})") from None
+    if not found:
+        raise ConfigError(f"plugins: plugin file {entry} not found (looked in the working directory"
+                          f"{' and ' + str(base_dir) if base_dir else ''})")
+    return path
 
 
 def _absolute_data_path(config, base_dir):
@@ -115,36 +140,46 @@ def component_problems(raw, base_dir=None):
     the wrong type. The plugins are loaded first, so their layers are known. Entries the schema rejects
     (no ``type``, not a mapping) are left to its messages; what needs the data (sizes that do not chain, a
     loss that does not fit the task) is checked when the run is built."""
-    plugins = raw.get("plugins", [])
-    if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+    plugins, problems = raw.get("plugins", []), []
+    layers_known = isinstance(plugins, list)  # else an unknown layer may be a plugin's: the schema says why
+    for entry in plugins if isinstance(plugins, list) else []:
+        if not isinstance(entry, str):
+            layers_known = False  # the schema reports the entry
+            continue
         try:
-            load_plugins(plugins, base_dir)
+            load_plugins([entry], base_dir)
         except ConfigError as e:
-            return [str(e)]  # the layers the file would have registered are unknown: nothing more to say
+            problems.append(str(e))
+            layers_known = False
     defaults = Config.model_fields
     model = raw.get("model")
     sections = [(f"model.{i}", LAYERS, spec) for i, spec in enumerate(model if isinstance(model, list) else [])]
     sections += [(key, registry, raw.get(key, defaults[key].default.model_dump()))
                  for key, registry in (("loss", LOSSES), ("optim", OPTIMIZERS), ("schedule", SCHEDULES))]
-    problems = []
     for where, registry, spec in sections:
         if not (isinstance(spec, dict) and isinstance(spec.get("type"), str)):
             continue
         try:
             factory = registry.get(spec["type"], where=f"{where}.type")
-        except ConfigError as e:
-            problems.append(str(e))
+        except ConfigError as e:  # (a plugin that did not load may be where a layer lives: no follow-on line)
+            problems += [str(e)] if layers_known or registry is not LAYERS else []
             continue
         kwargs = spec_kwargs(spec)
-        if where.startswith("model.") and "in_features" in inspect.signature(factory.__init__).parameters:
-            kwargs.setdefault("in_features", 1)  # inferred from the data when the config leaves it out
+        if not all(isinstance(k, str) for k in kwargs):
+            continue  # the schema reports the key
+        if where.startswith("model.") and "in_features" in inspect.signature(factory.__init__).parameters \
+                and kwargs.get("in_features") is None:
+            kwargs["in_features"] = 1  # inferred from the data when the config leaves it out (or null)
         problems += argument_problems(factory, kwargs, where, fixed=FIXED.get(where, ()))
     data = raw.get("data", {})
-    if isinstance(data, dict) and isinstance(data.get("dataset", "digits"), str):
-        spec = {k: v for k, v in data.items() if k not in COMMON_KEYS}
+    name = data.get("dataset", "digits") if isinstance(data, dict) else None
+    if isinstance(name, str) and all(isinstance(k, str) for k in data):
         try:
-            check_arguments(data.get("dataset", "digits"), DATASETS.get(data.get("dataset", "digits"),
-                                                                        where="data.dataset"), spec)
+            loader = DATASETS.get(name, where="data.dataset")
+        except ConfigError as e:
+            return problems + [str(e)]
+        try:
+            check_arguments(name, loader, {k: v for k, v in data.items() if k not in COMMON_KEYS})
         except ConfigError as e:
             problems += str(e).splitlines()
     return problems

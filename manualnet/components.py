@@ -9,7 +9,7 @@ constructor itself rejects (an out-of-range value) comes back as a ConfigError n
 import inspect
 from typing import Any
 
-from pydantic import ValidationError, create_model
+from pydantic import ConfigDict, ValidationError, create_model
 
 from manualnet.errors import ConfigError, ManualnetError
 from manualnet.registry import closest
@@ -48,26 +48,41 @@ def _checked(factory, kwargs, where, fixed):
                 for k in kwargs if k not in allowed and not accepts_any]
     problems += [f"{where}.{n}: required argument is missing" for n, p in allowed.items()
                  if p.default is p.empty and n not in kwargs]
-    values, wrong_types = _typecheck(allowed, kwargs, where)
+    values, wrong_types = typecheck(allowed, kwargs, where)
     return problems + wrong_types, values
 
 
 def _parameters(factory):
     target = factory.__init__ if inspect.isclass(factory) else factory
-    params = dict(inspect.signature(target).parameters)
+    try:  # string annotations (``from __future__ import annotations`` in a plugin) resolved to types
+        signature = inspect.signature(target, eval_str=True)
+    except Exception:  # noqa: BLE001 - a name the annotation uses is not defined: check by the defaults
+        signature = inspect.signature(target)
+    params = dict(signature.parameters)
     params.pop("self", None)
     return params
 
 
-def _typecheck(allowed, kwargs, where):
+# Non-finite numbers are no argument a layer, loss, optimizer or data set takes (an lr of inf, a slope of NaN).
+_ARGUMENTS = ConfigDict(allow_inf_nan=False, arbitrary_types_allowed=True)
+
+
+def typecheck(params, kwargs, where):
+    """``(kwargs with values converted, one line per value of the wrong type)``: each value checked by
+    pydantic against its parameter's annotation in ``params`` (name -> inspect.Parameter), or else the
+    type of its default; names not in ``params`` are passed through unchecked. A line reads
+    ``<where>.<name>: <what was expected>, got <value>``."""
     fields = {}
     for name in kwargs:
-        p = allowed.get(name)
+        p = params.get(name)
         if p is None:
             continue
         ann = p.annotation if p.annotation is not p.empty else _type_of_default(p.default)
         fields[name] = (ann, ...)
-    checker = create_model("Arguments", **fields)
+    try:
+        checker = create_model("Arguments", __config__=_ARGUMENTS, **fields)
+    except Exception:  # noqa: BLE001 - an annotation pydantic cannot check (a user's own class): values as given
+        return dict(kwargs), []
     try:
         checked = checker.model_validate({k: kwargs[k] for k in fields})
     except ValidationError as e:

@@ -15,11 +15,15 @@ def closest(name, choices):
 
 
 class Registry:
-    """A table of named entries of one kind (``"layer"``, ``"loss"``, ...)."""
+    """A table of named entries of one kind (``"layer"``, ``"loss"``, ...). ``Registry.tables`` lists
+    them all (what a plugin file registered is found by comparing them before and after it runs)."""
+
+    tables = []
 
     def __init__(self, kind):
         self.kind = kind
         self.entries = {}
+        Registry.tables.append(self)
 
     def register(self, name):
         """Decorator: ``@registry.register("Name")`` adds a class or function under ``name``.

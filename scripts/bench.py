@@ -228,7 +228,7 @@ def trainer_overhead(config_path, rounds, overrides=()):
     config = load_config(config_path, overrides)
     loops, validations, pures, steps = [], [], [], 0
     for _ in range(rounds):
-        setup = build(config)
+        setup = build(config, base_dir=Path(config_path).parent)
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = Path(tmp) / "run"
             run_dir.mkdir()
@@ -238,7 +238,7 @@ def trainer_overhead(config_path, rounds, overrides=()):
             loops.append(trainer.loop_seconds)
             validations.append(trainer.validation_seconds)
             steps = trainer.step
-        setup = build(config)
+        setup = build(config, base_dir=Path(config_path).parent)
         x, targets, labels = setup.split("train")
         batches = Batches(x, targets, config.train.batch_size, config.seed, labels=labels)
         work = [b for e in range(config.train.epochs) for b in _copies(batches.epoch(e))]
@@ -328,19 +328,25 @@ def main(argv=None):
           f"median of {args.rounds} interleaved rounds")
     rows = [bench_size(name, device, dtype, args.rounds) for name in names]
     print(format_rows(rows))
-    result = {"machine": machine, "rows": rows}
+    result, code = {"machine": machine, "rows": rows}, 0
     if args.trainer:
-        loop = trainer_overhead(args.trainer, args.trainer_rounds, args.trainer_set)
-        sets = "".join(f" --set {o}" for o in args.trainer_set)
-        print(f"manualnet train loop on {loop['config']}{sets}: {loop['steps']} steps in {loop['loop_s']:.3f} s "
-              f"({loop['validation_s']:.3f} s of it validating) against {loop['pure_steps_s']:.3f} s of pure "
-              f"steps: overhead {100 * loop['overhead']:.1f}% without the validation passes, "
-              f"{100 * loop['overhead_with_validation']:.1f}% with them (median of {args.trainer_rounds} rounds)")
-        result["trainer"] = loop
+        try:
+            loop = trainer_overhead(args.trainer, args.trainer_rounds, args.trainer_set)
+        except ManualnetError as e:  # found only when the run is built (its data set's files, its sizes)
+            print(f"bench: error: {e}", file=sys.stderr)
+            code = 2  # the sizes' rows are still written
+        else:
+            sets = "".join(f" --set {o}" for o in args.trainer_set)
+            print(f"manualnet train loop on {loop['config']}{sets}: {loop['steps']} steps in {loop['loop_s']:.3f} s "
+                  f"({loop['validation_s']:.3f} s of it validating) against {loop['pure_steps_s']:.3f} s of pure "
+                  f"steps: overhead {100 * loop['overhead']:.1f}% without the validation passes, "
+                  f"{100 * loop['overhead_with_validation']:.1f}% with them (median of {args.trainer_rounds} "
+                  "rounds)")
+            result["trainer"] = loop
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -111,6 +111,55 @@ def test_a_plugins_layer_is_known_when_the_config_is_checked(tmp_path):
         load_config(write(tmp_path, yaml.safe_dump(config)))
 
 
+def test_component_checks_go_on_past_a_broken_plugin_and_across_the_data_sections_kinds_of_problem(tmp_path):
+    (tmp_path / "raises.py").write_text("raise RuntimeError('boom')\n")
+    config = {"plugins": ["raises.py"], "model": [{"type": "ItsLayer"}], "optim": {"type": "SDG"},
+              "data": {"dataset": "spirals", "n_samples": "x", "foo": 1}}
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, yaml.safe_dump(config)))
+    message = str(e.value)
+    assert "raises.py failed to import: RuntimeError: boom" in message
+    assert "optim.type: unknown optimizer 'SDG' (did you mean 'SGD'?)" in message
+    assert "data.foo: unknown key" in message and "data.n_samples: input should be a valid integer" in message
+    assert "ItsLayer" not in message  # the broken plugin may be where it lives: no misleading line
+    assert "4 problems" in message
+
+
+def test_non_finite_arguments_and_a_null_in_features_are_checked_like_the_build_does():
+    message = problems({**MINIMAL, "optim": {"type": "SGD", "lr": float("inf")}})
+    assert "optim.lr: input should be a finite number" in message
+    validate({"model": [{"type": "Linear", "in_features": None, "out_features": 3}]})  # inferred, as in the build
+
+
+def test_a_plugin_runs_once_per_process_and_any_way_it_fails_is_one_line(tmp_path):
+    (tmp_path / "counted.py").write_text(
+        "import pathlib\n"
+        f"pathlib.Path({str(tmp_path / 'runs.txt')!r}).open('a').write('ran\\n')\n")
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    config = {"plugins": ["counted.py"], "model": [{"type": "Linear", "out_features": 3}]}
+    for _ in range(2):
+        load_config(write(tmp_path, yaml.safe_dump(config)))
+    assert (tmp_path / "runs.txt").read_text() == "ran\n"
+    config["plugins"] = ["exits.py", "x" * 5000]
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, yaml.safe_dump(config)))
+    assert "exits.py failed to import: SystemExit: 3" in str(e.value)
+    assert "is not a usable file path" in str(e.value)
+
+
+def test_a_plugins_string_annotations_are_checked(tmp_path):
+    (tmp_path / "annotated.py").write_text(
+        "from __future__ import annotations\n"
+        "import manualnet\n"
+        "@manualnet.register_layer('StringAnnotated')\n"
+        "class StringAnnotated(manualnet.Identity):\n"
+        "    def __init__(self, width: int = 3):\n"
+        "        super().__init__()\n")
+    config = {"plugins": ["annotated.py"], "model": [{"type": "StringAnnotated", "width": "wide"}]}
+    with pytest.raises(ConfigError, match=r"model\.0\.width: input should be a valid integer.*got 'wide'"):
+        load_config(write(tmp_path, yaml.safe_dump(config)))
+
+
 def test_yaml_syntax_error_gives_line_number(tmp_path):
     path = write(tmp_path, "name: x\nmodel: [\n  {type: Linear\n")
     with pytest.raises(ConfigError, match=r"YAML syntax error at line \d+"):

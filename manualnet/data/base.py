@@ -10,12 +10,11 @@ never by a config) is the only source of randomness. It returns an ``Arrays`` of
 import hashlib
 import inspect
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError, create_model
 
+from manualnet.components import typecheck
 from manualnet.errors import ConfigError, DataError
 from manualnet.registry import Registry, closest
 
@@ -55,15 +54,10 @@ def check_arguments(name, loader, kwargs):
                 f"{name} takes {', '.join(params) or 'no arguments'}" for k in kwargs if k not in params]
     problems += [f"data.{n}: required by dataset {name!r} but missing" for n, p in params.items()
                  if p.default is p.empty and n not in kwargs]
-    if problems:
-        raise ConfigError("\n".join(problems))
-    fields = {k: (Any if params[k].annotation is params[k].empty else params[k].annotation, ...) for k in kwargs}
-    try:
-        checked = create_model(f"{name}_arguments", **fields).model_validate(kwargs)
-    except ValidationError as e:
-        raise ConfigError("\n".join(f"data.{'.'.join(map(str, err['loc']))}: {err['msg'][0].lower()}{err['msg'][1:]}, "
-                                    f"got {err.get('input')!r}" for err in e.errors())) from None
-    return {k: getattr(checked, k) for k in kwargs}
+    values, wrong_types = typecheck(params, kwargs, "data")
+    if problems or wrong_types:
+        raise ConfigError("\n".join(problems + wrong_types))
+    return values
 
 
 def _config_parameters(loader):
