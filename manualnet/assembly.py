@@ -5,7 +5,6 @@
 
 import hashlib
 import importlib.util
-import inspect
 import math
 import sys
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from manualnet.build import build_loss, build_model, loss_targets, spec_kwargs
+from manualnet.build import build_loss, build_model, loss_targets, spec_kwargs, takes_in_features
 from manualnet.components import argument_problems, construct
 from manualnet.config import Config
 from manualnet.data import load_dataset
@@ -167,8 +166,7 @@ def component_problems(raw, base_dir=None):
         kwargs = spec_kwargs(spec)
         if not all(isinstance(k, str) for k in kwargs):
             continue  # the schema reports the key
-        if where.startswith("model.") and "in_features" in inspect.signature(factory.__init__).parameters \
-                and kwargs.get("in_features") is None:
+        if registry is LAYERS and takes_in_features(factory) and kwargs.get("in_features") is None:
             kwargs["in_features"] = 1  # inferred from the data when the config leaves it out (or null)
         problems += argument_problems(factory, kwargs, where, fixed=FIXED.get(where, ()))
     data = raw.get("data", {})

@@ -28,7 +28,7 @@ def build_model(specs, in_features, seed, device="cpu", dtype=torch.float32):
         given = kwargs.get("in_features")
         if given is not None and given != features:
             raise ConfigError(f"model.{i}: layer {i} ({spec['type']}) expects {given} input features, gets {features}")
-        if "in_features" in inspect.signature(cls.__init__).parameters:
+        if takes_in_features(cls):
             kwargs["in_features"] = features
         layer = construct(cls, kwargs, f"model.{i}").to(device=device, dtype=dtype)
         try:
@@ -38,6 +38,11 @@ def build_model(specs, in_features, seed, device="cpu", dtype=torch.float32):
             raise ConfigError(f"model.{i}: layer {i} ({spec['type']}) cannot take the previous output: {e}") from None
         layers.append(layer)
     return Sequential(*layers), probe.shape[-1]
+
+
+def takes_in_features(cls):
+    """Whether layer class ``cls`` takes ``in_features`` (the model builder infers it from the data)."""
+    return "in_features" in inspect.signature(cls.__init__).parameters
 
 
 def build_loss(spec, out_features, data):

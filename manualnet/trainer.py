@@ -68,6 +68,7 @@ class Trainer:
         self._stopping = None  # the signal the ranks agreed to stop on
         self.parallel = self.cluster.world_size > 1
         self.last_batch = len(self.batches) - 1
+        self.has_val = len(setup.split("val")[0]) > 0
         self.every = {"log": self.cfg.log.every, "histograms": self.cfg.log.histograms_every,
                       "verify": self.cfg.verify.every}
         self._saved_at = -math.inf  # when the last checkpoint was written (time.perf_counter)
@@ -121,7 +122,7 @@ class Trainer:
 
     def train_step(self, xb, tb, lb):
         """One step of the algorithm, on one batch (this rank's shard of it, in data-parallel training)."""
-        size = self.batches.global_size(self.batch) if self.parallel else len(xb)
+        size = self.batches.global_size(self.batch)
         weight = self.cluster.shard_weight(len(xb), size, self.loss.reduction) if self.parallel else 1.0
         pred = self.model.forward(xb)
         loss = self.loss.forward(pred, tb)
@@ -192,9 +193,8 @@ class Trainer:
         self.epoch, self.batch = self.epoch + 1, 0
         self.running.new_epoch()
         # The best epoch by validation loss among validated epochs; by train loss when there is no val split.
-        has_val = len(self.s.split("val")[0]) > 0
         score = metrics.get("val/loss", metrics["train/loss"])
-        improved = (validated if has_val else True) and score < self.best["val/loss"]
+        improved = (validated or not self.has_val) and score < self.best["val/loss"]
         if improved:
             self.best = {"val/loss": score, "epoch": self.epoch, "step": self.step}
             if self.cluster.is_main:  # the weights best.pt will hold, kept until a checkpoint writes them
@@ -364,19 +364,13 @@ class _Running:
         """One global batch (summed over ranks, so every rank holds the same sums): its mean ``loss``, its
         ``samples`` and ``correct`` predictions (None for a batch whose accuracy was not measured)."""
         self.samples_total += samples
-        epoch, interval = self.epoch, self.interval
-        epoch[0] += loss
-        interval[0] += loss
-        epoch[1] += 1
-        interval[1] += 1
-        epoch[2] += samples
-        interval[2] += samples
-        if correct is not None:
-            correct = int(correct)
-            epoch[3] += correct
-            interval[3] += correct
-            epoch[4] += samples
-            interval[4] += samples
+        for acc in (self.epoch, self.interval):
+            acc[0] += loss
+            acc[1] += 1
+            acc[2] += samples
+            if correct is not None:
+                acc[3] += int(correct)
+                acc[4] += samples
 
     def interval_metrics(self, lr, norm):
         metrics = _metrics(self.interval)

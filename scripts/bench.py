@@ -219,53 +219,101 @@ def trainer_overhead(config_path, rounds, overrides=()):
     gradient-norm checks, logging (metrics.jsonl, TensorBoard, histograms), progress, checkpoints, and the
     validation passes. ``overhead`` leaves the validation passes out (they are training, not bookkeeping;
     ``validation_share`` is their time over the pure steps'), ``overhead_with_validation`` keeps them.
+    ``step_extra_s`` says where it goes: see ``step_costs``.
     """
-    from manualnet.assembly import build
     from manualnet.config import load_config
-    from manualnet.data import Batches
-    from manualnet.trainer import Trainer
 
-    config = load_config(config_path, overrides)
+    config, base_dir = load_config(config_path, overrides), Path(config_path).parent
     loops, validations, pures, steps = [], [], [], 0
     for _ in range(rounds):
-        setup = build(config, base_dir=Path(config_path).parent)
-        with tempfile.TemporaryDirectory() as tmp:
-            run_dir = Path(tmp) / "run"
-            run_dir.mkdir()
-            with contextlib.redirect_stdout(io.StringIO()):
-                trainer = Trainer(setup, run_dir, quiet=True)
-                trainer.fit()
-            loops.append(trainer.loop_seconds)
-            validations.append(trainer.validation_seconds)
-            steps = trainer.step
-        setup = build(config, base_dir=Path(config_path).parent)
-        x, targets, labels = setup.split("train")
-        batches = Batches(x, targets, config.train.batch_size, config.seed, labels=labels)
-        work = [b for e in range(config.train.epochs) for b in _copies(batches.epoch(e))]
-        pures.append(_pure_steps(setup, work))
+        trainer = _fit(config, base_dir)
+        loops.append(trainer.loop_seconds)
+        validations.append(trainer.validation_seconds)
+        steps = trainer.step
+        pures.append(_pure_steps(*_pure_work(config, base_dir)))
     rounds = list(zip(loops, validations, pures, strict=True))
     return {"config": str(config_path), "overrides": list(overrides), "steps": steps,
             "loop_s": statistics.median(loops),
             "validation_s": statistics.median(validations), "pure_steps_s": statistics.median(pures),
             "overhead": statistics.median((loop - val) / pure for loop, val, pure in rounds) - 1,
             "overhead_with_validation": statistics.median(loop / pure for loop, _, pure in rounds) - 1,
-            "validation_share": statistics.median(val / pure for _, val, pure in rounds)}
+            "validation_share": statistics.median(val / pure for _, val, pure in rounds),
+            "step_extra_s": step_costs(config, base_dir)}
 
 
-def _copies(batches):
-    return [tuple(t.clone() for t in batch) for batch in batches]
+def step_costs(config, base_dir, rounds=3):
+    """{kind: median seconds a training step inside the loop takes beyond the same step alone}, for the
+    steps that log histograms, the other logging steps, and the rest (step i of the loop against step i
+    of the pure pass, each the median of ``rounds`` interleaved rounds). The time between steps (epoch
+    ends, checkpoints, validation) is not in it; those rounds are timed step by step, apart from the
+    overhead's."""
+    looped, pure = [], []
+    for _ in range(rounds):
+        looped.append([])
+        _fit(config, base_dir, step_times=looped[-1])
+        pure.append([])
+        _pure_steps(*_pure_work(config, base_dir), step_times=pure[-1])
+    kinds = {"histogram": [], "logging": [], "other": []}
+    hist_every, log_every = config.log.histograms_every, config.log.every
+    per_step = zip(zip(*looped, strict=True), zip(*pure, strict=True), strict=True)
+    for step, (in_loop, alone) in enumerate(per_step, 1):
+        kind = "other" if step % log_every else "logging"
+        kind = "histogram" if hist_every and step % hist_every == 0 else kind
+        kinds[kind].append(statistics.median(in_loop) - statistics.median(alone))
+    return {kind: statistics.median(extra) for kind, extra in kinds.items() if extra}
 
 
-def _pure_steps(setup, work):
+def _fit(config, base_dir, step_times=None):
+    """A quiet Trainer's fit of ``config`` in a temporary run directory; with ``step_times`` (a list), each
+    training step's seconds are appended to it."""
+    from manualnet.assembly import build
+    from manualnet.trainer import Trainer
+
+    setup = build(config, base_dir=base_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        run_dir.mkdir()
+        with contextlib.redirect_stdout(io.StringIO()):
+            trainer = Trainer(setup, run_dir, quiet=True)
+            if step_times is not None:
+                step = trainer.train_step
+
+                def timed(*batch):
+                    start = time.perf_counter()
+                    step(*batch)
+                    step_times.append(time.perf_counter() - start)
+
+                trainer.train_step = timed
+            trainer.fit()
+    return trainer
+
+
+def _pure_work(config, base_dir):
+    """A fresh build of ``config`` and copies of the batches its training run visits, in order."""
+    from manualnet.assembly import build
+    from manualnet.data import Batches
+
+    setup = build(config, base_dir=base_dir)
+    x, targets, labels = setup.split("train")
+    batches = Batches(x, targets, config.train.batch_size, config.seed, labels=labels)
+    return setup, [tuple(t.clone() for t in b) for e in range(config.train.epochs) for b in batches.epoch(e)]
+
+
+def _pure_steps(setup, work, step_times=None):
+    """Seconds for the training steps alone on ``work``; with ``step_times``, each step's appended too."""
     model, loss, optimizer, schedule = setup.model, setup.loss, setup.optimizer, setup.schedule
     model.train()
-    start = time.perf_counter()
+    start = step_start = time.perf_counter()
     with torch.no_grad():
         for xb, tb, _ in work:
             loss.forward(model.forward(xb), tb)
             model.backward(loss.backward(), input_grad=False, accumulate=False)
             optimizer.step()
             schedule.step()
+            if step_times is not None:
+                now = time.perf_counter()
+                step_times.append(now - step_start)
+                step_start = now
     return time.perf_counter() - start
 
 
@@ -342,6 +390,8 @@ def main(argv=None):
                   f"steps: overhead {100 * loop['overhead']:.1f}% without the validation passes, "
                   f"{100 * loop['overhead_with_validation']:.1f}% with them (median of {args.trainer_rounds} "
                   "rounds)")
+            print("a step in the loop beyond the same step alone (median): " + ", ".join(
+                f"{kind} steps {1e6 * extra:+.0f} us" for kind, extra in loop["step_extra_s"].items()))
             result["trainer"] = loop
     if args.json:
         with open(args.json, "w") as f:

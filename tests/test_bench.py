@@ -38,7 +38,9 @@ def test_bench_writes_rows_for_each_size_and_the_trainer_overhead(tmp_path, caps
     loop = result["trainer"]
     assert loop["steps"] == 220 and loop["pure_steps_s"] > 0 and 0 < loop["validation_s"] < loop["loop_s"]
     assert loop["overhead"] < loop["overhead_with_validation"]  # the same rounds, less the validation passes
-    assert "ratio" in capsys.readouterr().out
+    assert set(loop["step_extra_s"]) == {"logging", "other"}  # regression.yaml logs no histograms
+    out = capsys.readouterr().out
+    assert "ratio" in out and "a step in the loop beyond the same step alone (median): logging steps" in out
 
 
 def test_the_trainer_config_takes_overrides(capsys):
