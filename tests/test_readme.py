@@ -2,14 +2,14 @@
 namespace, each one's printed output against the ``text`` block under it; its ``console`` blocks through the
 CLI, each output against the lines shown ("..." stands for lines left out); its Swish is examples/swish.py.
 
-Measured numbers (a max diff such as 1.39e-17, a finite difference) may differ in their last digits from one
-machine to another, so they are compared to 1e-8; every other word, number and column must be as shown.
+Measured numbers (a max diff such as 1.39e-17, a finite difference) may differ from one machine to another,
+so they are compared by size: both at float64's rounding level (1e-12 or less), or of the same sign within a
+factor of 100; every other word, number and column must be as shown.
 """
 
 import contextlib
 import io
 import json
-import math
 import re
 import shlex
 from pathlib import Path
@@ -58,7 +58,19 @@ def same_word(shown, actual):
         return True
     if not (MEASURED.fullmatch(shown) and MEASURED.fullmatch(actual)):
         return False
-    return math.isclose(float(shown), float(actual), rel_tol=1e-6, abs_tol=1e-8)
+    want, got = float(shown), float(actual)
+    if max(abs(want), abs(got)) <= ROUNDING:
+        return True
+    return want * got > 0 and max(abs(want), abs(got)) <= 100 * min(abs(want), abs(got))
+
+
+ROUNDING = 1e-12  # float64 arithmetic's errors at this size differ with the machine's BLAS and threads
+
+
+def test_measured_numbers_are_compared_by_size():
+    assert same_word("1.39e-17", "0") and same_word("8.25e-11", "9.10e-11")
+    assert not same_word("3.47e-18", "9.00e-09") and not same_word("-1.74e-10", "1.74e-10")
+    assert not same_word("8.25e-11", "8.25e-08") and not same_word("0.5", "0.6")
 
 
 def assert_shown(shown, actual):
@@ -129,3 +141,23 @@ def test_assert_shown_refuses_a_changed_word_or_a_missing_line():
                   ["...", "PASS: all 3 checks passed"], ["a | 0.5 | True", "..."]):
         with pytest.raises(AssertionError):
             assert_shown(shown, actual)
+
+
+def test_the_swish_with_a_slipped_sign_fails_as_the_readme_says(tmp_path):
+    from tests.helpers import run_cli
+
+    right = "return dy * (s + self.params[\"beta\"] * x * ds)"
+    example = (ROOT / "examples" / "swish.py").read_text()
+    assert right in example
+    (tmp_path / "swish.py").write_text(example.replace(right, "return -dy * (s + self.params[\"beta\"] * x * ds)"))
+    (tmp_path / "swish.yaml").write_text((ROOT / "examples" / "swish.yaml").read_text())
+    result = run_cli("verify", "--config", tmp_path / "swish.yaml")
+    lines = result.stdout.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    said = section()
+    assert "`FAIL: 4 of 25 checks failed: ...`" in said and "`first failure: layer 1 (Swish), tensor dx`" in said
+    assert lines[-2].startswith("FAIL: 4 of 25 checks failed: ")
+    assert lines[-1] == "first failure: layer 1 (Swish), tensor dx"
+    failing = {tuple(line.split()[:2]) for line in lines if line.rstrip().endswith("FAIL")}
+    assert failing == {("1:Swish", "dx"), ("Sequential+CrossEntropyLoss", "dx"),
+                       ("Sequential+CrossEntropyLoss", "d0.weight"), ("Sequential+CrossEntropyLoss", "d0.bias")}

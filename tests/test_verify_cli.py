@@ -76,8 +76,9 @@ def test_all_layers_self_test_covers_the_registry_and_skips_what_it_cannot_build
     out = tmp_path / "rows.json"
     assert main(["verify", "--all-layers", "--plugin", str(PLUGINS / "awkward.py"), "--json", str(out)]) == 0
     text = capsys.readouterr().out
+    labels = {r["layer"] for r in strict_json(out)["rows"]}  # a name, or a description like Linear(5->4)
     for name in manualnet.LAYERS.names() + manualnet.LOSSES.names():
-        assert name in text, name
+        assert any(label == name or label.startswith(f"{name}(") for label in labels), name
     assert "finite-diff" in text and "non-contiguous input" in text and "reduction=sum" in text
     assert re.fullmatch(r"PASS: all \d+ checks passed; 2 skipped: NeedsScale, ThirteenFeatures", text.splitlines()[-1])
     rows = strict_json(out)["rows"]
@@ -122,6 +123,14 @@ def test_a_forward_that_crashes_everywhere_fails_its_row_and_json_stays_strict(t
     assert crashed["note"].startswith("forward raised TypeError: unsupported operand type(s) for @")
     assert crashed["note"].endswith("max_abs_diff inf, max_rel_err inf (null in JSON)")
     assert not data["passed"] and data["verdict"].startswith("FAIL: 1 of ")
+
+
+def test_a_layer_error_from_a_layers_own_backward_fails_it_not_skips_it(capsys):
+    plugin = str(PLUGINS / "misshaped_backward.py")
+    assert main(["verify", "--all-layers", "--plugin", plugin, "--layer", "MisshapedBackward"]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "first failure: MisshapedBackward, tensor dx"
+    assert "skipped" not in out and "raised LayerError: ReLU" in out
 
 
 def test_json_rows_with_nothing_to_compare_are_strict_json(tmp_path, capsys):

@@ -29,9 +29,8 @@ def verify_config(config_path, overrides=(), *, dtype=torch.float64, fd=False, l
 
     config = load_config(config_path, overrides)
     setup = build(config, device=device, base_dir=Path(config_path).parent)  # loads the plugins too
-    if layer is not None and layer not in LAYERS:
-        raise ConfigError(f"--layer: unknown layer {layer!r}{closest(layer, LAYERS.names())}; "
-                          f"known: {', '.join(LAYERS.names())}")
+    if layer is not None:
+        LAYERS.get(layer, where="--layer")  # an unknown name: the closest one, and the known ones
     x, targets, _ = setup.split("train")
     xb, tb = x[:config.train.batch_size], targets[:config.train.batch_size]
     return verify_model(setup.model, setup.loss, xb, tb, dtype=dtype, fd=fd, layer=layer)
@@ -78,30 +77,29 @@ def _accumulates(layer, x, index, gen, dtype):
             for k in fresh]
 
 
-def report(rows, json_path=None, *, lone=False):
+def report(rows, json_path=None):
     """Print the table and the verdict, naming the first failure; write the rows as strict JSON; return the
-    exit code (0 pass, 1 fail). ``lone``: the rows check layers and losses on their own (the self-test), so a
-    row without an index names its layer, not the whole model."""
+    exit code (0 pass, 1 fail)."""
     print(format_table(rows))
     failed = [r for r in rows if not r.passed and not r.skipped]
     if failed:
-        print(f"first failure: {_where(failed[0], lone)}, tensor {failed[0].tensor}")
+        print(f"first failure: {_where(failed[0])}, tensor {failed[0].tensor}")
     if json_path:
         result = {"verdict": verdict(rows), "passed": all_passed(rows), "rows": [row_as_json(r) for r in rows]}
         Path(json_path).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     return 0 if all_passed(rows) else 1
 
 
-def _where(row, lone):
-    if row.index is not None:
-        return f"layer {row.index} ({row.layer})"
-    return row.layer if lone else f"the whole model ({row.layer})"
+def _where(row):
+    """``layer 1 (Swish)`` in a model; a lone layer's or loss's name, or ``Sequential+CrossEntropyLoss`` for
+    the end-to-end rows, as the row's label says."""
+    return f"layer {row.index} ({row.layer})" if row.index is not None else row.layer
 
 
 def run(args):
     """The CLI handler: a config's model, or (``--all-layers``) the registry's self-test."""
     if args.all_layers:
-        return report(_self_test(args), args.json, lone=True)
+        return report(_self_test(args), args.json)
     if not args.config:
         raise ConfigError("verify needs --config PATH (a model to check) or --all-layers (the library's self-test)")
     if args.plugin:

@@ -85,7 +85,7 @@ def finite_differences(fn, inputs, manual, output="out", h=finite_diff.H, *, see
     verdict) unless ``quiet``, and returns it as a FiniteDiffReport. Names of intermediates are listed as
     skipped."""
     tensors = {name: _leaf(value, torch.float64, grad=False) for name, value in inputs.items()}
-    known = _call(fn, tensors, output)
+    known = None  # fn's values, computed once if a manual gradient names something other than an input
     generator, rows, coordinates, skipped = torch.Generator().manual_seed(seed), [], [], []
 
     def objective():
@@ -93,7 +93,8 @@ def finite_differences(fn, inputs, manual, output="out", h=finite_diff.H, *, see
             return float(_call(fn, tensors, output)[output].sum())
 
     for name, grad in manual.items():
-        if name not in tensors:
+        if name not in tensors:  # an intermediate (checked to be one of fn's values) or a misspelling
+            known = _call(fn, tensors, output) if known is None else known
             _lookup({**known, **tensors}, name, output, "finite_differences")
             skipped.append(name)
             continue

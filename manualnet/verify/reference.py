@@ -15,6 +15,10 @@ from manualnet.layer import Layer
 from manualnet.losses.base import Loss
 
 
+class NoReference(LayerError):
+    """The layer or loss gives verify nothing autograd can differentiate: it cannot be checked as it is."""
+
+
 def reference_of(unit):
     """``(x, params) -> y`` for a Layer, ``(pred, target) -> loss`` for a Loss, differentiable by autograd."""
     if hasattr(unit, "reference"):
@@ -23,7 +27,7 @@ def reference_of(unit):
         return _composed(unit.layers)
     raw = getattr(type(unit).forward, "__wrapped__", None)
     if raw is None:
-        raise LayerError(f"{describe(unit)}: verify needs a reference(...) or a forward of its own to differentiate")
+        raise NoReference(f"{describe(unit)}: verify needs a reference(...) or a forward of its own to differentiate")
     return functools.partial(_run_raw_loss if isinstance(unit, Loss) else _run_raw, unit, raw)
 
 
@@ -71,7 +75,7 @@ def differentiate(fn, inputs, upstream, who, rewound=contextlib.nullcontext):
     if out.shape != upstream.shape:
         return out.detach(), {}
     if not out.requires_grad:
-        raise LayerError(f"{who}: its reference does not depend on its inputs through autograd (a forward that "
+        raise NoReference(f"{who}: its reference does not depend on its inputs through autograd (a forward that "
                          "calls other layers runs them under no_grad); give it a reference(x, params) written "
                          "with torch.nn.functional")
     grads = torch.autograd.grad(out, list(leaves.values()), upstream, allow_unused=True)

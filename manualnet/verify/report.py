@@ -122,9 +122,11 @@ def row_as_json(row):
     """``dataclasses.asdict(row)`` as strict JSON allows it: a max abs diff or max rel err that is infinite or
     NaN (there was nothing to compare) becomes null, and the note says what it was."""
     data = dataclasses.asdict(row)
-    odd = [f"{key} {data[key]}" for key in ("max_abs_diff", "max_rel_err") if not math.isfinite(data[key])]
+    odd = []
     for key in ("max_abs_diff", "max_rel_err"):
-        data[key] = data[key] if math.isfinite(data[key]) else None
+        if not math.isfinite(data[key]):
+            odd.append(f"{key} {data[key]}")
+            data[key] = None
     if odd and not row.skipped:
         data["note"] = "; ".join(filter(None, [row.note, f"{', '.join(odd)} (null in JSON)"]))
     return data

@@ -18,9 +18,10 @@ from manualnet.errors import LayerError
 from manualnet.layer import LAYERS
 from manualnet.losses import LOSSES
 from manualnet.verify.engine import check_layer, check_loss
+from manualnet.verify.reference import NoReference
 from manualnet.verify.report import failed_row, skipped_row, tolerance_for
 
-SHAPES = ((1, 5), (3, 7))                      # (batch, width); every input is a non-contiguous view
+SHAPES = ((1, 5), (3, 7))                      # (batch, width); inputs of batch > 1 are non-contiguous views
 WIDTHS = (1, 2, 3, 4, 6, 8, 10, 16, 32, 64)    # tried in turn when a layer refuses the width above
 OUT_FEATURES = 4
 F64 = torch.float64
@@ -51,11 +52,14 @@ def _guarded(name, rows_of, cls, gen, seed):
         return rows_of(cls, gen, seed)
     except Untestable as why:
         return [skipped_row(name, str(why))]
-    except LayerError as why:                   # e.g. a reference autograd cannot differentiate
+    except NoReference as why:                  # nothing autograd can differentiate
         return [skipped_row(name, f"verify cannot check it: {why}")]
     except Crashed as why:
         return [failed_row(str(why), tolerance_for(F64), index=None, layer=name, tensor="y", method="forward",
                            shape=())]
+    except LayerError as why:                   # raised by its own backward (a dx or dy of the wrong shape)
+        return [failed_row(f"raised LayerError: {why}", tolerance_for(F64), index=None, layer=name, tensor="dx",
+                           method="backward", shape=())]
 
 
 def _layer_rows(cls, gen, seed):
