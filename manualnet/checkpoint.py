@@ -163,14 +163,3 @@ class Writer:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-
-
-def snapshot(obj):
-    """A copy of ``obj`` whose tensors no later in-place update can change (dicts, lists, tuples walked)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return type(obj)((k, snapshot(v)) for k, v in obj.items())
-    if isinstance(obj, list | tuple):
-        return type(obj)(snapshot(v) for v in obj)
-    return obj

@@ -156,9 +156,12 @@ def _fast_event_checksums():
     record_writer.masked_crc32c = masked_crc32c
 
 
+_JSON = json.JSONEncoder(allow_nan=False)  # made once: json.dumps with an option makes one a line
+
+
 def _json_line(step, epoch, values):
     record = {"step": step, "epoch": epoch, **{k: _json_number(v) for k, v in values.items()}}
-    return json.dumps(record, allow_nan=False) + "\n"
+    return _JSON.encode(record) + "\n"
 
 
 def _scalar_summary(values):

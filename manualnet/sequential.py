@@ -3,7 +3,7 @@ from collections import OrderedDict
 import torch
 
 from manualnet.errors import LayerError
-from manualnet.flat import FlatGroup
+from manualnet.flat import FlatGroup, split
 from manualnet.layer import Layer
 
 
@@ -64,19 +64,20 @@ class Sequential(Layer):
     def __iter__(self):
         return iter(self.layers)
 
-    def forward(self, x):
+    def forward(self, x, outputs=None):
+        """y = the last layer's output. ``outputs``, a list, receives a copy of every layer's output in
+        order (the trainer's activation histograms: the activations this step's gradients come from)."""
         # Each layer's checks depend only on the input's shape, dtype, device and the mode: once they
         # passed for this signature, the same input kind runs the layers' unchecked forwards (the checks
         # cost as much as a small layer's math).
         signature = (x.shape, x.dtype, x.device, self.training, len(self.layers))
-        if signature == self._checked and not torch.is_inference_mode_enabled():
-            for layer in self.layers:
-                x = layer.raw_forward(x)
-        else:
-            self._checked = None
-            for layer in self.layers:
-                x = layer.forward(x)
-            self._checked = signature
+        checked = signature == self._checked and not torch.is_inference_mode_enabled()
+        self._checked = None
+        for layer in self.layers:
+            x = layer.raw_forward(x) if checked else layer.forward(x)
+            if outputs is not None:  # a copy: a later layer or backward may reuse the output's memory
+                outputs.append(x.clone())
+        self._checked = signature
         self.cache = True
         return x
 
@@ -124,9 +125,15 @@ class Sequential(Layer):
         self._flatten()
         return self
 
-    def state_dict(self):
-        """Name -> parameter tensor, PyTorch's names; loads into the equivalent torch.nn.Sequential."""
-        return OrderedDict((name, p) for name, p in self.params.items())
+    def state_dict(self, copy=False):
+        """Name -> parameter tensor, PyTorch's names; loads into the equivalent torch.nn.Sequential. With
+        ``copy``, a snapshot no later update reaches (one copy of the flat buffer, the entries its views)."""
+        if not copy:
+            return OrderedDict((name, p) for name, p in self.params.items())
+        flat = self.flat_buffers()
+        copies = split(flat[0].clone(), self.params.values()) if flat is not None else \
+            [p.detach().clone() for p in self.params.values()]
+        return OrderedDict(zip(self.params, copies, strict=True))
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy tensors into the parameters in place. Strict: every name must be present, known and of
@@ -157,8 +164,3 @@ class Sequential(Layer):
 
     def describe(self):
         return "Sequential"
-
-
-def as_tensor_dict(state_dict):
-    """A plain {name: tensor} copy (detached, contiguous), e.g. for saving."""
-    return {k: torch.as_tensor(v).detach().clone() for k, v in state_dict.items()}

@@ -7,22 +7,19 @@ import torch
 from manualnet.flat import split
 
 
-def log_histograms(log, model, xb, before, step):
-    """``before`` is ``parameters_before(model)``, taken before this step's update."""
+def log_histograms(log, model, activations, before, step):
+    """Histograms of every parameter, its gradient and each layer's output (``activations``, as
+    ``model.forward(x, outputs=...)`` gives them), and each parameter's update ratio; ``before`` is
+    ``parameters_before(model)``, taken before this step's update."""
     tensors, names = {}, []
     for name, param, grad in model.named_parameters():
         tensors[f"weights/{name}"], tensors[f"grads/{name}"] = param, grad
         names.append(name)
     ratios = zip(names, update_ratios(model, before), strict=True)
     log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios if math.isfinite(value)}, step)
-    model.eval()  # no dropout masks drawn: logging must not change the training's random stream
-    with torch.inference_mode():
-        x = xb
-        for i, layer in enumerate(model.layers):
-            x = layer.forward(x)
-            tensors[f"activations/{i}.{type(layer).__name__}"] = x
-        log.histograms(tensors, step)
-    model.train()
+    for i, (layer, output) in enumerate(zip(model.layers, activations, strict=True)):
+        tensors[f"activations/{i}.{type(layer).__name__}"] = output
+    log.histograms(tensors, step)
 
 
 def parameters_before(model):

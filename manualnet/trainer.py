@@ -124,18 +124,21 @@ class Trainer:
         """One step of the algorithm, on one batch (this rank's shard of it, in data-parallel training)."""
         size = self.batches.global_size(self.batch)
         weight = self.cluster.shard_weight(len(xb), size, self.loss.reduction) if self.parallel else 1.0
-        pred = self.model.forward(xb)
+        step = self.step + 1  # this step's number, counted from 1
+        histograms = self.every["histograms"] and step % self.every["histograms"] == 0 and self.cluster.is_main
+        activations = [] if histograms else None  # each layer's output, for its histogram
+        pred = self.model.forward(xb, outputs=activations)
         loss = self.loss.forward(pred, tb)
         value = loss.item() * weight
         if not (self.parallel or math.isfinite(value)):  # before backward: the last step's gradients are
             self.diverged(xb, tb, value)                  # still there, to tell which layer went non-finite
         # zero_grad folded into backward: the GEMMs write the gradients instead of adding to them
         self.model.backward(self.loss.backward(weight), input_grad=False, accumulate=False)
-        step = self.step + 1  # this step's number, counted from 1
         logging = step % self.every["log"] == 0
-        # Train accuracy is measured on the logging steps' batches and on each epoch's last batch (so every
-        # epoch has one): counting every batch costs a few ops a step, as much as a small network's layer.
-        sampled = self.s.classification and (logging or self.batch == self.last_batch)
+        # Train accuracy is measured on the logging steps' batches, and on an epoch's last batch when none of
+        # its batches was (so every epoch has one): counting every batch costs a few ops a step, as much as a
+        # small network's layer.
+        sampled = self.s.classification and (logging or (self.batch == self.last_batch and not self.running.counted))
         correct = accuracy_count(pred, lb, self.s.threshold) if sampled else None
         signum = self._stop_signal  # read once: this rank acts on what it adds to the sum
         if self.parallel:
@@ -159,7 +162,6 @@ class Trainer:
                 self.diverged(xb, tb, value, norm)
         if self.every["verify"] and step % self.every["verify"] == 0:
             self.audit(xb, tb)
-        histograms = self.every["histograms"] and step % self.every["histograms"] == 0 and self.cluster.is_main
         before = parameters_before(self.model) if histograms else None
         self.optimizer.step()
         self.schedule.step()
@@ -173,7 +175,7 @@ class Trainer:
         elif self.progress.tty:
             self.progress.step()
         if histograms:
-            log_histograms(self.log, self.model, xb, before, step)
+            log_histograms(self.log, self.model, activations, before, step)
 
     def end_epoch(self):
         metrics = self.running.epoch_metrics()
@@ -198,7 +200,7 @@ class Trainer:
         if improved:
             self.best = {"val/loss": score, "epoch": self.epoch, "step": self.step}
             if self.cluster.is_main:  # the weights best.pt will hold, kept until a checkpoint writes them
-                self._best_model = checkpoint.snapshot(self.model.state_dict())
+                self._best_model = self.model.state_dict(copy=True)
         self.last_metrics = metrics
         # A checkpoint every checkpoint_every epochs, but not more often than every checkpoint_interval_s
         # seconds (epochs of milliseconds would spend more time saving than training); always the first
@@ -382,6 +384,11 @@ class _Running:
 
     def epoch_metrics(self):
         return _metrics(self.epoch)
+
+    @property
+    def counted(self):
+        """Samples of this epoch whose predictions were counted for its accuracy so far."""
+        return self.epoch[4]
 
     def state_dict(self):
         return {"epoch": list(self.epoch), "interval": list(self.interval), "samples_total": self.samples_total,

@@ -71,6 +71,17 @@ def test_state_dict_round_trips_between_models():
     assert all(torch.equal(target.params[name], p) for name, p in source.params.items())
 
 
+def test_a_copied_state_dict_keeps_its_values_when_the_model_trains_on():
+    for model in (every_builtin_model(0), Sequential(mn.Linear(3, 4).to(dtype=torch.float64), mn.Linear(4, 2))):
+        copy, live = model.state_dict(copy=True), model.state_dict()
+        before = {name: p.clone() for name, p in model.params.items()}
+        for p in model.params.values():
+            p.add_(1.0)  # an update, in place as the optimizer makes it
+        assert list(copy) == list(model.params)
+        assert all(torch.equal(copy[name], before[name]) for name in before)
+        assert all(live[name] is p for name, p in model.params.items())
+
+
 def test_strict_load_lists_missing_unexpected_and_misshaped_names():
     model = Sequential(mn.Linear(3, 4), mn.ReLU(), mn.Linear(4, 2))
     state = dict(model.state_dict())
@@ -153,6 +164,23 @@ def test_backward_writes_into_its_own_temporaries_but_never_into_the_callers_dy(
     x_ref = x.clone().requires_grad_()
     twin(x_ref).backward(dy)
     torch.testing.assert_close(dx, x_ref.grad, rtol=1e-12, atol=0)
+
+
+def test_forward_hands_out_a_copy_of_every_layers_output_on_both_of_its_paths():
+    model = every_builtin_model().eval()
+    x = randn((5, 6), seed=1)
+    expected = []
+    for layer in model:
+        expected.append(layer.forward(expected[-1] if expected else x))
+    for attempt in ("checked", "fast"):  # the first call runs the layers' checks, the second skips them
+        outputs = []
+        y = model.forward(x, outputs=outputs)
+        assert len(outputs) == len(model), attempt
+        for got, want in zip(outputs, expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+        assert outputs[-1] is not y and outputs[-1].data_ptr() != y.data_ptr()  # copies, not the tensors
+        y.zero_()                                                                # backward may reuse
+        torch.testing.assert_close(outputs[-1], expected[-1], rtol=0, atol=0)
 
 
 def test_forward_under_inference_mode_keeps_no_cache():

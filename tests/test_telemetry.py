@@ -50,3 +50,33 @@ def test_update_ratios_are_log10_of_the_update_std_over_the_parameter_std():
         expected = [math.log10((p - old[k]).std().item() / p.std().item()) if k != "0.bias" and p.numel() > 1
                     else -math.inf for k, p in model.params.items()]
         assert telemetry.update_ratios(model, before) == pytest.approx(expected, rel=1e-5)
+
+
+def test_activation_histograms_are_the_outputs_of_the_steps_own_forward(tmp_path, monkeypatch):
+    from manualnet import trainer as trainer_module
+    from manualnet.assembly import build
+    from manualnet.config import load_config
+    from tests.helpers import config_path
+
+    setup = build(load_config(config_path("spirals"), ["log.histograms_every=3", "log.tensorboard=false"]))
+    trainer = trainer_module.Trainer(setup, tmp_path, quiet=True)
+    seen, batches = [], []
+    monkeypatch.setattr(trainer_module, "log_histograms",
+                        lambda log, model, activations, before, step: seen.append((activations, before, step)))
+    step = trainer.train_step
+    trainer.train_step = lambda xb, tb, lb: (batches.append(xb.clone()), step(xb, tb, lb))
+    with torch.no_grad():
+        for xb, tb, lb in list(trainer.batches.epoch(0))[:6]:
+            trainer.train_step(xb, tb, lb)
+    trainer.log.close()
+    assert [step for _, _, step in seen] == [3, 6]
+    twin = build(load_config(config_path("spirals"))).model
+    for activations, before, step in seen:
+        twin.param_buffers()[0].copy_(before[0])  # the weights this step's forward ran with, before its update
+        expected, x = [], batches[step - 1]
+        for layer in twin.layers:
+            x = layer.forward(x)
+            expected.append(x)
+        assert len(activations) == len(expected)
+        for got, want in zip(activations, expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)

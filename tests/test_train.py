@@ -149,6 +149,24 @@ def test_an_optimizer_without_lr_in_the_config_trains_with_its_default(tmp_path)
     assert summary(run_dir)["test/accuracy"] > 0.5  # Adam's default lr = 1e-3 learns the digits (chance: 0.1)
 
 
+@pytest.mark.parametrize("every, counted", [(10, [10, 20, 30]), (100, [33])])
+def test_train_accuracy_is_counted_on_logging_steps_and_on_the_last_batch_only_when_none_logged(
+        tmp_path, monkeypatch, every, counted):
+    from manualnet import trainer as trainer_module
+    from manualnet.assembly import build
+    from manualnet.config import load_config
+
+    setup = build(load_config(config_path("spirals"), [f"log.every={every}", "log.tensorboard=false"]))
+    trainer = trainer_module.Trainer(setup, tmp_path, quiet=True)
+    steps, count = [], trainer_module.accuracy_count
+    monkeypatch.setattr(trainer_module, "accuracy_count", lambda *a: (steps.append(trainer.step + 1), count(*a))[1])
+    with torch.no_grad():
+        trainer.train_epoch()  # 33 batches
+    metrics = trainer.running.epoch_metrics()
+    trainer.log.close()
+    assert steps == counted and 0 < metrics["train/accuracy"] <= 1
+
+
 def test_every_epoch_reports_train_accuracy_even_when_no_step_logs(tmp_path):
     code, run_dir = train(tmp_path, "mlp", "--set", "log.every=100000")
     assert code == 0
