@@ -71,13 +71,18 @@ class Sequential(Layer):
         # passed for this signature, the same input kind runs the layers' unchecked forwards (the checks
         # cost as much as a small layer's math).
         signature = (x.shape, x.dtype, x.device, self.training, len(self.layers))
-        checked = signature == self._checked and not torch.is_inference_mode_enabled()
-        self._checked = None
-        for layer in self.layers:
-            x = layer.raw_forward(x) if checked else layer.forward(x)
-            if outputs is not None:  # a copy: a later layer or backward may reuse the output's memory
-                outputs.append(x.clone())
-        self._checked = signature
+        if signature == self._checked and not torch.is_inference_mode_enabled():
+            for layer in self.layers:
+                x = layer.raw_forward(x)
+                if outputs is not None:  # a copy: a later layer or backward may reuse the output's memory
+                    outputs.append(x.clone())
+        else:
+            self._checked = None
+            for layer in self.layers:
+                x = layer.forward(x)
+                if outputs is not None:
+                    outputs.append(x.clone())
+            self._checked = signature
         self.cache = True
         return x
 
