@@ -366,12 +366,13 @@ class _Running:
         """One global batch (summed over ranks, so every rank holds the same sums): its mean ``loss``, its
         ``samples`` and ``correct`` predictions (None for a batch whose accuracy was not measured)."""
         self.samples_total += samples
+        correct = None if correct is None else int(correct)  # one host sync, not one per sum
         for acc in (self.epoch, self.interval):
             acc[0] += loss
             acc[1] += 1
             acc[2] += samples
             if correct is not None:
-                acc[3] += int(correct)
+                acc[3] += correct
                 acc[4] += samples
 
     def interval_metrics(self, lr, norm):
