@@ -59,6 +59,14 @@ class TrainConfig(Section):
     checkpoint_every: int = Count(1, ge=1)
     checkpoint_interval_s: float = Finite(1.0, ge=0)  # at most one epoch-end checkpoint per this many seconds
     dist_timeout_s: float = Finite(300, gt=0)  # how long a rank waits for the others under torchrun
+    threads: Literal["auto"] | int = "auto"  # torch's CPU threads (auto: ``trainer.cpu_threads``)
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, value):
+        if value != "auto" and (type(value) is not int or value < 1):
+            raise ValueError("expected auto or a number of threads (an integer >= 1)")
+        return value
 
 
 class LogConfig(Section):
@@ -99,7 +107,7 @@ class Config(Section):
     @classmethod
     def _device(cls, value):
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+            raise ValueError("expected auto, cpu, cuda or cuda:N")
         return value
 
     def to_dict(self):

@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from manualnet.event_file import EventFile
 from manualnet.telemetry import bucket_limits, histogram_data
 
 
@@ -19,13 +20,13 @@ class MetricsLogger:
     Logging a value only records it: the training loop pays for a few appends. Every ``handoff_s`` seconds
     at most, and at ``flush`` and ``close``, the records are formatted in one batch (a fraction of what
     formatting each between two training steps costs, whose tensor work has evicted the formatting code
-    from the CPU's caches): the metrics.jsonl lines are written and flushed to the OS, and the TensorBoard
-    events handed to TensorBoard's writer thread (each hand-off wakes that thread, which then holds the GIL
-    against the training loop: ~0.3 ms a wake-up measured on the benchmark's small net, as much as a
-    training step). ``write_rows`` writes the lines alone; the trainer calls it before each checkpoint, so
-    a killed run loses no row from before its last checkpoint (the rows after it are logged again on
-    resume), and at the end of each epoch that took ``handoff_s`` or longer, so a row waits at most about
-    ``handoff_s`` plus an epoch of under ``handoff_s``. Events keep the time they were logged at.
+    from the CPU's caches), written and flushed to the OS: the metrics.jsonl lines and the TensorBoard
+    events, on the training thread (see ``event_file``: no writer thread holds the GIL against the training
+    loop). The trainer flushes before each checkpoint, so a killed run loses nothing from before its last
+    checkpoint (what was logged after it is logged again on resume: ``purge_step``, the checkpoint's step,
+    drops it from both files), and writes the rows alone (``write_rows``) at the end of each epoch that took
+    ``handoff_s`` or longer, so a row waits at most about ``handoff_s`` plus an epoch of under
+    ``handoff_s``. Events keep the time they were logged at.
     """
 
     def __init__(self, run_dir, tensorboard=True, purge_step=None, handoff_s=1.0):
@@ -33,12 +34,8 @@ class MetricsLogger:
             _drop_rows_after(run_dir / "metrics.jsonl", purge_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a") if run_dir else None  # noqa: SIM115 - as long as the run
         self.handoff_s, self._rows, self._pending, self._handed_at = handoff_s, [], [], time.monotonic()
-        self.writer = None
-        if tensorboard and run_dir:
-            from torch.utils.tensorboard import SummaryWriter
-
-            _fast_event_checksums()
-            self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        purge_from = None if purge_step is None else purge_step + 1  # TensorBoard's: the first step it drops
+        self.writer = EventFile(run_dir, purge_from) if tensorboard and run_dir else None
 
     def scalars(self, values, step, epoch):
         """One metrics.jsonl line and one TensorBoard scalar per value."""
@@ -79,17 +76,21 @@ class MetricsLogger:
             self.jsonl.flush()
 
     def flush(self):
-        """Write the pending metrics.jsonl lines; hand every pending TensorBoard event to its writer (which
-        puts it on disk within flush_secs)."""
+        """Write the pending metrics.jsonl lines and TensorBoard events, flushed to the OS."""
         self.write_rows()
         pending, self._pending, self._handed_at = self._pending, [], time.monotonic()
         if self.writer:
             for build, payload, step, walltime in pending:
-                self.writer.file_writer.add_summary(build(payload), step, walltime)
+                self.writer.add_summary(build(payload), step, walltime)
+            self.writer.flush()
 
     def text(self, tag, text):
+        """``text`` as TensorBoard text (Markdown, shown as a code block), written now."""
         if self.writer:
-            self.writer.add_text(tag, f"```\n{text}\n```")
+            from torch.utils.tensorboard.summary import text as text_summary
+
+            self.writer.add_summary(text_summary(tag, f"```\n{text}\n```"))
+            self.writer.flush()
 
     def hparams(self, hparams, metrics):
         """Hyperparameters with the final metrics, in this run's own event file (the HPARAMS tab)."""
@@ -99,9 +100,9 @@ class MetricsLogger:
 
         metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
         for summary in hparams_summary(hparams, metrics):
-            self.writer.file_writer.add_summary(summary)
-        for tag, value in metrics.items():
-            self.writer.add_scalar(f"hparams/{tag}", value)
+            self.writer.add_summary(summary)
+        self.writer.add_summary(_scalar_summary({f"hparams/{tag}": value for tag, value in metrics.items()}))
+        self.writer.flush()
 
     def close(self):
         try:
@@ -133,27 +134,6 @@ def _row_step(line):
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):  # a line a kill cut short: dropped with the rows after it
         return math.inf
-
-
-def _fast_event_checksums():
-    """Give TensorBoard's event writer a CRC-32C in C. Without TensorFlow installed, tensorboard checksums
-    every event record in pure Python (~20 us for a scalar event, ~1 ms for a histogram event), on its
-    writer thread, which holds the GIL against the training loop all that time. google-crc32c computes the
-    same checksum (the masked CRC-32C of TFRecord files) in well under a microsecond."""
-    try:
-        import google_crc32c
-        from tensorboard.summary.writer import record_writer
-    except ImportError:  # an older tensorboard laid out otherwise, or no google-crc32c: stay correct, slower
-        return
-    if getattr(record_writer.masked_crc32c, "manualnet", False) or google_crc32c.implementation != "c":
-        return
-
-    def masked_crc32c(data):
-        crc = google_crc32c.value(bytes(data))
-        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-    masked_crc32c.manualnet = True
-    record_writer.masked_crc32c = masked_crc32c
 
 
 _JSON = json.JSONEncoder(allow_nan=False)  # made once: json.dumps with an option makes one a line

@@ -23,6 +23,7 @@ from manualnet.optim import clip_grad_norm, grad_norm
 from manualnet.progress import Progress, summary_table
 from manualnet.run_dir import write_config
 from manualnet.telemetry import log_histograms, parameters_before
+from manualnet.threads import cpu_threads, torch_threads
 from manualnet.verify import check_model, format_table, verdict
 
 
@@ -49,6 +50,8 @@ class Trainer:
         self.batches = Batches(x, targets, self.cfg.train.batch_size, setup.config.seed, labels=labels,
                                rank=self.cluster.rank, world_size=self.cluster.world_size)
         self.optimizer, self.schedule = setup.optimizer, setup.schedule
+        rows = math.ceil(self.cfg.train.batch_size / self.cluster.world_size)  # a rank's share of a batch
+        self.threads = cpu_threads(self.cfg.train.threads, self.model, rows, setup.device)  # None: torch's
         self.epoch, self.batch, self.step = 0, 0, 0
         self.best = {"val/loss": math.inf, "epoch": -1}
         self.running = _Running()
@@ -79,7 +82,7 @@ class Trainer:
         self.started = started = time.perf_counter()
         self.running.start_clock()
         try:
-            with _catch_signals(self):
+            with _catch_signals(self), torch_threads(self.threads):
                 self.log.text("config", json.dumps(self.cfg.to_dict(), indent=2))
                 if self.cfg.verify.at_start and self.step == 0:
                     xb, tb, _ = next(iter(self.batches.epoch(0)))
@@ -88,6 +91,7 @@ class Trainer:
                     while self.epoch < self.cfg.train.epochs:
                         self.train_epoch()
                         self.end_epoch()
+                self.log.flush()  # the events still held, handed off now: the loop's cost, not the test's
                 self.loop_seconds = time.perf_counter() - started  # the benchmark compares it with pure steps
                 self.progress.close()
                 summary = self.finish(self.elapsed())  # a signal now only lets it finish (twice: aborts)
@@ -247,6 +251,8 @@ class Trainer:
         final.update({"best_epoch": self.best["epoch"], "epochs": self.epoch, "steps": self.step,
                       "wall_time_s": round(wall_time, 3),
                       "samples_per_sec": round(samples / wall_time, 1) if wall_time > 0 else None})
+        if self.s.device.type == "cpu":  # what a CPU run's speed depends on: train.threads as it resolved
+            final["threads"] = torch.get_num_threads()
         if self.cluster.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(final, indent=2) + "\n")
         hparams = {"optim.type": self.cfg.optim.type, "optim.lr": getattr(self.schedule, "base_lr", self.optimizer.lr),
@@ -280,7 +286,7 @@ class Trainer:
         self._saved_at = time.perf_counter()
         if not self.cluster.is_main:
             return
-        self.log.write_rows()  # metrics.jsonl holds every row up to the checkpoint (the ones after: resumed)
+        self.log.flush()  # metrics.jsonl and the event file hold all up to the checkpoint (after it: resumed)
         state = {"model": self.model.state_dict(), "optim": self.optimizer.state_dict(),
                  "schedule": self.schedule.state_dict(), "epoch": self.epoch, "batch": self.batch,
                  "step": self.step, "rng": rngs[0], "rng_ranks": rngs[1:], "config": self.cfg.to_dict(),

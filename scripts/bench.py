@@ -18,6 +18,7 @@ The autograd baseline lives here, outside the package: manualnet itself never ca
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import os
 import platform
@@ -212,80 +213,106 @@ def bench_size(name, device, dtype, rounds):
 
 
 def trainer_overhead(config_path, rounds, overrides=()):
-    """Median over interleaved rounds of (Trainer's loop time) / (the same steps alone) - 1.
+    """What ``manualnet train``'s loop costs beyond the same training steps alone, from ``rounds``
+    interleaved rounds of a whole run (a quiet Trainer's fit) and of its steps alone on the same batches.
 
-    The pure steps are the trainer's own (zero_grad, forward, loss, backward, optimizer and schedule step)
-    on the same batches, with nothing else; the loop adds data shuffling and slicing, the per-step loss and
-    gradient-norm checks, logging (metrics.jsonl, TensorBoard, histograms), progress, checkpoints, and the
-    validation passes. ``overhead`` leaves the validation passes out (they are training, not bookkeeping;
-    ``validation_share`` is their time over the pure steps'), ``overhead_with_validation`` keeps them.
-    ``step_extra_s`` says where it goes: see ``step_costs``.
+    The loop is timed from the start of fit's loop to its end, which includes the logger's hand-off of the
+    events it still held (the run's last second of TensorBoard events: logging work, paid there), less the
+    validation passes (training, not bookkeeping: ``validation_share`` is their time over the pure steps').
+    The pure steps are the trainer's own (forward, loss, backward with zero_grad folded in, optimizer and
+    schedule step) and nothing else.
+
+    ``overhead`` is from per-step medians: for each step i, the median over rounds of the time from step
+    i's start to the next step's start (step i and the loop's work after it: logging, an epoch's end,
+    a checkpoint) less the median of step i alone, summed with the medians of the time before the first
+    step, over the sum of the pure steps' medians. A burst of load from a neighbour slows some steps of one
+    round, which the per-step medians discard and a whole-run ratio takes in: ``overhead_per_round``, the
+    median over rounds of (loop / pure steps) - 1, moves by several times as much from run to run.
+    ``costs`` says where the overhead goes, by kind of step (see ``_costs``).
     """
     from manualnet.config import load_config
+    from manualnet.threads import torch_threads
 
     config, base_dir = load_config(config_path, overrides), Path(config_path).parent
-    loops, validations, pures, steps = [], [], [], 0
+    looped, pure, runs = [], [], []
     for _ in range(rounds):
-        trainer = _fit(config, base_dir)
-        loops.append(trainer.loop_seconds)
-        validations.append(trainer.validation_seconds)
-        steps = trainer.step
-        pures.append(_pure_steps(*_pure_work(config, base_dir)))
-    rounds = list(zip(loops, validations, pures, strict=True))
-    return {"config": str(config_path), "overrides": list(overrides), "steps": steps,
-            "loop_s": statistics.median(loops),
-            "validation_s": statistics.median(validations), "pure_steps_s": statistics.median(pures),
-            "overhead": statistics.median((loop - val) / pure for loop, val, pure in rounds) - 1,
-            "overhead_with_validation": statistics.median(loop / pure for loop, _, pure in rounds) - 1,
-            "validation_share": statistics.median(val / pure for _, val, pure in rounds),
-            "step_extra_s": step_costs(config, base_dir)}
-
-
-def step_costs(config, base_dir, rounds=3):
-    """{kind: median seconds a training step inside the loop takes beyond the same step alone}, for the
-    steps that log histograms, the other logging steps, and the rest (step i of the loop against step i
-    of the pure pass, each the median of ``rounds`` interleaved rounds). The time between steps (epoch
-    ends, checkpoints, validation) is not in it; those rounds are timed step by step, apart from the
-    overhead's."""
-    looped, pure = [], []
-    for _ in range(rounds):
-        looped.append([])
-        _fit(config, base_dir, step_times=looped[-1])
+        trainer, intervals = _fit(config, base_dir)
+        looped.append(intervals)
+        runs.append(trainer)
         pure.append([])
-        _pure_steps(*_pure_work(config, base_dir), step_times=pure[-1])
-    kinds = {"histogram": [], "logging": [], "other": []}
+        with torch_threads(trainer.threads):  # the threads the trainer ran on (train.threads)
+            _pure_steps(*_pure_work(config, base_dir), step_times=pure[-1])
+    loops = [t.loop_seconds for t in runs]
+    validations = [t.validation_seconds for t in runs]
+    pures = [sum(p) for p in pure]
+    start = statistics.median(i[0] for i in looped)
+    extra = [statistics.median(loop) - statistics.median(alone)
+             for loop, alone in zip(zip(*(i[1:] for i in looped), strict=True), zip(*pure, strict=True), strict=True)]
+    pure_median = sum(statistics.median(alone) for alone in zip(*pure, strict=True))
+    per_round = list(zip(loops, validations, pures, strict=True))
+    return {"config": str(config_path), "overrides": list(overrides), "steps": runs[0].step,
+            "threads": runs[0].threads or torch.get_num_threads(),  # train.threads as it resolved
+            "loop_s": statistics.median(loops), "validation_s": statistics.median(validations),
+            "pure_steps_s": statistics.median(pures), "pure_steps_median_s": pure_median,
+            "overhead": (start + sum(extra)) / pure_median,
+            "overhead_per_round": statistics.median((loop - val) / p for loop, val, p in per_round) - 1,
+            "overhead_with_validation": statistics.median(loop / p for loop, _, p in per_round) - 1,
+            "validation_share": statistics.median(val / p for _, val, p in per_round),
+            "costs": _costs(config, len(runs[0].batches), start, extra)}
+
+
+def _costs(config, steps_per_epoch, start, extra):
+    """{kind: {"steps": how many, "total_s": their summed extra time, "median_s": a step's}} for the steps
+    that end an epoch (validation excluded: the epoch's metrics, a checkpoint when due, the next epoch's
+    shuffle), that log histograms, that log scalars, and the others; ``start`` is the time before the first
+    step, ``end`` the last step's (the last epoch's end, its checkpoint, the events handed off); ``extra``
+    is each step's median time beyond the same step alone (``trainer_overhead``)."""
+    kinds = {"epoch end": [], "histogram": [], "logging": [], "other": [], "end": []}
     hist_every, log_every = config.log.histograms_every, config.log.every
-    per_step = zip(zip(*looped, strict=True), zip(*pure, strict=True), strict=True)
-    for step, (in_loop, alone) in enumerate(per_step, 1):
+    for step, seconds in enumerate(extra, 1):
         kind = "other" if step % log_every else "logging"
         kind = "histogram" if hist_every and step % hist_every == 0 else kind
-        kinds[kind].append(statistics.median(in_loop) - statistics.median(alone))
-    return {kind: statistics.median(extra) for kind, extra in kinds.items() if extra}
+        kind = "epoch end" if step % steps_per_epoch == 0 else kind
+        kinds["end" if step == len(extra) else kind].append(seconds)
+    costs = {kind: {"steps": len(v), "total_s": sum(v), "median_s": statistics.median(v)}
+             for kind, v in kinds.items() if v}
+    costs["start"] = {"steps": 0, "total_s": start, "median_s": start}
+    return costs
 
 
-def _fit(config, base_dir, step_times=None):
-    """A quiet Trainer's fit of ``config`` in a temporary run directory; with ``step_times`` (a list), each
-    training step's seconds are appended to it."""
+def _fit(config, base_dir):
+    """A quiet Trainer's fit of ``config`` in a temporary run directory; returns it and the seconds from
+    the loop's start to the first step, then from each step's start to the next one's (the last: to the
+    loop's end), less the validation passes in them."""
     from manualnet.assembly import build
     from manualnet.trainer import Trainer
 
     setup = build(config, base_dir=base_dir)
+    starts, validations = [], []
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
         with contextlib.redirect_stdout(io.StringIO()):
             trainer = Trainer(setup, run_dir, quiet=True)
-            if step_times is not None:
-                step = trainer.train_step
+            step, validate = trainer.train_step, trainer.validate
 
-                def timed(*batch):
-                    start = time.perf_counter()
-                    step(*batch)
-                    step_times.append(time.perf_counter() - start)
+            def timed_step(*batch):
+                starts.append(time.perf_counter())
+                step(*batch)
 
-                trainer.train_step = timed
+            def timed_validate():
+                before = trainer.validation_seconds
+                metrics = validate()
+                validations.append((len(starts), trainer.validation_seconds - before))
+                return metrics
+
+            trainer.train_step, trainer.validate = timed_step, timed_validate
             trainer.fit()
-    return trainer
+    marks = [trainer.started, *starts, trainer.started + trainer.loop_seconds]
+    intervals = [b - a for a, b in itertools.pairwise(marks)]
+    for after_steps, seconds in validations:  # a validation pass runs after step number ``after_steps``
+        intervals[after_steps] -= seconds
+    return trainer, intervals
 
 
 def _pure_work(config, base_dir):
@@ -327,6 +354,15 @@ def format_rows(rows):
                      f"{r['floor_steps_per_s']:>11.1f}{r['fraction_of_floor']:>9.2f}"
                      f"{r['manualnet_peak_bytes'] / 2**20:>10.2f} / {r['autograd_peak_bytes'] / 2**20:<8.2f}")
     return "\n".join(lines)
+
+
+def format_costs(costs):
+    """``trainer_overhead``'s costs as one line: each kind's total and a step's median."""
+    parts = []
+    for kind, c in costs.items():
+        each = f" ({c['steps']} x {1e6 * c['median_s']:+.0f} us)" if c["steps"] else ""
+        parts.append(f"{kind} {1e3 * c['total_s']:+.1f} ms{each}")
+    return ", ".join(parts)
 
 
 def main(argv=None):
@@ -385,13 +421,13 @@ def main(argv=None):
             code = 2  # the sizes' rows are still written
         else:
             sets = "".join(f" --set {o}" for o in args.trainer_set)
-            print(f"manualnet train loop on {loop['config']}{sets}: {loop['steps']} steps in {loop['loop_s']:.3f} s "
+            print(f"manualnet train loop on {loop['config']}{sets}: {loop['steps']} steps on {loop['threads']} "
+                  f"thread(s) in {loop['loop_s']:.3f} s "
                   f"({loop['validation_s']:.3f} s of it validating) against {loop['pure_steps_s']:.3f} s of pure "
-                  f"steps: overhead {100 * loop['overhead']:.1f}% without the validation passes, "
-                  f"{100 * loop['overhead_with_validation']:.1f}% with them (median of {args.trainer_rounds} "
-                  "rounds)")
-            print("a step in the loop beyond the same step alone (median): " + ", ".join(
-                f"{kind} steps {1e6 * extra:+.0f} us" for kind, extra in loop["step_extra_s"].items()))
+                  f"steps (medians of {args.trainer_rounds} rounds): overhead {100 * loop['overhead']:.1f}% without "
+                  f"the validation passes (per-step medians; per round: {100 * loop['overhead_per_round']:.1f}%, "
+                  f"{100 * loop['overhead_with_validation']:.1f}% with the validation passes)")
+            print("where it goes, beyond the same steps alone: " + format_costs(loop["costs"]))
             result["trainer"] = loop
     if args.json:
         with open(args.json, "w") as f:

@@ -37,10 +37,15 @@ def test_bench_writes_rows_for_each_size_and_the_trainer_overhead(tmp_path, caps
         assert row[key] > 0, key
     loop = result["trainer"]
     assert loop["steps"] == 220 and loop["pure_steps_s"] > 0 and 0 < loop["validation_s"] < loop["loop_s"]
-    assert loop["overhead"] < loop["overhead_with_validation"]  # the same rounds, less the validation passes
-    assert set(loop["step_extra_s"]) == {"logging", "other"}  # regression.yaml logs no histograms
+    assert loop["overhead_per_round"] < loop["overhead_with_validation"]  # the same rounds, less validation
+    costs = loop["costs"]
+    assert set(costs) == {"epoch end", "logging", "other", "end", "start"}  # regression.yaml: no histograms
+    assert sum(c["steps"] for c in costs.values()) == 220  # every step counted once, by its kind
+    assert costs["epoch end"]["steps"] == 19 and costs["end"]["steps"] == 1  # 20 epochs of 11 steps
+    by_kind = sum(c["total_s"] for c in costs.values())
+    assert abs(by_kind - loop["overhead"] * loop["pure_steps_median_s"]) < 1e-9  # the headline, taken apart
     out = capsys.readouterr().out
-    assert "ratio" in out and "a step in the loop beyond the same step alone (median): logging steps" in out
+    assert "ratio" in out and "where it goes, beyond the same steps alone: epoch end" in out
 
 
 def test_the_trainer_config_takes_overrides(capsys):

@@ -71,6 +71,15 @@ def test_bad_device_is_rejected():
     assert "expected auto, cpu, cuda or cuda:N" in problems({**MINIMAL, "device": "gpu"})
 
 
+@pytest.mark.parametrize("value", [0, -2, 1.5, True, "two", "Auto", None])
+def test_threads_are_auto_or_a_positive_count(value):
+    message = problems({**MINIMAL, "train": {"threads": value}})
+    assert "\n" not in message  # one problem: not one for each type the key could have
+    assert f"train.threads: expected auto or a number of threads (an integer >= 1), got {value!r}" in message
+    assert validate({**MINIMAL, "train": {"threads": 3}}).train.threads == 3
+    assert validate(MINIMAL).train.threads == "auto"
+
+
 def test_every_problem_is_reported_at_once():
     message = problems({**MINIMAL, "train": {"epcohs": 3, "batch_size": 0}, "seed": "x"})
     assert message.count("\n") >= 3 and "3 problems" in message

@@ -1,0 +1,88 @@
+"""TensorBoard event files: what TensorBoard reads back, after a flush, a kill and a resume."""
+
+import time
+
+import pytest
+import torch
+
+from manualnet.event_file import EventFile
+from manualnet.logger import MetricsLogger
+from tests.helpers import config_path
+
+
+def accumulated(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+def losses(log_dir, tag="train/loss"):
+    return [(e.step, e.value) for e in accumulated(log_dir).Scalars(tag)]
+
+
+def test_flushed_events_are_readable_while_the_file_is_still_open(tmp_path):
+    log = MetricsLogger(tmp_path, tensorboard=True, handoff_s=3600)
+    log.scalars({"train/loss": 2.0, "lr": 0.1}, 10, 0)
+    assert list(tmp_path.glob("events.out.tfevents.*"))  # the file exists from the start
+    log.flush()
+    assert losses(tmp_path) == [(10, 2.0)] and losses(tmp_path, "lr") == [(10, pytest.approx(0.1))]
+    log.text("config", "a: 1")
+    log.hparams({"optim.lr": 0.1, "optim.type": "SGD"}, {"test/loss": 0.5, "best_epoch": 3, "note": "text"})
+    events = accumulated(tmp_path)
+    assert "config/text_summary" in events.Tags()["tensors"]
+    assert events.PluginTagToContent("hparams")  # the HPARAMS tab's experiment and session records
+    assert [e.value for e in events.Scalars("hparams/test/loss")] == [0.5]
+    assert "hparams/note" not in events.Tags()["scalars"]  # only numbers are metrics
+    log.close()
+
+
+def test_a_resumed_run_replaces_the_events_after_its_checkpoint_and_keeps_the_checkpoints_own(tmp_path):
+    killed = MetricsLogger(tmp_path, tensorboard=True)
+    for step in range(1, 9):
+        killed.scalars({"train/loss": float(step)}, step, 0)
+        if step == 6:
+            killed.flush()  # as the trainer does before its checkpoint at step 6
+    killed.flush()  # steps 7 and 8 reached the disk too before the kill
+    killed.jsonl.close()  # killed: no close of its own
+    time.sleep(1.05)  # a process resuming it starts later; event files are ordered by their names' seconds
+    resumed = MetricsLogger(tmp_path, tensorboard=True, purge_step=6)
+    for step in range(7, 11):
+        resumed.scalars({"train/loss": 10.0 * step}, step, 0)
+    resumed.close()
+    assert losses(tmp_path) == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0), (6, 6.0),
+                                (7, 70.0), (8, 80.0), (9, 90.0), (10, 100.0)]
+    rows = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 10  # the rows, the same way
+
+
+def test_two_files_opened_in_the_same_second_are_two_files(tmp_path):
+    a, b = EventFile(tmp_path), EventFile(tmp_path)
+    a.close()
+    b.close()
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+
+
+def test_a_checkpoint_is_written_after_the_events_up_to_its_step(tmp_path):
+    from manualnet.assembly import build
+    from manualnet.config import load_config
+    from manualnet.trainer import Trainer
+
+    setup = build(load_config(config_path("mlp"), ["train.epochs=2", "train.checkpoint_interval_s=0",
+                                                   "log.every=5", "log.histograms_every=0"]))
+    trainer = Trainer(setup, tmp_path, quiet=True)
+    on_disk = []  # at each checkpoint: its step, and the last step of the event file's epoch metrics
+    submit = trainer.writer.submit
+
+    def checking_submit(state, paths):
+        if "optim" in state:  # last.pt, not a best.pt of its own
+            on_disk.append((state["step"], losses(tmp_path, "val/loss")[-1][0]))
+        submit(state, paths)
+
+    trainer.writer.submit = checking_submit
+    trainer.log.handoff_s = 3600.0  # no hand-off but the checkpoints' own
+    with torch.no_grad():
+        trainer.fit()
+    steps = len(trainer.batches)
+    assert on_disk == [(steps, steps), (2 * steps, 2 * steps)]
