@@ -86,3 +86,21 @@ def test_a_checkpoint_is_written_after_the_events_up_to_its_step(tmp_path):
         trainer.fit()
     steps = len(trainer.batches)
     assert on_disk == [(steps, steps), (2 * steps, 2 * steps)]
+
+
+def test_the_file_receives_whole_records_at_each_flush_and_nothing_between(tmp_path):
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    events = EventFile(tmp_path)
+    (path,) = tmp_path.glob("events.out.tfevents.*")
+    size = path.stat().st_size  # the file version record, flushed when the file is made
+    assert size > 0
+    for step in range(100):
+        events.add_summary(Summary(value=[Summary.Value(tag="x", simple_value=step)]), step)
+    assert path.stat().st_size == size  # framed in memory: a reader cannot find half a record
+    events.flush()
+    assert path.stat().st_size > size
+    assert [e.step for e in accumulated(tmp_path).Scalars("x")] == list(range(100))
+    events.add_summary(Summary(value=[Summary.Value(tag="x", simple_value=100)]), 100)
+    events.close()  # flushes what is left
+    assert len(accumulated(tmp_path).Scalars("x")) == 101
