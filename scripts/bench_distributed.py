@@ -66,7 +66,8 @@ def run_setting(processes, threads, args, run_dir):
            "OMP_NUM_THREADS": str(threads)}
     if processes > 1:
         env.update({"WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())})
-    command = [sys.executable, "-m", "manualnet", "train", *args, "--run-dir", str(run_dir), *QUIET]
+    command = [sys.executable, "-m", "manualnet", "train", *args, "--set", f"train.threads={threads}",
+               "--run-dir", str(run_dir), *QUIET]  # the setting's threads, not what train.threads=auto picks
     procs = [subprocess.Popen(command, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)} if processes > 1 else env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for r in range(processes)]
@@ -95,6 +96,7 @@ def rows(results):
         samples_s = statistics.median(s["samples_per_sec"] for s in summaries)
         first = first or steps_s
         out.append({"setting": f"{processes}x{threads}", "processes": processes, "threads": threads,
+                    "threads_used": summaries[0].get("threads"),
                     "steps": summaries[0]["steps"], "steps_per_s": steps_s, "samples_per_s": samples_s,
                     "speedup": steps_s / first, "test_accuracy": summaries[0].get("test/accuracy")})
     return out

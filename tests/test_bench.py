@@ -63,3 +63,12 @@ def test_the_trainer_config_takes_overrides(capsys):
 def test_unknown_size_is_exit_2(capsys):
     assert BENCH["main"](["--sizes", "huge"]) == 2
     assert "unknown size 'huge'" in capsys.readouterr().err
+
+
+def test_the_scaling_benchmark_runs_each_setting_on_its_own_thread_count(tmp_path, capsys):
+    out = tmp_path / "scaling.json"
+    assert BENCH["main"](["--distributed", "--config", str(config_path("spirals")), "--epochs", "1",
+                          "--settings", "1x2", "--rounds", "1", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["setting"], row["threads_used"]) == ("1x2", 2)  # not the one thread train.threads=auto picks
+    assert row["steps"] > 0 and row["steps_per_s"] > 0
