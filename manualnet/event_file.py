@@ -6,7 +6,7 @@ training loop for the Python around those system calls; its queue holds 10 event
 the loop wait for that thread. Here the records are framed in memory and reach the file at ``flush``, in one
 write: handing off a small run's ~200 events took 3.6 ms this way against 7.0 ms (and the thread's work
 after it) through SummaryWriter, most of the 3.6 building the protobufs. TensorBoard, which reads the file
-as it grows, only ever finds whole records there (but after a kill in the middle of that write).
+as it grows, only ever finds whole records there (unless a kill lands in the middle of that write).
 """
 
 import io
