@@ -59,7 +59,7 @@ class TrainConfig(Section):
     checkpoint_every: int = Count(1, ge=1)
     checkpoint_interval_s: float = Finite(1.0, ge=0)  # at most one epoch-end checkpoint per this many seconds
     dist_timeout_s: float = Finite(300, gt=0)  # how long a rank waits for the others under torchrun
-    threads: Literal["auto"] | int = "auto"  # torch's CPU threads (auto: ``trainer.cpu_threads``)
+    threads: Literal["auto"] | int = "auto"  # torch's CPU threads (auto: ``threads.cpu_threads``)
 
     @field_validator("threads", mode="before")
     @classmethod

@@ -37,7 +37,7 @@ def _first_non_finite(model, loss, xb, tb):
             return f"layer {i} ({type(layer).__name__}) output, in forward"
     if not torch.isfinite(loss.forward(x, tb)):
         return f"the loss ({type(loss).__name__}), in forward"
-    dy = loss.backward()  # the loss's hand-written backward (dL/dpred), as in training: no autograd
+    dy = loss.backward()  # the loss's own hand-written dL/dpred, as the training step computes it
     if not torch.isfinite(dy).all():
         return f"the loss ({type(loss).__name__}) gradient, in backward"
     for i in reversed(range(len(model.layers))):

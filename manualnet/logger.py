@@ -35,7 +35,7 @@ class MetricsLogger:
         self.jsonl = open(run_dir / "metrics.jsonl", "a") if run_dir else None  # noqa: SIM115 - as long as the run
         self.handoff_s, self._rows, self._pending, self._handed_at = handoff_s, [], [], time.monotonic()
         purge_from = None if purge_step is None else purge_step + 1  # TensorBoard's: the first step it drops
-        self.writer = EventFile(run_dir, purge_from) if tensorboard and run_dir else None
+        self.events = EventFile(run_dir, purge_from) if tensorboard and run_dir else None
 
     def scalars(self, values, step, epoch):
         """One metrics.jsonl line and one TensorBoard scalar per value."""
@@ -49,7 +49,7 @@ class MetricsLogger:
     def tensorboard_scalars(self, values, step):
         """Every value of ``values`` (tag -> number) as a TensorBoard scalar at ``step``: one event holding
         them all (``add_scalar`` writes one event per value, at ~50 us each)."""
-        if self.writer and values:
+        if self.events and values:
             self._pending.append((_scalar_summary, values, step, time.time()))
             self._hand_off_when_due()
 
@@ -57,7 +57,7 @@ class MetricsLogger:
         """A TensorBoard histogram of each tensor in ``tensors`` (tag -> tensor) with all-finite values, in
         ``bins`` buckets over its range as torch.histc makes them (TensorBoard's own numpy binning costs
         milliseconds a tensor), written as one event; see ``telemetry.histogram_data``."""
-        if not self.writer or not tensors:
+        if not self.events or not tensors:
             return
         data = histogram_data(tensors, bins)
         if data:
@@ -79,30 +79,30 @@ class MetricsLogger:
         """Write the pending metrics.jsonl lines and TensorBoard events, flushed to the OS."""
         self.write_rows()
         pending, self._pending, self._handed_at = self._pending, [], time.monotonic()
-        if self.writer:
+        if self.events:
             for build, payload, step, walltime in pending:
-                self.writer.add_summary(build(payload), step, walltime)
-            self.writer.flush()
+                self.events.add_summary(build(payload), step, walltime)
+            self.events.flush()
 
     def text(self, tag, text):
         """``text`` as TensorBoard text (Markdown, shown as a code block), written now."""
-        if self.writer:
+        if self.events:
             from torch.utils.tensorboard.summary import text as text_summary
 
-            self.writer.add_summary(text_summary(tag, f"```\n{text}\n```"))
-            self.writer.flush()
+            self.events.add_summary(text_summary(tag, f"```\n{text}\n```"))
+            self.events.flush()
 
     def hparams(self, hparams, metrics):
         """Hyperparameters with the final metrics, in this run's own event file (the HPARAMS tab)."""
-        if not self.writer:
+        if not self.events:
             return
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
         metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
         for summary in hparams_summary(hparams, metrics):
-            self.writer.add_summary(summary)
-        self.writer.add_summary(_scalar_summary({f"hparams/{tag}": value for tag, value in metrics.items()}))
-        self.writer.flush()
+            self.events.add_summary(summary)
+        self.tensorboard_scalars({f"hparams/{tag}": value for tag, value in metrics.items()}, 0)
+        self.flush()
 
     def close(self):
         try:
@@ -111,9 +111,9 @@ class MetricsLogger:
             if self.jsonl:
                 self.jsonl.close()
                 self.jsonl = None
-            if self.writer:
-                self.writer.close()
-                self.writer = None
+            if self.events:
+                self.events.close()
+                self.events = None
 
 
 def _drop_rows_after(path, step):

@@ -2,10 +2,11 @@
 
 A small network's step is a few dozen ops of a few microseconds each. Split over two threads, each op pays
 the hand-off to the other thread and its wake-up, more than the split work saves; in the training loop, whose
-bookkeeping between steps lets that thread fall asleep, more still. Measured on a 2-core machine
-(``scripts/bench.py``'s step, medians of 9 interleaved rounds): 2-64-64-3 at batch 64 (1.7 MFLOP a step)
-took 163 us on one thread and 186 us on two; at batch 128 (3.5 MFLOP) 181 and 195 us; 2-128-128-3 at
-batch 64 (6.6 MFLOP) 247 and 236 us; 784-512-256-10 at batch 128 (412 MFLOP) 3987 and 2457 us.
+bookkeeping between steps lets that thread fall asleep, more still. On a 2-core machine
+``scripts/bench.py --sizes small,mnist --threads 1`` against ``--threads 2`` gave 2-64-64-3 at batch 64
+(1.7 MFLOP a step) about 6350 steps/s on one thread and 5200-5950 on two, 784-512-256-10 at batch 128
+(412 MFLOP) 203-215 against 319-323. Timing the benchmark's step function at sizes in between (one
+process, interleaved), 3.5 MFLOP still ran faster on one thread and 6.6 MFLOP on two: hence 5 MFLOP.
 """
 
 import contextlib

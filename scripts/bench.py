@@ -234,31 +234,30 @@ def trainer_overhead(config_path, rounds, overrides=()):
     from manualnet.threads import torch_threads
 
     config, base_dir = load_config(config_path, overrides), Path(config_path).parent
-    looped, pure, runs = [], [], []
+    looped, pure, loops, validations = [], [], [], []
     for _ in range(rounds):
         trainer, intervals = _fit(config, base_dir)
         looped.append(intervals)
-        runs.append(trainer)
+        loops.append(trainer.loop_seconds)
+        validations.append(trainer.validation_seconds)
         pure.append([])
         with torch_threads(trainer.threads):  # the threads the trainer ran on (train.threads)
             _pure_steps(*_pure_work(config, base_dir), step_times=pure[-1])
-    loops = [t.loop_seconds for t in runs]
-    validations = [t.validation_seconds for t in runs]
     pures = [sum(p) for p in pure]
     start = statistics.median(i[0] for i in looped)
     extra = [statistics.median(loop) - statistics.median(alone)
              for loop, alone in zip(zip(*(i[1:] for i in looped), strict=True), zip(*pure, strict=True), strict=True)]
     pure_median = sum(statistics.median(alone) for alone in zip(*pure, strict=True))
     per_round = list(zip(loops, validations, pures, strict=True))
-    return {"config": str(config_path), "overrides": list(overrides), "steps": runs[0].step,
-            "threads": runs[0].threads or torch.get_num_threads(),  # train.threads as it resolved
+    return {"config": str(config_path), "overrides": list(overrides), "steps": trainer.step,
+            "threads": trainer.threads or torch.get_num_threads(),  # train.threads as it resolved
             "loop_s": statistics.median(loops), "validation_s": statistics.median(validations),
             "pure_steps_s": statistics.median(pures), "pure_steps_median_s": pure_median,
             "overhead": (start + sum(extra)) / pure_median,
             "overhead_per_round": statistics.median((loop - val) / p for loop, val, p in per_round) - 1,
             "overhead_with_validation": statistics.median(loop / p for loop, _, p in per_round) - 1,
             "validation_share": statistics.median(val / p for _, val, p in per_round),
-            "costs": _costs(config, len(runs[0].batches), start, extra)}
+            "costs": _costs(config, len(trainer.batches), start, extra)}
 
 
 def _costs(config, steps_per_epoch, start, extra):
