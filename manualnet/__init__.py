@@ -1,20 +1,36 @@
 """manualnet: neural networks whose gradients are written by hand.
 
 Every layer implements an explicit forward and backward pass on torch tensors; autograd is used only to
-verify them (``manualnet.verify``).
+verify them (``manualnet.verify``). ``import manualnet as mn`` gives the modules (``mn.Linear``,
+``mn.Sequential``, ...) and the subpackages ``mn.nn``, ``mn.optim``, ``mn.data``, ``mn.verify``; they are
+imported when first used, so a command that does not need torch does not load it.
 """
 
+import importlib
+
 from manualnet.errors import CheckpointError, ConfigError, DataError, LayerError, ManualnetError
-from manualnet.layer import LAYERS, Layer, register_layer
-from manualnet.layers import Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
-from manualnet.losses import LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, register_loss
-from manualnet.sequential import Sequential
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "LAYERS", "LOSSES", "BCELoss", "BCEWithLogitsLoss", "CheckpointError", "ConfigError", "CrossEntropyLoss",
-    "DataError", "Dropout", "Flatten", "Identity", "Layer", "LayerError", "LeakyReLU", "Linear", "LogSoftmax",
-    "Loss", "MSELoss", "ManualnetError", "NLLLoss", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh",
-    "register_layer", "register_loss",
-]
+_SUBPACKAGES = ("nn", "optim", "data", "verify")
+_NN_NAMES = (
+    "LAYERS", "LOSSES", "Add", "BCELoss", "BCEWithLogitsLoss", "Concat", "CrossEntropyLoss", "Dropout", "Flatten",
+    "Identity", "LeakyReLU", "Linear", "LogSoftmax", "Loss", "MSELoss", "MatMul", "Module", "ModuleList",
+    "NLLLoss", "Parameter", "ReLU", "Residual", "Sequential", "Sigmoid", "Softmax", "Tanh", "register_layer",
+    "register_loss",
+)
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "LayerError", "ManualnetError", "__version__",
+           *_SUBPACKAGES, *_NN_NAMES]
+
+
+def __getattr__(name):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"manualnet.{name}")
+    if name in _NN_NAMES:
+        return getattr(importlib.import_module("manualnet.nn"), name)
+    raise AttributeError(f"module 'manualnet' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,13 +1,12 @@
 import torch
 
-from manualnet.layer import Layer, register_layer
+from manualnet.nn.module import Module, register_layer
 
 
 @register_layer("Sigmoid")
-class Sigmoid(Layer):
+class Sigmoid(Module):
     """y = 1 / (1 + exp(-x)), elementwise. Shape: any; y has x's shape."""
 
-    fresh_dx = True
 
     def forward(self, x):
         y = torch.sigmoid(x)
@@ -18,15 +17,14 @@ class Sigmoid(Layer):
         y = self.take_cache()
         return dy * y * (1 - y)                 # dx = dy * y * (1 - y)
 
-    def reference(self, x, params):
+    def reference(self, x):
         return torch.sigmoid(x)
 
 
 @register_layer("Tanh")
-class Tanh(Layer):
+class Tanh(Module):
     """y = tanh(x), elementwise. Shape: any; y has x's shape."""
 
-    fresh_dx = True
 
     def forward(self, x):
         y = torch.tanh(x)
@@ -37,5 +35,5 @@ class Tanh(Layer):
         y = self.take_cache()
         return dy * (1 - y * y)                 # dx = dy * (1 - y^2)
 
-    def reference(self, x, params):
+    def reference(self, x):
         return torch.tanh(x)

@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from manualnet.losses.base import Loss, register_loss
+from manualnet.nn.losses.base import Loss, register_loss
 
 NO_INDEX = torch.iinfo(torch.int64).min  # nll_loss would silently skip class -100 by default: skip none
 

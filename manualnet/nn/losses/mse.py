@@ -1,6 +1,6 @@
 import torch.nn.functional as F
 
-from manualnet.losses.base import Loss, register_loss
+from manualnet.nn.losses.base import Loss, register_loss
 
 
 @register_loss("MSELoss")

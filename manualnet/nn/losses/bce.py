@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from manualnet.losses.base import Loss, register_loss
+from manualnet.nn.losses.base import Loss, register_loss
 
 EPS = 9.999999960041972e-13  # PyTorch's floor on p (1 - p) in BCE's backward: 1e-12 rounded to a float32
 

@@ -1,11 +1,11 @@
 import torch
 import torch.nn.functional as F
 
-from manualnet.layer import Layer, register_layer
+from manualnet.nn.module import Module, register_layer
 
 
 @register_layer("ReLU")
-class ReLU(Layer):
+class ReLU(Module):
     """y = max(x, 0), elementwise. Shape: any; y has x's shape."""
 
     kink = 0.0  # where the derivative jumps: finite differences keep away from it
@@ -17,20 +17,17 @@ class ReLU(Layer):
 
     def backward(self, dy):
         y = self.take_cache()
-        if self.reuse_dy:                       # dy is Sequential's own temporary: dx takes its memory
-            return torch.ops.aten.threshold_backward.grad_input(dy, y, 0.0, grad_input=dy)
-        return torch.ops.aten.threshold_backward(dy, y, 0.0)   # dx = dy * [x > 0], in one kernel
+        return dy * (y > 0)                     # dx = dy * [x > 0]
 
-    def reference(self, x, params):
+    def reference(self, x):
         return F.relu(x)
 
 
 @register_layer("LeakyReLU")
-class LeakyReLU(Layer):
+class LeakyReLU(Module):
     """y = x if x > 0 else negative_slope * x, elementwise. Shape: any; y has x's shape."""
 
     kink = 0.0
-    fresh_dx = True
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
@@ -45,7 +42,7 @@ class LeakyReLU(Layer):
         positive = self.take_cache()
         return torch.where(positive, dy, dy * self.negative_slope)   # dx = dy * (1 if x > 0 else slope)
 
-    def reference(self, x, params):
+    def reference(self, x):
         return F.leaky_relu(x, self.negative_slope)
 
     def extra_repr(self):

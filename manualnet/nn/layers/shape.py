@@ -1,8 +1,8 @@
-from manualnet.layer import Layer, register_layer
+from manualnet.nn.module import Module, register_layer
 
 
 @register_layer("Flatten")
-class Flatten(Layer):
+class Flatten(Module):
     """y = x reshaped so dims start_dim..end_dim become one. Shape: (N, d1, d2, ...) -> (N, d1*d2*...)."""
 
     def __init__(self, start_dim=1, end_dim=-1):
@@ -17,7 +17,7 @@ class Flatten(Layer):
         shape = self.take_cache()
         return dy.reshape(shape)                # dx = dy, reshaped back to x's shape
 
-    def reference(self, x, params):
+    def reference(self, x):
         return x.flatten(self.start_dim, self.end_dim)
 
     def extra_repr(self):
@@ -25,7 +25,7 @@ class Flatten(Layer):
 
 
 @register_layer("Identity")
-class Identity(Layer):
+class Identity(Module):
     """y = x. Shape: any."""
 
     def forward(self, x):
@@ -36,5 +36,5 @@ class Identity(Layer):
         self.take_cache()
         return dy                               # dx = dy
 
-    def reference(self, x, params):
+    def reference(self, x):
         return x

@@ -1,17 +1,16 @@
 import torch
 import torch.nn.functional as F
 
-from manualnet.layer import Layer, register_layer
+from manualnet.nn.module import Module, register_layer
 
 
 @register_layer("Softmax")
-class Softmax(Layer):
+class Softmax(Module):
     """y_i = exp(x_i) / sum_j exp(x_j) along ``dim`` (max-shifted, finite for any finite x).
 
     Shape: any; y has x's shape. Backward is the full Jacobian-vector product, not its diagonal.
     """
 
-    fresh_dx = True
 
     def __init__(self, dim=-1):
         super().__init__()
@@ -27,7 +26,7 @@ class Softmax(Layer):
         # dx_i = sum_j dy_j * y_j * ([i == j] - y_i) = y_i * (dy_i - sum_j dy_j y_j)
         return y * (dy - (dy * y).sum(self.dim, keepdim=True))
 
-    def reference(self, x, params):
+    def reference(self, x):
         return F.softmax(x, self.dim)
 
     def extra_repr(self):
@@ -35,10 +34,9 @@ class Softmax(Layer):
 
 
 @register_layer("LogSoftmax")
-class LogSoftmax(Layer):
+class LogSoftmax(Module):
     """y_i = x_i - log sum_j exp(x_j) along ``dim`` (finite for any finite x). Shape: any; y has x's shape."""
 
-    fresh_dx = True
 
     def __init__(self, dim=-1):
         super().__init__()
@@ -53,7 +51,7 @@ class LogSoftmax(Layer):
         y = self.take_cache()
         return dy - y.exp() * dy.sum(self.dim, keepdim=True)   # dx_i = dy_i - softmax_i * sum_j dy_j
 
-    def reference(self, x, params):
+    def reference(self, x):
         return F.log_softmax(x, self.dim)
 
     def extra_repr(self):

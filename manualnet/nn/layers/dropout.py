@@ -1,10 +1,10 @@
 import torch
 
-from manualnet.layer import Layer, register_layer
+from manualnet.nn.module import Module, register_layer
 
 
 @register_layer("Dropout")
-class Dropout(Layer):
+class Dropout(Module):
     """In training, y = x * m / (1 - p) with m ~ Bernoulli(1 - p) drawn per element; in eval, y = x.
 
     Args:
@@ -33,7 +33,7 @@ class Dropout(Layer):
         scaled_mask = self.take_cache()
         return dy if scaled_mask is None else dy * scaled_mask   # dx = dy * m / (1 - p)
 
-    def reference(self, x, params):
+    def reference(self, x):
         """The same function with this forward's mask held fixed (verify reruns forward first)."""
         return x if self.cache is None else x * self.cache
 

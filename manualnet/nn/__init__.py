@@ -1,0 +1,18 @@
+"""The model's math: modules, containers, layers and losses, each with a hand-written backward.
+
+Imports nothing of optimizers, data, configs, training, logging or the CLI.
+"""
+
+from manualnet.nn.containers import ModuleList, Residual, Sequential
+from manualnet.nn.layers import (
+    Add, Concat, Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, MatMul, ReLU, Sigmoid, Softmax, Tanh,
+)
+from manualnet.nn.losses import LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, register_loss
+from manualnet.nn.module import LAYERS, Module, Parameter, register_layer
+
+__all__ = [
+    "LAYERS", "LOSSES", "Add", "BCELoss", "BCEWithLogitsLoss", "Concat", "CrossEntropyLoss", "Dropout", "Flatten",
+    "Identity", "LeakyReLU", "Linear", "LogSoftmax", "Loss", "MSELoss", "MatMul", "Module", "ModuleList",
+    "NLLLoss", "Parameter", "ReLU", "Residual", "Sequential", "Sigmoid", "Softmax", "Tanh", "register_layer",
+    "register_loss",
+]

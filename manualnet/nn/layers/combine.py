@@ -1,0 +1,71 @@
+"""Layers with several inputs: the joins of a network that is not a chain."""
+
+import torch
+
+from manualnet.nn.module import Module, register_layer
+
+
+@register_layer("Add")
+class Add(Module):
+    """y = a + b + ... (same shapes). Shape: each input (*) -> y (*)."""
+
+    def check_inputs(self, *xs):
+        super().check_inputs(*xs)
+        if len({x.shape for x in xs}) > 1:
+            raise self.fail(f"inputs must have one shape, got {', '.join(str(tuple(x.shape)) for x in xs)}")
+
+    def forward(self, *xs):
+        self.cache = len(xs)                    # backward needs only how many inputs there were
+        return sum(xs[1:], xs[0])
+
+    def backward(self, dy):
+        n = self.take_cache()
+        return (dy,) * n                        # da = db = ... = dy
+
+    def reference(self, *xs):
+        return sum(xs[1:], xs[0])
+
+
+@register_layer("Concat")
+class Concat(Module):
+    """y = cat([a, b, ...], dim). Shape: inputs equal except along ``dim``; y's ``dim`` is their sum."""
+
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, *xs):
+        self.cache = [x.shape[self.dim] for x in xs]   # backward needs each input's width along dim
+        return torch.cat(xs, self.dim)
+
+    def backward(self, dy):
+        widths = self.take_cache()
+        return tuple(dy.split(widths, self.dim))        # each input's gradient is its slice of dy
+
+    def reference(self, *xs):
+        return torch.cat(xs, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+@register_layer("MatMul")
+class MatMul(Module):
+    """y = a @ b over the last two dims. Shape: a (*, n, k), b (*, k, m) -> y (*, n, m), same batch dims."""
+
+    def check_inputs(self, a, b):
+        super().check_inputs(a, b)
+        if a.dim() < 2 or a.dim() != b.dim() or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]:
+            raise self.fail(f"expects a (*, n, k) and b (*, k, m) with the same batch dims, got "
+                            f"{tuple(a.shape)} and {tuple(b.shape)}")
+
+    def forward(self, a, b):
+        self.cache = (a, b)                     # backward needs both factors
+        return a @ b
+
+    def backward(self, dy):
+        a, b = self.take_cache()
+        return dy @ b.mT, a.mT @ dy             # da = dy @ b^T, db = a^T @ dy
+
+    def reference(self, a, b):
+        return a @ b

@@ -1,0 +1,55 @@
+"""The loss contract: ``forward(pred, target)`` returns a 0-d loss; ``backward()`` returns dL/dpred."""
+
+import torch
+
+from manualnet.errors import LayerError
+from manualnet.nn.module import Module
+from manualnet.registry import Registry
+
+LOSSES = Registry("loss")
+
+
+def register_loss(name):
+    """Decorator: make a Loss subclass available to configs as ``loss: {type: name}``."""
+    return LOSSES.register(name)
+
+
+class Loss(Module):
+    """Base class of the losses: ``forward(pred, target)`` returns a 0-d loss, ``backward(dloss=1.0)``
+    returns dL/dpred (the target gets no gradient).
+
+    ``reduction="mean"`` averages over the elements (or samples, for the class-index losses) like
+    PyTorch; ``"sum"`` adds them up. Subclasses implement ``forward(pred, target)``, caching what backward
+    needs, ``backward(dloss)`` and a functional ``reference(pred, target)`` that verify checks against.
+    """
+
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        if reduction not in ("mean", "sum"):
+            raise LayerError(f"{type(self).__name__}: reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+
+    def check_inputs(self, pred, target):
+        if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
+            raise self.fail("forward expects pred and target as torch.Tensors")
+        if not pred.is_floating_point():
+            raise self.fail(f"pred has dtype {pred.dtype}; expected a floating tensor, cast it with pred.float()")
+        self.check_target(pred, target)
+
+    def check_target(self, pred, target):
+        """Raise LayerError if target does not fit pred; the default wants the same shape, floating."""
+        if target.shape != pred.shape:
+            raise self.fail(f"pred has shape {tuple(pred.shape)} but target has shape {tuple(target.shape)}; "
+                            "they must match")
+        if not target.is_floating_point():
+            raise self.fail(f"target has dtype {target.dtype}; expected a floating tensor like pred")
+
+    def reduce(self, elementwise):
+        return elementwise.mean() if self.reduction == "mean" else elementwise.sum()
+
+    def scale(self, count):
+        """d(reduction)/d(element): 1/count for mean, 1 for sum."""
+        return 1.0 / count if self.reduction == "mean" else 1.0
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}"

@@ -1,0 +1,356 @@
+"""The module contract every manualnet layer, loss and model fills in.
+
+``forward(*inputs)`` returns a tensor (or a tuple) and stores in ``self.cache`` exactly what backward
+needs. ``backward(*grads)`` takes dL/d(each output) and returns dL/d(each input) (a tensor, or a tuple in
+the inputs' order), ADDING each parameter's gradient into ``param.grad``, as autograd accumulates ``.grad``.
+Children and parameters are registered by attribute assignment, as in ``torch.nn.Module``, and named by
+their path (``blocks.0.attn.qkv.weight``), so a state dict moves between manualnet and ``torch.nn`` unchanged.
+
+The checks every module needs (tensor inputs, dy's shape, backward before forward, the shapes backward
+returns) live here, wrapped around each subclass's ``forward`` and ``backward``, so that a layer's own code
+reads like its math. They run in full once per input signature (shapes, dtypes, devices, mode); after that,
+only dy's shape is compared.
+"""
+
+import functools
+from collections import OrderedDict
+
+import torch
+
+from manualnet.errors import LayerError
+from manualnet.registry import Registry
+
+LAYERS = Registry("layer")
+SIGNATURES_KEPT = 8  # input signatures whose full checks passed (an epoch's short last batch is a second one)
+
+
+def register_layer(name):
+    """Decorator: make a Module subclass available to configs as ``{type: name}``."""
+    return LAYERS.register(name)
+
+
+class Parameter(torch.nn.Parameter):
+    """A learnable tensor: assigned to a module attribute, it is registered as that module's parameter.
+
+    It never requires grad (manualnet's backward fills ``.grad`` by hand) and behaves as a plain tensor in
+    every op, as ``torch.nn.Parameter`` does.
+    """
+
+    def __new__(cls, data, requires_grad=False):
+        return super().__new__(cls, data, requires_grad=False)
+
+    def __repr__(self):
+        return f"Parameter containing:\n{self.data!r}"
+
+
+class Module:
+    """Base class of every layer, loss and model.
+
+    Subclasses call ``super().__init__()`` first, assign parameters (``self.weight = Parameter(...)``),
+    buffers (``self.register_buffer("running_mean", t)``) and children (``self.fc = Linear(4, 8)``), and
+    implement ``forward`` and ``backward``. A subclass may also give ``reference(*inputs)``: the same
+    function written with ``torch.nn.functional`` ops on its own parameters, which ``manualnet.verify``
+    differentiates with autograd; without it, verify runs the module's own forward under autograd.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "cache", None)
+        object.__setattr__(self, "_checked", [])      # input signatures whose full checks passed
+        object.__setattr__(self, "_out_shapes", None)  # set by forward, taken by backward
+        object.__setattr__(self, "_in_shapes", None)   # set by a fully checked forward: backward checks its dx
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.forward = _checked_forward(cls.__dict__["forward"])
+        if "backward" in cls.__dict__:
+            cls.backward = _checked_backward(cls.__dict__["backward"])
+
+    # -- registration -----------------------------------------------------------------------------
+
+    def __setattr__(self, name, value):
+        # Registered values also live in __dict__, so reading self.weight in forward is a plain lookup.
+        if isinstance(value, torch.nn.Parameter):
+            if value.requires_grad:  # a torch.nn.Parameter assigned as is: manualnet fills .grad by hand
+                value.requires_grad_(False)
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        elif name in self._parameters or name in self._modules:
+            raise LayerError(f"{type(self).__name__}.{name} is a registered "
+                             f"{'parameter' if name in self._parameters else 'module'}; assign a "
+                             f"{'Parameter' if name in self._parameters else 'Module'}, not a "
+                             f"{type(value).__name__}")
+        elif name in self._buffers:
+            self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        for table in (self._parameters, self._buffers, self._modules):
+            table.pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name, tensor):
+        """A tensor that belongs to the state (saved in ``state_dict``, moved by ``to``) but is not learned,
+        such as BatchNorm's running statistics."""
+        self._buffers[name] = tensor
+        object.__setattr__(self, name, tensor)
+
+    def register_parameter(self, name, param):
+        setattr(self, name, param if isinstance(param, torch.nn.Parameter) else Parameter(param))
+
+    def add_module(self, name, module):
+        setattr(self, name, module)
+
+    # -- traversal --------------------------------------------------------------------------------
+
+    def named_modules(self, prefix=""):
+        """``(path, module)`` for this module and every descendant, depth first, each once."""
+        seen = set()
+
+        def walk(module, path):
+            if id(module) in seen:
+                return
+            seen.add(id(module))
+            yield path, module
+            for name, child in module._modules.items():
+                yield from walk(child, f"{path}.{name}" if path else name)
+
+        yield from walk(self, prefix)
+
+    def modules(self):
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self):
+        yield from self._modules.items()
+
+    def children(self):
+        yield from self._modules.values()
+
+    def named_parameters(self, prefix="", recurse=True):
+        """``(name, parameter)`` pairs named by path (``0.weight``); a tensor shared by two modules (tied
+        weights) is listed once, under its first name."""
+        seen = set()
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for path, module in modules:
+            for name, p in module._parameters.items():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield (f"{path}.{name}" if path else name), p
+
+    def parameters(self, recurse=True):
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def named_buffers(self, prefix=""):
+        for path, module in self.named_modules(prefix):
+            for name, b in module._buffers.items():
+                yield (f"{path}.{name}" if path else name), b
+
+    def buffers(self):
+        for _, b in self.named_buffers():
+            yield b
+
+    def num_parameters(self):
+        return sum(p.numel() for p in self.parameters())
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def state_dict(self):
+        """Name -> tensor for every parameter and buffer, PyTorch's names; the tensors share memory with
+        the module's (clone them for a snapshot). Tied weights appear under each of their names, as in torch."""
+        state = OrderedDict()
+        for path, module in self.named_modules():
+            for name, t in (*module._parameters.items(), *module._buffers.items()):
+                state[f"{path}.{name}" if path else name] = t.detach()
+        return state
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy tensors into the parameters and buffers in place. Strict: every name must be present, known
+        and of the same shape, else a LayerError lists the missing, unexpected and mis-shaped names."""
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        misshaped = [f"{k}: given {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                     for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
+        problems = [f"{label} {', '.join(items)}" for label, items in
+                    (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if items]
+        if misshaped or (strict and problems):
+            raise LayerError(f"state dict does not fit this model: {'; '.join(problems)}")
+        with torch.no_grad():  # a torch.nn state dict's tensors may require grad: ours never do
+            for k, v in state_dict.items():
+                if k in own:
+                    own[k].copy_(v)
+
+    def zero_grad(self, set_to_none=False):
+        """Zero every parameter's gradient in place (``set_to_none``: drop them, as torch's default does;
+        the next backward then allocates them again)."""
+        for p in self.parameters():
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    def train(self, mode=True):
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, *args, **kwargs):
+        """Move or cast parameters, their gradients and floating buffers in place, like ``torch.nn.Module.to``:
+        ``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(tensor)`` or keywords."""
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        if dtype is not None and not dtype.is_floating_point:
+            raise LayerError(f"{type(self).__name__}.to({dtype}): parameters need a floating dtype")
+        for module in self.modules():
+            for p in module._parameters.values():
+                p.data = p.data.to(device=device, dtype=dtype)
+                if p.grad is not None:
+                    p.grad = p.grad.to(device=device, dtype=dtype)
+            for name, b in module._buffers.items():
+                if b is not None:
+                    module.register_buffer(name, b.to(device=device, dtype=dtype if b.is_floating_point() else None))
+        return self
+
+    # -- forward and backward ---------------------------------------------------------------------
+
+    def __call__(self, *inputs, **kwargs):
+        return self.forward(*inputs, **kwargs)
+
+    def forward(self, *inputs):
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, *grads):
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def take_cache(self):
+        """Hand the cache to backward and forget it: one forward feeds one backward."""
+        cache = self.cache
+        object.__setattr__(self, "cache", None)
+        return cache
+
+    def check_inputs(self, *inputs):
+        """Raise LayerError if these cannot be this module's inputs (run once per input signature). The
+        default wants floating tensors; a layer with a fixed size or integer inputs overrides it."""
+        for i, x in enumerate(inputs):
+            if not isinstance(x, torch.Tensor):
+                raise self.fail(f"input {i} is a {type(x).__name__}; forward expects torch.Tensors")
+            if not x.is_floating_point():
+                raise self.fail(f"input {i} has dtype {x.dtype}; this layer works on floating tensors, "
+                                "cast it with x.float()")
+
+    def fail(self, problem):
+        """A LayerError that names this module."""
+        return LayerError(f"{self.describe()}: {problem}")
+
+    def describe(self):
+        return type(self).__name__
+
+    # -- printing ---------------------------------------------------------------------------------
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        if not self._modules:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in self._modules.items():
+            lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
+        return "\n".join(lines) + "\n)"
+
+
+def _shapes(value):
+    """The shape of a tensor, or the tuple of shapes of a tuple's tensors (None for a non-tensor)."""
+    if isinstance(value, torch.Tensor):
+        return value.shape
+    return tuple(v.shape if isinstance(v, torch.Tensor) else None for v in value)
+
+
+def _signature(inputs, training):
+    return tuple((x.shape, x.dtype, x.device) if isinstance(x, torch.Tensor) else type(x) for x in inputs), training
+
+
+def _checked_forward(forward):
+    @functools.wraps(forward)
+    def checked(self, *inputs, **kwargs):
+        signature = _signature(inputs, self.training)
+        if signature in self._checked:
+            out = forward(self, *inputs, **kwargs)
+            in_shapes = None
+        else:
+            self.check_inputs(*inputs)
+            out = forward(self, *inputs, **kwargs)
+            if len(self._checked) == SIGNATURES_KEPT:
+                self._checked.pop(0)
+            self._checked.append(signature)
+            in_shapes = _shapes(inputs)
+        if torch.is_inference_mode_enabled():  # nothing to go back through: keep no cache
+            object.__setattr__(self, "cache", None)
+            object.__setattr__(self, "_out_shapes", None)
+        else:
+            object.__setattr__(self, "_out_shapes", _shapes(out))
+            object.__setattr__(self, "_in_shapes", in_shapes)
+        return out
+
+    return checked
+
+
+def _checked_backward(backward):
+    @functools.wraps(backward)
+    def checked(self, *grads, **kwargs):
+        expected = self._out_shapes
+        if expected is None:
+            raise self.fail("backward called without a forward to go back through (call forward first; each "
+                            "forward feeds one backward, and forward under torch.inference_mode() keeps none)")
+        if grads and _grad_shapes(grads, expected) != expected:
+            got = _grad_shapes(grads, expected)
+            raise self.fail(f"backward got gradients of shape {_show(got)}, expected the outputs' {_show(expected)}")
+        object.__setattr__(self, "_out_shapes", None)
+        for p in self._parameters.values():
+            if p.grad is None:  # dropped by zero_grad(set_to_none=True), torch.optim's default
+                p.grad = torch.zeros_like(p)
+        result = backward(self, *grads, **kwargs)
+        if self._in_shapes is not None:  # the first backward of a new input signature: check what it returns
+            _check_returned(self, result)
+            object.__setattr__(self, "_in_shapes", None)
+        return result
+
+    return checked
+
+
+def _grad_shapes(grads, expected):
+    if isinstance(expected, tuple) and not isinstance(expected, torch.Size):
+        return tuple(g.shape if isinstance(g, torch.Tensor) else None for g in grads)
+    g = grads[0]
+    if len(grads) == 1 and isinstance(g, (int, float)) and not isinstance(g, bool):
+        return torch.Size([])  # a loss's backward(dloss) takes its upstream gradient as a number too
+    return g.shape if isinstance(g, torch.Tensor) and len(grads) == 1 else tuple(map(type, grads))
+
+
+def _check_returned(module, result):
+    """A backward's input gradients have the inputs' shapes, and its parameters' gradients theirs."""
+    returned = result if isinstance(result, tuple) else (result,)
+    for i, (dx, shape) in enumerate(zip(returned, module._in_shapes, strict=False)):
+        if dx is not None and shape is not None and (not isinstance(dx, torch.Tensor) or dx.shape != shape):
+            got = tuple(dx.shape) if isinstance(dx, torch.Tensor) else type(dx).__name__
+            raise module.fail(f"backward returned a gradient of shape {got} for input {i}, "
+                              f"which has shape {tuple(shape)}")
+    for name, p in module._parameters.items():
+        if p.grad.shape != p.shape:
+            raise module.fail(f"backward left {name}.grad with shape {tuple(p.grad.shape)}, "
+                              f"the parameter has shape {tuple(p.shape)}")
+
+
+def _show(shapes):
+    if isinstance(shapes, torch.Size):
+        return str(tuple(shapes))
+    return ", ".join(str(tuple(s)) if isinstance(s, torch.Size) else str(s) for s in shapes)
