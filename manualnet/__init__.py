@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 _SUBPACKAGES = ("nn", "optim", "data", "verify")
 _NN_NAMES = (
-    "LAYERS", "LOSSES", "Add", "BCELoss", "BCEWithLogitsLoss", "Concat", "CrossEntropyLoss", "Dropout", "Flatten",
+    "GELU", "GPT", "LAYERS", "LOSSES", "MLP", "Add", "BCELoss", "BCEWithLogitsLoss", "Block", "CausalSelfAttention",
+    "Concat", "CrossEntropyLoss", "Dropout", "Embedding", "Flatten", "LayerNorm",
     "Identity", "LeakyReLU", "Linear", "LogSoftmax", "Loss", "MSELoss", "MatMul", "Module", "ModuleList",
     "NLLLoss", "Parameter", "ReLU", "Residual", "Sequential", "Sigmoid", "Softmax", "Tanh", "register_layer",
     "register_loss",

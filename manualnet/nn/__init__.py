@@ -5,13 +5,16 @@ Imports nothing of optimizers, data, configs, training, logging or the CLI.
 
 from manualnet.nn.containers import ModuleList, Residual, Sequential
 from manualnet.nn.layers import (
-    Add, Concat, Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, MatMul, ReLU, Sigmoid, Softmax, Tanh,
+    GELU, Add, CausalSelfAttention, Concat, Dropout, Embedding, Flatten, Identity, LayerNorm, LeakyReLU, Linear,
+    LogSoftmax, MatMul, ReLU, Sigmoid, Softmax, Tanh,
 )
 from manualnet.nn.losses import LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, register_loss
+from manualnet.nn.models import GPT, MLP, Block
 from manualnet.nn.module import LAYERS, Module, Parameter, register_layer
 
 __all__ = [
-    "LAYERS", "LOSSES", "Add", "BCELoss", "BCEWithLogitsLoss", "Concat", "CrossEntropyLoss", "Dropout", "Flatten",
+    "GELU", "GPT", "LAYERS", "LOSSES", "MLP", "Add", "BCELoss", "BCEWithLogitsLoss", "Block", "CausalSelfAttention",
+    "Concat", "CrossEntropyLoss", "Dropout", "Embedding", "Flatten", "LayerNorm",
     "Identity", "LeakyReLU", "Linear", "LogSoftmax", "Loss", "MSELoss", "MatMul", "Module", "ModuleList",
     "NLLLoss", "Parameter", "ReLU", "Residual", "Sequential", "Sigmoid", "Softmax", "Tanh", "register_layer",
     "register_loss",

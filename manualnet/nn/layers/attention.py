@@ -1,0 +1,95 @@
+import math
+
+import torch
+
+from manualnet.nn.layers.dropout import Dropout
+from manualnet.nn.layers.linear import Linear
+from manualnet.nn.module import Module, register_layer
+
+
+@register_layer("CausalSelfAttention")
+class CausalSelfAttention(Module):
+    """Multi-head causal self-attention, as in GPT-2. Per head h, with d = embed_dim / num_heads:
+
+        q, k, v = split(x @ W_qkv^T + b_qkv)                       each (B, H, T, d)
+        s = q @ k^T / sqrt(d) + M          M[i, j] = -inf where j > i (a position sees only its past)
+        p = softmax(s) along the last dim, then dropout
+        o = p @ v                                                 (B, H, T, d)
+        y = dropout(concat_heads(o) @ W_proj^T + b_proj)
+
+    Args:
+        embed_dim: the model width C; num_heads: H, which must divide C.
+        dropout: the probability of dropping an attention weight and an output element in training.
+        generator: a seeded ``torch.Generator`` for both dropout masks (the global RNG if None).
+    Shape: x (B, T, C) -> y (B, T, C); qkv.weight (3C, C), proj.weight (C, C).
+
+    Backward caches q, k, v and the probabilities p (B, H, T, T) rather than recomputing p from a saved
+    log-sum-exp: at GPT sizes p is as small as the activations autograd keeps for the same model.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, generator=None):
+        super().__init__()
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        if embed_dim % num_heads:
+            raise self.fail(f"num_heads={num_heads} must divide embed_dim={embed_dim}")
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.qkv = Linear(embed_dim, 3 * embed_dim, bias=bias, generator=generator)
+        self.attn_drop = Dropout(dropout, generator=generator)
+        self.proj = Linear(embed_dim, embed_dim, bias=bias, generator=generator)
+        self.resid_drop = Dropout(dropout, generator=generator)
+
+    @classmethod
+    def example(cls, generator):
+        module = cls(8, 2, generator=generator).to(torch.float64)
+        return module, (torch.randn(2, 5, 8, generator=generator, dtype=torch.float64),)
+
+    def check_inputs(self, x):
+        super().check_inputs(x)
+        if x.dim() != 3 or x.shape[-1] != self.embed_dim:
+            raise self.fail(f"expects x of shape (B, T, {self.embed_dim}), got {tuple(x.shape)}")
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        s = torch.matmul(q, k.transpose(-2, -1)).mul_(self.scale)          # (B, H, T, d) @ (B, H, d, T)
+        s.masked_fill_(_future(T, x.device), float("-inf"))                # before the softmax: p[i, j > i] = 0
+        p = torch.softmax(s, dim=-1)
+        pd = self.attn_drop(p)
+        o = pd @ v                                                          # (B, H, T, T) @ (B, H, T, d)
+        self.cache = (q, k, v, p, pd)           # backward needs the factors of both products and p
+        return self.resid_drop(self.proj(o.transpose(1, 2).reshape(B, T, C)))
+
+    def backward(self, dy):
+        q, k, v, p, pd = self.take_cache()
+        B, H, T, d = q.shape
+        do = self.proj.backward(self.resid_drop.backward(dy)).view(B, T, H, d).transpose(1, 2)
+        dpd = do @ v.transpose(-2, -1)          # o = pd @ v:  dpd = do @ v^T, dv = pd^T @ do
+        dv = pd.transpose(-2, -1) @ do
+        dp = self.attn_drop.backward(dpd)
+        # softmax: ds_ij = p_ij (dp_ij - sum_k dp_ik p_ik); masked entries have p = 0, so get no gradient
+        ds = dp.sub_((dp * p).sum(-1, keepdim=True)).mul_(p)
+        # s = q @ k^T / sqrt(d):  dq = ds @ k / sqrt(d), dk = ds^T @ q / sqrt(d)
+        dq = torch.matmul(ds, k).mul_(self.scale)
+        dk = torch.matmul(ds.transpose(-2, -1), q).mul_(self.scale)
+        dqkv = torch.stack((dq, dk, dv)).permute(1, 3, 0, 2, 4).reshape(B, T, 3 * H * d)
+        return self.qkv.backward(dqkv)
+
+    def reference(self, x):
+        """The same function in torch ops on this module's parameters, its dropout masks those of the
+        last forward."""
+        B, T, C = x.shape
+        q, k, v = self.qkv.reference(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        s = (q @ k.transpose(-2, -1) * self.scale).masked_fill(_future(T, x.device), float("-inf"))
+        o = self.attn_drop.reference(torch.softmax(s, dim=-1)) @ v
+        return self.resid_drop.reference(self.proj.reference(o.transpose(1, 2).reshape(B, T, C)))
+
+    def describe(self):
+        return f"CausalSelfAttention({self.embed_dim}, heads={self.num_heads})"
+
+    def extra_repr(self):
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.attn_drop.p}"
+
+
+def _future(T, device):
+    """(T, T) bool, True above the diagonal: the positions j > i that position i must not attend to."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).triu_(1)

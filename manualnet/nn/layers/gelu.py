@@ -1,0 +1,57 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+from manualnet.errors import LayerError
+from manualnet.nn.module import Module, register_layer
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+CUBIC = 0.044715  # the tanh approximation's coefficient (Hendrycks and Gimpel), as in PyTorch and GPT-2
+
+
+@register_layer("GELU")
+class GELU(Module):
+    """y = x * Phi(x), Phi the standard normal CDF, elementwise: Phi(x) = (1 + erf(x / sqrt 2)) / 2.
+
+    Args:
+        approximate: ``"none"`` for the exact erf form; ``"tanh"`` for GPT-2's
+            y = x (1 + tanh(u)) / 2 with u = sqrt(2/pi) (x + 0.044715 x^3).
+    Shape: any; y has x's shape.
+    """
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise LayerError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    @classmethod
+    def example(cls, generator):
+        return cls("tanh"), (torch.randn(3, 8, generator=generator, dtype=torch.float64) * 2,)
+
+    def forward(self, x):
+        self.cache = x                                     # backward needs only x
+        return F.gelu(x, approximate=self.approximate)
+
+    def backward(self, dy):
+        x = self.take_cache()
+        if self.approximate == "tanh":
+            t = torch.tanh(SQRT_2_OVER_PI * (x + CUBIC * x * x * x))
+            # dx = dy * ((1 + t) / 2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)), t = tanh(u)
+            du = SQRT_2_OVER_PI * (1 + 3 * CUBIC * x * x)
+            return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+        # dx = dy * (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal density
+        cdf = 0.5 * (1 + torch.erf(x * INV_SQRT_2))
+        return dy * (cdf + x * torch.exp(-0.5 * x * x) * INV_SQRT_2PI)
+
+    def reference(self, x):
+        return F.gelu(x, approximate=self.approximate)
+
+    def describe(self):
+        return "GELU" if self.approximate == "none" else "GELU(tanh)"
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
