@@ -75,13 +75,13 @@ class CausalSelfAttention(Module):
         return self.qkv.backward(dqkv)
 
     def reference(self, x):
-        """The same function in torch ops on this module's parameters, its dropout masks those of the
-        last forward."""
+        """The same function in torch ops on this module's parameters; verify rewinds the dropout generators
+        so the masks are the forward's."""
         B, T, C = x.shape
         q, k, v = self.qkv.reference(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         s = (q @ k.transpose(-2, -1) * self.scale).masked_fill(_future(T, x.device), float("-inf"))
-        o = self.attn_drop.reference(torch.softmax(s, dim=-1)) @ v
-        return self.resid_drop.reference(self.proj.reference(o.transpose(1, 2).reshape(B, T, C)))
+        o = self.attn_drop(torch.softmax(s, dim=-1)) @ v
+        return self.resid_drop(self.proj.reference(o.transpose(1, 2).reshape(B, T, C)))
 
     def describe(self):
         return f"CausalSelfAttention({self.embed_dim}, heads={self.num_heads})"

@@ -44,7 +44,7 @@ class MLP(Module):
         return self.fc.backward(dy)
 
     def reference(self, x):
-        return self.drop.reference(self.proj.reference(self.act.reference(self.fc.reference(x))))
+        return self.drop(self.proj.reference(self.act.reference(self.fc.reference(x))))
 
 
 @register_layer("Block")

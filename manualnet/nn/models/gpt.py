@@ -83,7 +83,7 @@ class GPT(Module):
 
     def reference(self, idx):
         positions = torch.arange(idx.shape[1], device=idx.device)
-        x = self.drop.reference(self.wte.reference(idx) + self.wpe.reference(positions))
+        x = self.drop(self.wte.reference(idx) + self.wpe.reference(positions))
         for block in self.blocks:
             x = block.reference(x)
         return self.lm_head.reference(self.ln_f.reference(x))
