@@ -5,6 +5,7 @@
 
 import hashlib
 import importlib.util
+import inspect
 import math
 import sys
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from manualnet.build import build_loss, build_model, is_layer_specs, loss_targets, spec_kwargs, takes_in_features
+from manualnet.build import DATA_SIZES, build_loss, build_model, is_layer_specs, loss_targets, spec_kwargs
 from manualnet.components import argument_problems, construct
 from manualnet.config import Config
 from manualnet.data import load_dataset
@@ -165,8 +166,9 @@ def component_problems(raw, base_dir=None):
         kwargs = {k: v for k, v in spec_kwargs(spec).items() if not is_layer_specs(v)}  # nested: their own rows
         if not all(isinstance(k, str) for k in kwargs):
             continue  # the schema reports the key
-        if registry is LAYERS and takes_in_features(factory) and kwargs.get("in_features") is None:
-            kwargs["in_features"] = 1  # inferred from the data when the config leaves it out (or null)
+        if registry is LAYERS:  # sizes inferred from the data when the config leaves them out (or null)
+            accepted = inspect.signature(factory.__init__).parameters
+            kwargs.update({k: 1 for k in ("in_features", *DATA_SIZES) if k in accepted and kwargs.get(k) is None})
         problems += argument_problems(factory, kwargs, where, fixed=FIXED.get(where, ()))
     data = raw.get("data", {})
     name = data.get("dataset", "digits") if isinstance(data, dict) else None
@@ -204,7 +206,8 @@ def build(config, device=None, base_dir=None):
     dtype = getattr(torch, config.dtype)
     data = load_dataset(config.data.model_dump(), seed=config.seed, device=device, dtype=dtype)
     raw = config.to_dict()
-    model, out_features = build_model(raw["model"], data.in_features, config.seed, device, dtype)
+    model, out_features = build_model(raw["model"], data.in_features, config.seed, device, dtype,
+                                      probe=data.x_train[:2], sizes=data.inferred_sizes())
     loss = build_loss(raw["loss"], out_features, data)
     targets = {split: loss_targets(raw["loss"]["type"], getattr(data, f"y_{split}"), out_features, dtype)
                for split in ("train", "val", "test")}

@@ -9,37 +9,41 @@ from manualnet.errors import ConfigError, ManualnetError
 from manualnet.nn import LAYERS, LOSSES, Sequential
 
 CLASS_INDEX_LOSSES = ("CrossEntropyLoss", "NLLLoss")
+DATA_SIZES = ("vocab_size", "block_size")  # a language model's sizes, fixed by its data when a config omits them
 
 
-def build_model(specs, in_features, seed, device="cpu", dtype=torch.float32):
+def build_model(specs, in_features, seed, device="cpu", dtype=torch.float32, probe=None, sizes=None):
     """A Sequential from ``[{type: Name, **kwargs}, ...]``, weights drawn after ``torch.manual_seed(seed)``.
 
     ``in_features`` of a layer that takes it is inferred from the previous layer's output; a given one
     that does not match is an error naming the layer. An argument that is itself a layer spec, or a list of
     them (``{type: Residual, block: [...]}``), is built the same way, at the input its module gets. A probe
-    batch checks that the sizes chain.
+    batch checks that the sizes chain: zeros, or ``probe`` (a few rows of the data: token ids for a GPT).
+    ``sizes``: ``{vocab_size, block_size}`` from the data, given to a layer that takes them and was not.
     """
     torch.manual_seed(seed)
-    probe = torch.zeros(2, in_features, device=device, dtype=dtype)
-    model, probe = _build_chain(specs, probe, "model", device, dtype)
+    probe = torch.zeros(2, in_features, device=device, dtype=dtype) if probe is None else probe
+    model, probe = _build_chain(specs, probe, "model", device, dtype, sizes or {})
     return model, probe.shape[-1]
 
 
-def _build_chain(specs, probe, where, device, dtype):
+def _build_chain(specs, probe, where, device, dtype, sizes):
     layers = []
     for i, spec in enumerate(specs):
-        layer, probe = _build_layer(spec, probe, f"{where}.{i}", device, dtype)
+        layer, probe = _build_layer(spec, probe, f"{where}.{i}", device, dtype, sizes)
         layers.append(layer)
     return Sequential(*layers), probe
 
 
-def _build_layer(spec, probe, where, device, dtype):
+def _build_layer(spec, probe, where, device, dtype, sizes):
     kwargs = spec_kwargs(spec)
     cls = LAYERS.get(spec["type"], where=f"{where}.type")
     for key, value in kwargs.items():
         if is_layer_specs(value):  # a block of layers given inline: built at this layer's input
             kwargs[key] = _build_chain(value if isinstance(value, list) else [value], probe, f"{where}.{key}",
-                                       device, dtype)[0]
+                                       device, dtype, sizes)[0]
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs.update({k: v for k, v in sizes.items() if k in accepted and kwargs.get(k) is None})
     features = probe.shape[-1]
     given = kwargs.get("in_features")
     if given is not None and given != features:

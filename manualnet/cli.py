@@ -48,6 +48,16 @@ def _parser():
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     e.set_defaults(handler=_eval)
+    s = sub.add_parser("sample", help="generate text from a language model run's checkpoint")
+    s.add_argument("--run", required=True, metavar="RUN_DIR")
+    s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    s.add_argument("--prompt", default="", help="the text to continue (default: a newline)")
+    s.add_argument("--tokens", type=int, default=500, help="how many characters to generate")
+    s.add_argument("--temperature", type=float, default=1.0, help="divides the logits: < 1 is more conservative")
+    s.add_argument("--top-k", type=int, help="draw only from the k likeliest characters")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    s.set_defaults(handler=_sample)
     v = sub.add_parser("verify", help="check every hand-written gradient against autograd (and finite differences)")
     v.add_argument("--config", help="check the model this config trains, on a real batch of its data")
     v.add_argument("--all-layers", action="store_true",
@@ -92,6 +102,12 @@ def _train(args):
     from manualnet.commands import train
 
     return train(args)
+
+
+def _sample(args):
+    from manualnet.sampling import sample_run
+
+    return sample_run(args)
 
 
 def _eval(args):

@@ -14,10 +14,12 @@ import torch
 
 from manualnet import checkpoint
 from manualnet.data import Batches
+from manualnet.data.text import save_vocabulary
 from manualnet.distributed import Single, restore_rng
 from manualnet.divergence import Diverged, diagnose, diagnose_parameters
 from manualnet.errors import CheckpointError, ManualnetError
 from manualnet.evaluate import accuracy_count, evaluate
+from manualnet.lm_telemetry import log_language_model
 from manualnet.logger import MetricsLogger
 from manualnet.optim import clip_grad_norm, grad_norm
 from manualnet.progress import Progress, summary_table
@@ -64,8 +66,11 @@ class Trainer:
         self.writer = checkpoint.Writer()
         if resume is not None:
             self._restore(resume)
+        self.language_model = bool(setup.data.inferred_sizes())  # token ids in, next-token logits out
         if main:
             write_config(run_dir, self.cfg)
+            if self.language_model:
+                save_vocabulary(run_dir, setup.data.classes)
         self.log = MetricsLogger(run_dir if main else None, self.cfg.log.tensorboard,
                                  purge_step=self.step if resume else None)
         self.progress = Progress(self.cfg.train.epochs, len(self.batches), self.epoch, quiet or not main)
@@ -196,6 +201,8 @@ class Trainer:
                                "or set train.grad_clip")
         self.check_weights()  # before the best weights are copied or a checkpoint is written
         self.log.scalars(metrics, self.step, self.epoch)
+        if validated and self.language_model and self.cluster.is_main:
+            log_language_model(self.log, self.model, self.s.data, self.step, self.cfg.seed)
         if time.perf_counter() - self._epoch_started >= self.log.handoff_s:  # the next chance may be an epoch
             self.log.write_rows()                                                # away: the rows go out now
         self.progress.end_epoch(self.epoch, metrics)
@@ -240,13 +247,15 @@ class Trainer:
         x, targets, labels = self.s.split("val")
         self.model.eval()
         result = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold)
+        if self.language_model and "loss" in result:  # the loss is nats per token: e^loss is the perplexity
+            result["perplexity"] = math.exp(result["loss"])
         self.model.train()
         self.validation_seconds += time.perf_counter() - started  # the benchmark tells it from overhead
         return {f"val/{k}": v for k, v in result.items()}
 
     def finish(self, wall_time):
         """Evaluate the best checkpoint on the test split and write summary.json."""
-        final = dict(self.last_metrics)
+        final = {**self.last_metrics, **(self.s.data.baseline or {})}
         self.writer.flush()
         if self.cluster.is_main:  # the only rank that wrote (and so can read) the best checkpoint
             final.update(self.test_metrics())

@@ -50,14 +50,23 @@ class CausalSelfAttention(Module):
 
     def forward(self, x):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        s = torch.matmul(q, k.transpose(-2, -1)).mul_(self.scale)          # (B, H, T, d) @ (B, H, d, T)
-        s.masked_fill_(_future(T, x.device), float("-inf"))                # before the softmax: p[i, j > i] = 0
-        p = torch.softmax(s, dim=-1)
+        q, k, v = self.heads(self.qkv(x))
+        p = self.probabilities(q, k)
         pd = self.attn_drop(p)
         o = pd @ v                                                          # (B, H, T, T) @ (B, H, T, d)
         self.cache = (q, k, v, p, pd)           # backward needs the factors of both products and p
         return self.resid_drop(self.proj(o.transpose(1, 2).reshape(B, T, C)))
+
+    def heads(self, qkv):
+        """q, k, v (B, H, T, d) each: views of the projection (B, T, 3C) split into 3 and into heads."""
+        B, T, _ = qkv.shape
+        return qkv.view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+    def probabilities(self, q, k):
+        """p = softmax(q @ k^T / sqrt(d) + M): (B, H, T, T), row i spread over positions 0..i."""
+        s = torch.matmul(q, k.transpose(-2, -1)).mul_(self.scale)          # (B, H, T, d) @ (B, H, d, T)
+        s.masked_fill_(_future(q.shape[-2], q.device), float("-inf"))     # before the softmax: p[i, j > i] = 0
+        return torch.softmax(s, dim=-1)
 
     def backward(self, dy):
         q, k, v, p, pd = self.take_cache()
@@ -78,7 +87,7 @@ class CausalSelfAttention(Module):
         """The same function in torch ops on this module's parameters; verify rewinds the dropout generators
         so the masks are the forward's."""
         B, T, C = x.shape
-        q, k, v = self.qkv.reference(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.heads(self.qkv.reference(x))
         s = (q @ k.transpose(-2, -1) * self.scale).masked_fill(_future(T, x.device), float("-inf"))
         o = self.attn_drop(torch.softmax(s, dim=-1)) @ v
         return self.resid_drop(self.proj.reference(o.transpose(1, 2).reshape(B, T, C)))
