@@ -89,7 +89,7 @@ def test_flat_model_matches_torch_optim_through_layout_changes(ours, theirs, kwa
     torch.manual_seed(0)
     model = Sequential(Linear(3, 5), ReLU(), Linear(5, 2)).to(dtype=torch.float64)
     assert model.flat_buffers() is not None
-    torch_params = [p.clone().requires_grad_() for p in model.params.values()]
+    torch_params = [p.clone().requires_grad_() for p in model.parameters()]
     optimizer, reference = ours(model, **kwargs), theirs(torch_params, **kwargs)
     gen = torch.Generator().manual_seed(1)
     saved_mid_layout = None
@@ -107,7 +107,7 @@ def test_flat_model_matches_torch_optim_through_layout_changes(ours, theirs, kwa
         optimizer.step()
         reference.step()
     assert optimizer.flat
-    for p, tp in zip(model.params.values(), torch_params, strict=True):
+    for p, tp in zip(model.parameters(), torch_params, strict=True):
         torch.testing.assert_close(p, tp.detach(), rtol=1e-12, atol=0)
     restored = ours(model, **kwargs)
     restored.load_state_dict(saved_mid_layout)
@@ -122,7 +122,7 @@ def test_flat_model_is_updated_as_one_tensor_per_op():
     with ListSizes() as log:
         optimizer.step()
         optimizer.zero_grad()
-    flat_size = sum(p.numel() for p in model.params.values())
+    flat_size = sum(p.numel() for p in model.parameters())
     assert log.calls == [("_foreach_mul_", [flat_size]), ("_foreach_add_", [flat_size]),
                          ("_foreach_add_", [flat_size]), ("_foreach_zero_", [flat_size])]
 
@@ -164,7 +164,7 @@ def test_step_updates_the_layers_own_tensors_and_zero_grad_clears_them():
     assert model[0].params["weight"] is weight
     torch.testing.assert_close(weight, before - 1.0, rtol=0, atol=1e-15)
     optimizer.zero_grad()
-    assert all(torch.count_nonzero(g) == 0 for g in model.grads.values())
+    assert all(torch.count_nonzero(g) == 0 for g in (p.grad for p in model.parameters()))
 
 
 class OpLog(TorchDispatchMode):

@@ -60,7 +60,7 @@ def test_loading_torch_parameters_that_require_grad_keeps_ours_free_of_autograd(
     model = Sequential(mn.Linear(3, 4), mn.ReLU(), mn.Linear(4, 2))
     twin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     model.load_state_dict(dict(twin.named_parameters()))
-    for name, p in model.params.items():
+    for name, p in model.named_parameters():
         assert not p.requires_grad and p.grad_fn is None
         assert torch.equal(p, twin.state_dict()[name])
 
@@ -68,18 +68,18 @@ def test_loading_torch_parameters_that_require_grad_keeps_ours_free_of_autograd(
 def test_state_dict_round_trips_between_models():
     source, target = every_builtin_model(0), every_builtin_model(1)
     target.load_state_dict(source.state_dict())
-    assert all(torch.equal(target.params[name], p) for name, p in source.params.items())
+    assert all(torch.equal(target.params[name], p) for name, p in source.named_parameters())
 
 
 def test_a_copied_state_dict_keeps_its_values_when_the_model_trains_on():
     for model in (every_builtin_model(0), Sequential(mn.Linear(3, 4).to(dtype=torch.float64), mn.Linear(4, 2))):
         copy, live = model.state_dict(copy=True), model.state_dict()
-        before = {name: p.clone() for name, p in model.params.items()}
-        for p in model.params.values():
+        before = {name: p.clone() for name, p in model.named_parameters()}
+        for p in model.parameters():
             p.add_(1.0)  # an update, in place as the optimizer makes it
         assert list(copy) == list(model.params)
         assert all(torch.equal(copy[name], before[name]) for name in before)
-        assert all(live[name] is p for name, p in model.params.items())
+        assert all(live[name] is p for name, p in model.named_parameters())
 
 
 def test_strict_load_lists_missing_unexpected_and_misshaped_names():
@@ -132,7 +132,7 @@ def test_parameters_and_gradients_are_views_of_two_flat_buffers():
     assert flat_params.numel() == flat_grads.numel() == 3 * 4 + 4 + 4 * 2 + 2
     flat_params.fill_(0.5)
     flat_grads.fill_(1.0)
-    assert all(torch.all(p == 0.5) for p in model.params.values())
+    assert all(torch.all(p == 0.5) for p in model.parameters())
     assert all(torch.all(model[i].grads[k] == 1.0) for i in (0, 2) for k in ("weight", "bias"))
     model.zero_grad()
     assert torch.count_nonzero(flat_grads) == 0
@@ -142,10 +142,10 @@ def test_a_layer_moved_on_its_own_leaves_the_flat_layout_and_zero_grad_still_cle
     model = Sequential(mn.Linear(3, 4), mn.Tanh(), mn.Linear(4, 2))
     model[2].to(dtype=torch.float64)
     assert model.flat_buffers() is None
-    for g in model.grads.values():
+    for g in (p.grad for p in model.parameters()):
         g.fill_(1.0)
     model.zero_grad()
-    assert all(torch.count_nonzero(g) == 0 for g in model.grads.values())
+    assert all(torch.count_nonzero(g) == 0 for g in (p.grad for p in model.parameters()))
     model.to(dtype=torch.float64)   # the whole model: flat again
     assert model.flat_buffers() is not None
 
@@ -211,7 +211,7 @@ def test_check_model_passes_a_model_of_every_builtin_layer_in_train_mode():
     per_layer = {(row.index, row.layer) for row in rows if row.index is not None}
     assert per_layer == {(i, layer.describe()) for i, layer in enumerate(model)} | {(len(model), "NLLLoss")}
     end_to_end = [row.tensor for row in rows if row.index is None]
-    assert end_to_end == ["loss", "dx"] + [f"d{name}" for name in model.params]
+    assert end_to_end == ["loss", "dx"] + [f"d{name}" for name, _ in model.named_parameters()]
 
 
 def test_check_model_points_at_the_wrong_layer():
@@ -230,13 +230,13 @@ def test_check_model_points_at_the_wrong_layer():
 
 def test_check_model_leaves_the_model_untouched():
     model = every_builtin_model()
-    for g in model.grads.values():
+    for g in (p.grad for p in model.parameters()):
         g.fill_(1.0)
-    before = {name: p.clone() for name, p in model.params.items()}
+    before = {name: p.clone() for name, p in model.named_parameters()}
     generator_state = model[5].generator.get_state()
     check_model(model, mn.NLLLoss(), randn((5, 6), seed=1), torch.tensor([0, 3, 1, 2, 3]))
     assert all(torch.equal(model.params[name], p) for name, p in before.items())
-    assert all(torch.equal(g, torch.ones_like(g)) for g in model.grads.values())
+    assert all(torch.equal(g, torch.ones_like(g)) for g in (p.grad for p in model.parameters()))
     assert torch.equal(model[5].generator.get_state(), generator_state)
 
 
@@ -258,12 +258,12 @@ def _reseed(model):
 
 def _set_and_accumulated(model, x, dy):
     """Gradients of backward(accumulate=False) over stale ones, and of zero_grad() then backward()."""
-    for g in model.grads.values():
+    for g in (p.grad for p in model.parameters()):
         g.fill_(7.0)  # stale gradients: a set must not see them
     _reseed(model)  # the same Dropout mask both times
     model.forward(x)
     model.backward(dy.clone(), accumulate=False)
-    written = {k: g.clone() for k, g in model.grads.items()}
+    written = {k: g.clone() for k, g in ((n, p.grad) for n, p in model.named_parameters())}
     model.zero_grad()
     _reseed(model)
     model.forward(x)
