@@ -175,8 +175,8 @@ def test_torch_optim_and_manualnet_optim_train_a_composite_to_the_same_weights()
     torch.manual_seed(0)
     model = Net()
     twin = copy.deepcopy(model)
-    first = train(model, torch.optim.Adam(model.parameters(), lr=1e-2))
-    second = train(twin, mn.optim.Adam(twin.parameters(), lr=1e-2))
+    first = train(model, torch.optim.Adam(model.parameters(), lr=3e-3))
+    second = train(twin, mn.optim.Adam(twin.parameters(), lr=3e-3))
     assert abs(first - second) < 1e-6 and first < 0.5
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
