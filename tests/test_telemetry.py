@@ -43,12 +43,12 @@ def test_update_ratios_are_log10_of_the_update_std_over_the_parameter_std():
     for model in (mn.Sequential(mn.Linear(3, 5), mn.ReLU(), mn.Linear(5, 1, bias=True)),
                   mn.Sequential(mn.Linear(3, 5).to(dtype=torch.float64), mn.Linear(5, 2))):  # no flat buffer
         before = telemetry.parameters_before(model)
-        old = {k: p.clone() for k, p in model.params.items()}
-        for name, p in model.params.items():
+        old = {k: p.clone() for k, p in model.named_parameters()}
+        for name, p in model.named_parameters():
             if name != "0.bias":  # a parameter that did not move: -inf
                 p.add_(torch.randn_like(p) * 0.01)
         expected = [math.log10((p - old[k]).std().item() / p.std().item()) if k != "0.bias" and p.numel() > 1
-                    else -math.inf for k, p in model.params.items()]
+                    else -math.inf for k, p in model.named_parameters()]
         assert telemetry.update_ratios(model, before) == pytest.approx(expected, rel=1e-5)
 
 
