@@ -61,7 +61,7 @@ def test_gpt_gradient_for_any_upstream_gradient_and_a_shorter_context():
 
 def test_fifty_adamw_steps_follow_torchs_trajectory_in_float64():
     model, twin = gpt_pair()
-    ours = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
+    ours = mn.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
     theirs = torch.optim.AdamW(twin.parameters(), lr=3e-3, weight_decay=0.1)
     losses, losses_ref = [], []
     for step in range(50):
