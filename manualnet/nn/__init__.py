@@ -5,10 +5,34 @@ Imports nothing of optimizers, data, configs, training, logging or the CLI.
 
 from manualnet.nn.containers import ModuleList, Residual, Sequential
 from manualnet.nn.layers import (
-    GELU, Add, CausalSelfAttention, Concat, Dropout, Embedding, Flatten, Identity, LayerNorm, LeakyReLU, Linear,
-    LogSoftmax, MatMul, ReLU, Sigmoid, Softmax, Tanh,
+                                 GELU,
+                                 Add,
+                                 CausalSelfAttention,
+                                 Concat,
+                                 Dropout,
+                                 Embedding,
+                                 Flatten,
+                                 Identity,
+                                 LayerNorm,
+                                 LeakyReLU,
+                                 Linear,
+                                 LogSoftmax,
+                                 MatMul,
+                                 ReLU,
+                                 Sigmoid,
+                                 Softmax,
+                                 Tanh,
 )
-from manualnet.nn.losses import LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, register_loss
+from manualnet.nn.losses import (
+                                 LOSSES,
+                                 BCELoss,
+                                 BCEWithLogitsLoss,
+                                 CrossEntropyLoss,
+                                 Loss,
+                                 MSELoss,
+                                 NLLLoss,
+                                 register_loss,
+)
 from manualnet.nn.models import GPT, MLP, Block
 from manualnet.nn.module import LAYERS, Module, Parameter, register_layer
 

@@ -72,15 +72,17 @@ class CausalSelfAttention(Module):
         q, k, v, p, pd = self.take_cache()
         B, H, T, d = q.shape
         do = self.proj.backward(self.resid_drop.backward(dy)).view(B, T, H, d).transpose(1, 2)
-        dpd = do @ v.transpose(-2, -1)          # o = pd @ v:  dpd = do @ v^T, dv = pd^T @ do
-        dv = pd.transpose(-2, -1) @ do
+        dqkv = torch.empty(B, T, 3 * H * d, dtype=dy.dtype, device=dy.device)
+        dq, dk, dv = self.heads(dqkv)           # views: each gradient lands in the qkv projection's layout
+        # o = pd @ v:  dpd = do @ v^T, dv = pd^T @ do
+        dpd = do @ v.transpose(-2, -1)
+        dv.copy_(pd.transpose(-2, -1) @ do)
         dp = self.attn_drop.backward(dpd)
         # softmax: ds_ij = p_ij (dp_ij - sum_k dp_ik p_ik); masked entries have p = 0, so get no gradient
         ds = dp.sub_((dp * p).sum(-1, keepdim=True)).mul_(p)
         # s = q @ k^T / sqrt(d):  dq = ds @ k / sqrt(d), dk = ds^T @ q / sqrt(d)
-        dq = torch.matmul(ds, k).mul_(self.scale)
-        dk = torch.matmul(ds.transpose(-2, -1), q).mul_(self.scale)
-        dqkv = torch.stack((dq, dk, dv)).permute(1, 3, 0, 2, 4).reshape(B, T, 3 * H * d)
+        dq.copy_(torch.matmul(ds, k).mul_(self.scale))
+        dk.copy_(torch.matmul(ds.transpose(-2, -1), q).mul_(self.scale))
         return self.qkv.backward(dqkv)
 
     def reference(self, x):

@@ -48,15 +48,16 @@ class LayerNorm(Module):
     def backward(self, dy):
         xhat, rstd = self.take_cache()
         batch_dims = tuple(range(dy.dim() - len(self.normalized_shape)))
-        dxhat = dy
+        dy_xhat, dxhat = dy * xhat, dy
         if self.weight is not None:
-            self.weight.grad += (dy * xhat).sum(batch_dims)   # dw = sum over positions of dy * xhat
+            self.weight.grad += dy_xhat.sum(batch_dims)       # dw = sum over positions of dy * xhat
             self.bias.grad += dy.sum(batch_dims)               # db = sum over positions of dy
             dxhat = dy * self.weight
+            dy_xhat.mul_(self.weight)                          # now dxhat * xhat
         # dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / std, means over the normalised dims
         mean_dxhat = dxhat.mean(self.dims, keepdim=True)
-        mean_dxhat_xhat = (dxhat * xhat).mean(self.dims, keepdim=True)
-        return (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * rstd
+        mean_dxhat_xhat = dy_xhat.mean(self.dims, keepdim=True)
+        return torch.sub(dxhat, mean_dxhat).addcmul_(xhat, mean_dxhat_xhat, value=-1).mul_(rstd)
 
     def reference(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
