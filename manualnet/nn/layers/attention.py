@@ -23,8 +23,9 @@ class CausalSelfAttention(Module):
         generator: a seeded ``torch.Generator`` for both dropout masks (the global RNG if None).
     Shape: x (B, T, C) -> y (B, T, C); qkv.weight (3C, C), proj.weight (C, C).
 
-    Backward caches q, k, v and the probabilities p (B, H, T, T) rather than recomputing p from a saved
-    log-sum-exp: at GPT sizes p is as small as the activations autograd keeps for the same model.
+    Forward keeps q, k, v and the log-sum-exp of each row of s, not the probabilities p (B, H, T, T):
+    backward recomputes p = exp(s - lse) from them, as flash attention does, for one more (B, H, T, T)
+    product; docs/gpt.md has the time and memory this trades.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, generator=None):
@@ -50,11 +51,15 @@ class CausalSelfAttention(Module):
 
     def forward(self, x):
         B, T, C = x.shape
-        q, k, v = self.heads(self.qkv(x))
-        p = self.probabilities(q, k)
+        q, k, v = self.heads(self.qkv(x)).contiguous()   # one copy, so no product below copies its operands
+        s = self.scores(q, k)
+        lse = torch.logsumexp(s, dim=-1, keepdim=True)
+        p = s.sub_(lse).exp_()                  # softmax(s) = exp(s - log sum_j exp(s_j)), in the scores' memory
         pd = self.attn_drop(p)
         o = pd @ v                                                          # (B, H, T, T) @ (B, H, T, d)
-        self.cache = (q, k, v, p, pd)           # backward needs the factors of both products and p
+        # backward needs q, k, v and p: p is recomputed from the log-sum-exp, as flash attention does, so the
+        # (B, H, T, T) probabilities are not kept; dropped probabilities (training with dropout) are.
+        self.cache = (q, k, v, lse, None if pd is p else pd)
         return self.resid_drop(self.proj(o.transpose(1, 2).reshape(B, T, C)))
 
     def heads(self, qkv):
@@ -62,16 +67,21 @@ class CausalSelfAttention(Module):
         B, T, _ = qkv.shape
         return qkv.view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
 
-    def probabilities(self, q, k):
-        """p = softmax(q @ k^T / sqrt(d) + M): (B, H, T, T), row i spread over positions 0..i."""
+    def scores(self, q, k):
+        """s = q @ k^T / sqrt(d) + M: (B, H, T, T), -inf above the diagonal."""
         s = torch.matmul(q, k.transpose(-2, -1)).mul_(self.scale)          # (B, H, T, d) @ (B, H, d, T)
-        s.masked_fill_(_future(q.shape[-2], q.device), float("-inf"))     # before the softmax: p[i, j > i] = 0
-        return torch.softmax(s, dim=-1)
+        return s.masked_fill_(_future(q.shape[-2], q.device), float("-inf"))   # before the softmax: p[i, j > i] = 0
+
+    def probabilities(self, q, k):
+        """p = softmax(s): (B, H, T, T), row i spread over positions 0..i."""
+        return torch.softmax(self.scores(q, k), dim=-1)
 
     def backward(self, dy):
-        q, k, v, p, pd = self.take_cache()
+        q, k, v, lse, pd = self.take_cache()
         B, H, T, d = q.shape
-        do = self.proj.backward(self.resid_drop.backward(dy)).view(B, T, H, d).transpose(1, 2)
+        p = self.scores(q, k).sub_(lse).exp_()  # the forward's probabilities again, from its log-sum-exp
+        pd = p if pd is None else pd
+        do = self.proj.backward(self.resid_drop.backward(dy)).view(B, T, H, d).transpose(1, 2).contiguous()
         dqkv = torch.empty(B, T, 3 * H * d, dtype=dy.dtype, device=dy.device)
         dq, dk, dv = self.heads(dqkv)           # views: each gradient lands in the qkv projection's layout
         # o = pd @ v:  dpd = do @ v^T, dv = pd^T @ do

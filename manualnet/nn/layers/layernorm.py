@@ -39,9 +39,8 @@ class LayerNorm(Module):
             raise self.fail(f"expects inputs ending in {self.normalized_shape}, got shape {tuple(x.shape)}")
 
     def forward(self, x):
-        var, mean = torch.var_mean(x, self.dims, correction=0, keepdim=True)
-        rstd = (var + self.eps).rsqrt()
-        xhat = (x - mean) * rstd
+        # xhat = (x - mean) / sqrt(var + eps), with rstd = 1 / sqrt(var + eps), in one fused pass
+        xhat, _, rstd = torch.native_layer_norm(x, self.normalized_shape, None, None, self.eps)
         self.cache = (xhat, rstd)                          # backward needs the normalised x and 1/std
         return xhat if self.weight is None else torch.addcmul(self.bias, xhat, self.weight)
 
