@@ -39,16 +39,16 @@ class GELU(Module):
     def backward(self, dy):
         x = self.take_cache()
         x2 = x * x
+        # (in place on two buffers: an elementwise layer's time and memory are its passes and its temporaries)
         if self.approximate == "tanh":
-            # dx = dy * ((1 + t) / 2 + x/2 (1 - t^2) du/dx), t = tanh(u), du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-            # (in place on two buffers: the layer is elementwise, so its time is passes over memory)
+            # dx = dy ((1 + t) / 2 + x/2 (1 - t^2) du/dx), t = tanh(u), du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2);
+            # with a = x/2 du/dx that is dy (1 + t) (1/2 + a (1 - t))
             t = torch.addcmul(x, x2, x, value=CUBIC).mul_(SQRT_2_OVER_PI).tanh_()
-            du = x2.mul_(3 * CUBIC * SQRT_2_OVER_PI).add_(SQRT_2_OVER_PI)
-            slope = (1 - t * t).mul_(du).mul_(x)                                      # x (1 - t^2) du/dx
-            return slope.add_(t).add_(1).mul_(0.5).mul_(dy)
-        # dx = dy * (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal density
-        pdf_term = x2.mul_(-0.5).exp_().mul_(x).mul_(INV_SQRT_2PI)                # x phi(x)
-        return torch.erf(x * INV_SQRT_2).add_(1).mul_(0.5).add_(pdf_term).mul_(dy)
+            a = x2.mul_(1.5 * CUBIC * SQRT_2_OVER_PI).add_(0.5 * SQRT_2_OVER_PI).mul_(x)
+            return a.addcmul_(a, t, value=-1).add_(0.5).mul_(t.add_(1)).mul_(dy)
+        # dx = dy (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal density
+        x_pdf = x2.mul_(-0.5).exp_().mul_(x).mul_(INV_SQRT_2PI)
+        return torch.mul(x, INV_SQRT_2).erf_().add_(1).mul_(0.5).add_(x_pdf).mul_(dy)
 
     def reference(self, x):
         return F.gelu(x, approximate=self.approximate)
