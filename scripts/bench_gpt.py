@@ -21,8 +21,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-import manualnet as mn  # noqa: E402
 from bench import peak_step_memory, time_interleaved  # noqa: E402
+
+import manualnet as mn  # noqa: E402
 from tests.torch_gpt import TorchGPT  # noqa: E402
 
 LR, WEIGHT_DECAY = 1e-3, 0.1
