@@ -39,6 +39,13 @@ class Sequential(Module):
             dy = layer.backward(dy)
         return dy
 
+    def reference(self, x):
+        """The layers' references in sequence (a layer without one runs its forward): what verify
+        differentiates end to end, so a layer whose forward works in place (a GPT's) is still checked."""
+        for layer in self._modules.values():
+            x = layer.reference(x) if hasattr(layer, "reference") else layer(x)
+        return x
+
     @classmethod
     def example(cls, generator):
         """A small chain and a float64 input, for ``verify --all-layers``."""

@@ -52,8 +52,9 @@ class CausalSelfAttention(Module):
 
     def forward(self, x):
         B, T, C = x.shape
-        q, k, v = self.heads(self.qkv(x)).contiguous()   # one copy, so no product below copies its operands
-        q.mul_(self.scale)                      # q / sqrt(d): scaling (B, H, T, d) is cheaper than s (B, H, T, T)
+        qkv = self.heads(self.qkv(x)).contiguous()   # one copy, so no product below copies its operands
+        qkv[0].mul_(self.scale)                 # q / sqrt(d): scaling (B, H, T, d) is cheaper than s (B, H, T, T)
+        q, k, v = qkv
         s = self.scores(q, k)
         lse = torch.logsumexp(s, dim=-1, keepdim=True)
         p = s.sub_(lse).exp_()                  # softmax(s) = exp(s - log sum_j exp(s_j)), in the scores' memory
@@ -97,18 +98,18 @@ class CausalSelfAttention(Module):
         do = dheads.view(B, T, H, d).transpose(1, 2).contiguous()
         p = self.scores(q, k).sub_(lse).exp_()  # the forward's probabilities again, from its log-sum-exp
         dqkv = torch.empty(B, T, 3 * H * d, dtype=dy.dtype, device=dy.device)
-        dq, dk, dv = self.heads(dqkv)           # views: each gradient lands in the qkv projection's layout
+        dheads_qkv = self.heads(dqkv)           # dq, dk, dv as views: each lands in the qkv projection's layout
         # o = pd @ v, pd = dropout(p):  dpd = do @ v^T, dv = pd^T @ do
         dp = self.dropped(do @ v.transpose(-2, -1), keep)                  # dp = dpd * keep / (1 - dropout)
-        dv.copy_(self.dropped(p, keep).transpose(-2, -1) @ do)
+        dheads_qkv[2].copy_(self.dropped(p, keep).transpose(-2, -1) @ do)
         # softmax: ds_ij = p_ij (dp_ij - sum_k dp_ik p_ik), and sum_k dp_ik p_ik = sum_k dpd_ik pd_ik = do_i . o_i,
         # a (B, H, T) product of the heads' output and its gradient (flash attention's D); masked entries have
         # p = 0, so get no gradient
         rowdot = (dheads * heads).view(B, T, H, d).sum(-1).transpose(1, 2).unsqueeze(-1)
         ds = dp.sub_(rowdot).mul_(p)
         # s = (q / sqrt(d)) @ k^T:  dq = ds @ k / sqrt(d), dk = ds^T @ (q / sqrt(d))
-        dq.copy_(torch.matmul(ds, k).mul_(self.scale))
-        dk.copy_(ds.transpose(-2, -1) @ q)
+        dheads_qkv[0].copy_(torch.matmul(ds, k).mul_(self.scale))
+        dheads_qkv[1].copy_(ds.transpose(-2, -1) @ q)
         return self.qkv.backward(dqkv)
 
     def reference(self, x):
