@@ -43,7 +43,8 @@ def _build_layer(spec, probe, where, device, dtype):
     features = probe.shape[-1]
     given = kwargs.get("in_features")
     if given is not None and given != features:
-        raise ConfigError(f"{where}: {spec['type']} expects {given} input features, gets {features}")
+        raise ConfigError(f"{where}: layer {where[len('model.'):]} ({spec['type']}) expects {given} input features, "
+                          f"gets {features}")
     if takes_in_features(cls):
         kwargs["in_features"] = features
     layer = construct(cls, kwargs, where).to(device=device, dtype=dtype)
@@ -51,7 +52,8 @@ def _build_layer(spec, probe, where, device, dtype):
         with torch.inference_mode():
             probe = layer.forward(probe)
     except ManualnetError as e:
-        raise ConfigError(f"{where}: {spec['type']} cannot take the previous output: {e}") from None
+        raise ConfigError(f"{where}: layer {where[len('model.'):]} ({spec['type']}) cannot take the previous output: "
+                          f"{e}") from None
     return layer, probe
 
 

@@ -134,12 +134,12 @@ class Trainer:
         step = self.step + 1  # this step's number, counted from 1
         histograms = self.every["histograms"] and step % self.every["histograms"] == 0 and self.cluster.is_main
         activations = {} if histograms else None  # each top-level layer's output, for its histogram
-        self.optimizer.zero_grad()
         pred = record_outputs(self.model, xb, activations) if histograms else self.model(xb)
         loss = self.loss(pred, tb)
         value = loss.item() * weight
         if not (self.parallel or math.isfinite(value)):  # before backward: the last step's gradients are
             self.diverged(xb, tb, value)                  # still there, to tell which layer went non-finite
+        self.optimizer.zero_grad()
         self.model.backward(self.loss.backward(weight))
         logging = step % self.every["log"] == 0
         # Train accuracy is measured on the logging steps' batches, and on an epoch's last batch when none of
