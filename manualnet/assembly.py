@@ -21,6 +21,7 @@ from manualnet.data.dataset import COMMON_KEYS
 from manualnet.distributed import local_device
 from manualnet.errors import ConfigError
 from manualnet.layer import LAYERS
+from manualnet.layers import Linear  # noqa: F401 - importing the built-in layers registers them
 from manualnet.losses import LOSSES
 from manualnet.optim import OPTIMIZERS, SCHEDULES
 from manualnet.registry import Registry
