@@ -7,16 +7,19 @@ import torch
 from manualnet.flat import split
 
 
-def log_histograms(log, model, activations, before, step):
-    """Histograms of every parameter, its gradient and each layer's output (``activations``, as
-    ``model.forward(x, outputs=...)`` gives them), and each parameter's update ratio; ``before`` is
+def log_update_ratios(log, model, before, step):
+    """Each parameter's update ratio as the scalar ``update_ratio/<name>``; ``before`` is
     ``parameters_before(model)``, taken before this step's update."""
-    tensors, names = {}, []
+    ratios = zip((name for name, _, _ in model.named_parameters()), update_ratios(model, before), strict=True)
+    log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios if math.isfinite(value)}, step)
+
+
+def log_histograms(log, model, activations, step):
+    """Histograms of every parameter, its gradient and each layer's output (``activations``, as
+    ``model.forward(x, outputs=...)`` gives them)."""
+    tensors = {}
     for name, param, grad in model.named_parameters():
         tensors[f"weights/{name}"], tensors[f"grads/{name}"] = param, grad
-        names.append(name)
-    ratios = zip(names, update_ratios(model, before), strict=True)
-    log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios if math.isfinite(value)}, step)
     for i, (layer, output) in enumerate(zip(model.layers, activations, strict=True)):
         tensors[f"activations/{i}.{type(layer).__name__}"] = output
     log.histograms(tensors, step)

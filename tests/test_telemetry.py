@@ -60,9 +60,12 @@ def test_activation_histograms_are_the_outputs_of_the_steps_own_forward(tmp_path
 
     setup = build(load_config(config_path("spirals"), ["log.histograms_every=3", "log.tensorboard=false"]))
     trainer = trainer_module.Trainer(setup, tmp_path, quiet=True)
-    seen, batches = [], []
+    seen, batches, befores = [], [], {}
     monkeypatch.setattr(trainer_module, "log_histograms",
-                        lambda log, model, activations, before, step: seen.append((activations, before, step)))
+                        lambda log, model, activations, step: seen.append((activations, befores[step], step)))
+    copy = trainer_module.parameters_before  # the weights each step's forward ran with, before its update
+    monkeypatch.setattr(trainer_module, "parameters_before",
+                        lambda model: befores.setdefault(trainer.step + 1, copy(model)))
     step = trainer.train_step
     trainer.train_step = lambda xb, tb, lb: (batches.append(xb.clone()), step(xb, tb, lb))
     with torch.no_grad():
