@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from manualnet import LayerError, Module, LeakyReLU, Linear, ReLU
+from manualnet import LayerError, LeakyReLU, Linear, Module, ReLU
 from manualnet.verify import (
     Row,
     Tolerance,

@@ -5,9 +5,30 @@ Imports nothing of optimizers, data, configs, training, logging or the CLI.
 
 from manualnet.nn.containers import ModuleList, Residual, Sequential
 from manualnet.nn.layers import (
-    Add, Concat, Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, MatMul, ReLU, Sigmoid, Softmax, Tanh,
+    Add,
+    Concat,
+    Dropout,
+    Flatten,
+    Identity,
+    LeakyReLU,
+    Linear,
+    LogSoftmax,
+    MatMul,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
 )
-from manualnet.nn.losses import LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, register_loss
+from manualnet.nn.losses import (
+    LOSSES,
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    Loss,
+    MSELoss,
+    NLLLoss,
+    register_loss,
+)
 from manualnet.nn.module import LAYERS, Module, Parameter, register_layer
 
 __all__ = [

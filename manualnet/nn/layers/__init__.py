@@ -8,5 +8,5 @@ from manualnet.nn.layers.shape import Flatten, Identity
 from manualnet.nn.layers.sigmoid import Sigmoid, Tanh
 from manualnet.nn.layers.softmax import LogSoftmax, Softmax
 
-__all__ = ["Add", "Concat", "Dropout", "Flatten", "Identity", "LeakyReLU", "Linear", "LogSoftmax", "MatMul", "ReLU", "Sigmoid",
-           "Softmax", "Tanh"]
+__all__ = ["Add", "Concat", "Dropout", "Flatten", "Identity", "LeakyReLU", "Linear", "LogSoftmax", "MatMul", "ReLU",
+           "Sigmoid", "Softmax", "Tanh"]
