@@ -4,8 +4,9 @@
 Three MLPs with ReLU (small 2-64-64-3 at batch 64, MNIST-size 784-512-256-10 at batch 128, large
 1024-4096-4096-10 at batch 512). For each, in one process, interleaved A B C A B C with warm-up, the median
 over rounds of:
-- manualnet: forward, CrossEntropy, backward (no input gradient; it sets the gradients, which is zero_grad
-  folded into the GEMMs), SGD step;
+- manualnet: the step a user writes, through the public API: ``opt.zero_grad()``, forward, CrossEntropy,
+  ``model.backward(loss.backward())``, ``opt.step()`` (the first Linear has ``needs_input_grad = False``: its
+  input is data, as autograd knows from ``requires_grad``);
 - autograd: the same network in torch.nn from the same weights with torch.optim.SGD;
 - floor: the step's matrix multiplies alone, into preallocated outputs (per Linear the forward product and
   the two backward products, minus the first layer's input gradient).
@@ -52,7 +53,8 @@ def build_pair(sizes, device, dtype, seed=0):
         layers.append(mn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(mn.ReLU())
-    ours = mn.Sequential(*layers).to(device=device, dtype=dtype)
+    ours = mn.Sequential(*layers).to(device, dtype)
+    ours[0].needs_input_grad = False  # the input is data: nothing upstream wants its gradient
     theirs = torch.nn.Sequential(*[torch.nn.Linear(layer.in_features, layer.out_features)
                                    if isinstance(layer, mn.Linear) else torch.nn.ReLU() for layer in layers])
     theirs.to(device=device, dtype=dtype).load_state_dict(ours.state_dict())
@@ -67,14 +69,14 @@ def step_functions(sizes, batch, device, dtype):
     x = torch.randn(batch, sizes[0], generator=gen).to(device, dtype)
     t = torch.randint(0, sizes[-1], (batch,), generator=gen).to(device)
     loss_fn = mn.CrossEntropyLoss()
-    optimizer = SGD(ours, lr=LR, momentum=MOMENTUM)
+    optimizer = SGD(ours.parameters(), lr=LR, momentum=MOMENTUM)
     torch_optimizer = torch.optim.SGD(theirs.parameters(), lr=LR, momentum=MOMENTUM)
 
     def manualnet_step():
-        with torch.no_grad():  # as the trainer runs it: one grad-mode switch per step, not one per call
-            loss_fn.forward(ours.forward(x), t)
-            ours.backward(loss_fn.backward(), input_grad=False, accumulate=False)  # zero_grad folded in
-            optimizer.step()
+        optimizer.zero_grad()
+        loss_fn(ours(x), t)
+        ours.backward(loss_fn.backward())
+        optimizer.step()
 
     def autograd_step():
         torch_optimizer.zero_grad()
@@ -83,8 +85,8 @@ def step_functions(sizes, batch, device, dtype):
 
     def resident_bytes():
         """Bytes held between steps: parameters, gradients, optimizer buffers (and the batch)."""
-        ours_t = [*ours.parameters(), *(p.grad for p in ours.parameters()), *(b for bufs in (optimizer.state or {}).values()
-                                                                   for b in bufs)]
+        state = [b for g in optimizer.param_groups for bufs in (g.state or {}).values() for b in bufs]
+        ours_t = [*ours.parameters(), *(p.grad for p in ours.parameters()), *state]
         theirs_t = [*theirs.parameters(), *(p.grad for p in theirs.parameters() if p.grad is not None),
                     *(s for st in torch_optimizer.state.values() for s in st.values() if torch.is_tensor(s))]
         return {"manualnet": _nbytes(ours_t), "autograd": _nbytes(theirs_t)}
@@ -330,10 +332,14 @@ def _pure_steps(setup, work, step_times=None):
     model, loss, optimizer, schedule = setup.model, setup.loss, setup.optimizer, setup.schedule
     model.train()
     start = step_start = time.perf_counter()
+    first = next(iter(model.children()), None)
+    if hasattr(first, "needs_input_grad"):  # as the trainer sets it
+        first.needs_input_grad = False
     with torch.no_grad():
         for xb, tb, _ in work:
-            loss.forward(model.forward(xb), tb)
-            model.backward(loss.backward(), input_grad=False, accumulate=False)
+            optimizer.zero_grad()
+            loss(model(xb), tb)
+            model.backward(loss.backward())
             optimizer.step()
             schedule.step()
             if step_times is not None:

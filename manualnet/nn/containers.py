@@ -28,7 +28,7 @@ class Sequential(Module):
 
     def forward(self, x):
         for layer in self._modules.values():
-            x = layer(x)
+            x = layer.forward(x)
         return x
 
     def backward(self, dy):
