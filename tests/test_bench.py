@@ -6,7 +6,6 @@ import runpy
 import torch
 
 import manualnet as mn
-
 from tests.helpers import ROOT, config_path
 
 BENCH = runpy.run_path(str(ROOT / "scripts" / "bench.py"), run_name="bench_under_test")

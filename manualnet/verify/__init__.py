@@ -10,10 +10,10 @@ derived by hand for any function written with torch ops, as in the backprop exer
 from manualnet.verify.compare import FiniteDiffReport, Report, compare, finite_differences
 from manualnet.verify.engine import check_layer, check_loss, check_model, check_module
 from manualnet.verify.reference import reference_of
-from manualnet.verify.report import FINITE_DIFF, Row, Tolerance, all_passed, format_table, tolerance_for, verdict
+from manualnet.verify.report import FINITE_DIFF, Row, Rows, Tolerance, all_passed, format_table, tolerance_for, verdict
 
 __all__ = [
-    "FINITE_DIFF", "FiniteDiffReport", "Report", "Row", "Tolerance", "all_passed", "check_layer", "check_loss",
+    "FINITE_DIFF", "FiniteDiffReport", "Report", "Row", "Rows", "Tolerance", "all_passed", "check_layer", "check_loss",
     "check_model", "check_module", "compare", "finite_differences", "format_table", "reference_of", "tolerance_for",
     "verdict",
 ]
