@@ -2,8 +2,8 @@
 
 Every layer implements an explicit forward and backward pass on torch tensors; autograd is used only to
 verify them (``manualnet.verify``). ``import manualnet as mn`` gives the modules (``mn.Linear``,
-``mn.Sequential``, ...) and the subpackages ``mn.nn``, ``mn.optim``, ``mn.data``, ``mn.verify``; they are
-imported when first used, so a command that does not need torch does not load it.
+``mn.Sequential``, ...), ``mn.train(config, ...)`` and the subpackages ``mn.nn``, ``mn.optim``, ``mn.data``,
+``mn.verify``; they are imported when first used, so a command that does not need torch does not load it.
 """
 
 import importlib
@@ -20,7 +20,7 @@ _NN_NAMES = (
     "register_loss",
 )
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "LayerError", "ManualnetError", "__version__",
+__all__ = ["CheckpointError", "ConfigError", "DataError", "LayerError", "ManualnetError", "__version__", "train",
            *_SUBPACKAGES, *_NN_NAMES]
 
 
@@ -29,6 +29,8 @@ def __getattr__(name):
         return importlib.import_module(f"manualnet.{name}")
     if name in _NN_NAMES:
         return getattr(importlib.import_module("manualnet.nn"), name)
+    if name == "train":
+        return importlib.import_module("manualnet.api").train
     raise AttributeError(f"module 'manualnet' has no attribute {name!r}")
 
 

@@ -227,20 +227,28 @@ def apply_override(raw, override):
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
-    parts = key.strip().split(".")
+    set_value(raw, key.strip(), value)
+
+
+def set_value(raw, key, value, where=None):
+    """Set the config key ``key`` (a dotted path, ``optim.lr``) of the raw config dict to ``value``, making
+    the sections on the way; an unknown key is a ConfigError naming the closest one, said to be ``where``'s
+    (``--set KEY`` by default)."""
+    where = where or f"--set {key}"
+    parts = key.split(".")
     node, model = raw, Config
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} has {len(node)} items, "
+                raise ConfigError(f"{where}: {'.'.join(parts[:i])} has {len(node)} items, "
                                   f"{part!r} is not an index 0..{len(node) - 1}")
             part = int(part)
         elif not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is a value, not a section")
+            raise ConfigError(f"{where}: {'.'.join(parts[:i])} is a value, not a section")
         elif model is not None and part not in node and part not in model.model_fields and _is_strict(model):
-            where = ".".join(parts[:i]) or "the top level"
-            raise ConfigError(f"--set {key}: unknown key {part!r} in {where}{closest(part, model.model_fields)}")
+            section = ".".join(parts[:i]) or "the top level"
+            raise ConfigError(f"{where}: unknown key {part!r} in {section}{closest(part, model.model_fields)}")
         if last:
             node[part] = value
             return
