@@ -128,9 +128,7 @@ def _backward(run):
 
 def _layer_vs_finite_diff(layer, x, dy, seed, label):
     work, x = _working_copy(layer, torch.float64), _cast(x, torch.float64)
-    kink, moved = getattr(layer, "kink", None), 0
-    if kink is not None:
-        x, moved = finite_diff.move_off_kink(x, kink)
+    x, note = finite_diff.keep_off_kinks(layer, x)
     replay = Replay(work, x.device)
     y = work.forward(x)
     dy = _upstream(y, dy, seed)
@@ -140,7 +138,6 @@ def _layer_vs_finite_diff(layer, x, dy, seed, label):
         with replay.rewound():
             return float((work.forward(x) * dy).sum())
 
-    note = f"{moved} input(s) within {finite_diff.KINK_MARGIN:g} of the kink at {kink:g} moved away" if moved else ""
     return _fd_rows(objective, _inputs(x, work), manual, seed, label, "; ".join(filter(None, [note, crash])))
 
 
