@@ -18,17 +18,16 @@ class Adam(Optimizer):
         p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
     Args:
-        model: a Layer / Sequential, or a ``(params, grads)`` pair of dicts.
+        params: ``model.parameters()``, ``model.named_parameters()`` or a list of parameter groups.
         lr: learning rate (>= 0). betas: (b1, b2), each in [0, 1). eps: added to the denominator (>= 0).
         weight_decay: decay coefficient (>= 0). amsgrad: use the running maximum of v (Reddi et al., 2018).
     State: ``exp_avg`` (m), ``exp_avg_sq`` (v) and, with amsgrad, ``max_exp_avg_sq`` per parameter.
     """
 
-    HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad")
     DECOUPLED_WEIGHT_DECAY = False
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
-        super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
     @classmethod
     def check(cls, hyper):
@@ -45,32 +44,31 @@ class Adam(Optimizer):
     def buffer_names(cls, hyper):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if hyper["amsgrad"] else ("exp_avg", "exp_avg_sq")
 
-    def update(self, params, grads):
-        (beta1, beta2), t = self.betas, self.steps
-        if self.state is None:
-            self.state = {name: [torch.zeros_like(p) for p in params]
-                          for name in self.buffer_names(self.hyperparameters())}
-        m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
-        scratch = self.scratch_buffers(params)
+    def update(self, group, params, grads):
+        (beta1, beta2), t = group.betas, self.steps
+        if group.state is None:
+            group.state = {name: [torch.zeros_like(p) for p in params] for name in self.buffer_names(group.hyper)}
+        m, v = group.state["exp_avg"], group.state["exp_avg_sq"]
+        scratch = group.scratch_buffers(params)
         d = grads
-        if self.weight_decay != 0 and self.DECOUPLED_WEIGHT_DECAY:
-            torch._foreach_mul_(params, 1 - self.lr * self.weight_decay)
-        elif self.weight_decay != 0:
-            d = scratch                                     # d = g + wd * p, without touching model.grads
+        if group.weight_decay != 0 and self.DECOUPLED_WEIGHT_DECAY:
+            torch._foreach_mul_(params, 1 - group.lr * group.weight_decay)
+        elif group.weight_decay != 0:
+            d = scratch                                     # d = g + wd * p, without touching the gradients
             torch._foreach_copy_(d, grads)
-            torch._foreach_add_(d, params, alpha=self.weight_decay)
+            torch._foreach_add_(d, params, alpha=group.weight_decay)
         torch._foreach_lerp_(m, d, 1 - beta1)               # m += (1 - b1) * (d - m)
         torch._foreach_mul_(v, beta2)
         torch._foreach_addcmul_(v, d, d, 1 - beta2)
-        if self.amsgrad:
-            torch._foreach_maximum_(self.state["max_exp_avg_sq"], v)
-            v = self.state["max_exp_avg_sq"]
+        if group.amsgrad:
+            torch._foreach_maximum_(group.state["max_exp_avg_sq"], v)
+            v = group.state["max_exp_avg_sq"]
         denom = scratch                                     # d is no longer needed: reuse its memory
         torch._foreach_copy_(denom, v)
         torch._foreach_sqrt_(denom)
         torch._foreach_div_(denom, (1 - beta2**t) ** 0.5)
-        torch._foreach_add_(denom, self.eps)
-        torch._foreach_addcdiv_(params, m, denom, -(self.lr / (1 - beta1**t)))
+        torch._foreach_add_(denom, group.eps)
+        torch._foreach_addcdiv_(params, m, denom, -(group.lr / (1 - beta1**t)))
 
 
 @register_optimizer("AdamW")
@@ -86,5 +84,5 @@ class AdamW(Adam):
 
     DECOUPLED_WEIGHT_DECAY = True
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
-        super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)

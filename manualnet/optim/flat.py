@@ -1,9 +1,9 @@
-"""One flat buffer behind many tensors.
+"""One flat buffer behind many tensors: the optimizer's one speed trick, kept in this one place.
 
-A model's parameters (and, separately, its gradients) live as consecutive views of one contiguous buffer,
-so that whole-model work runs as one op on the buffer instead of one per tensor: the optimizer's update,
-``zero_grad``, the gradient norm and clipping, the all-reduce of data-parallel training. Each tensor keeps
-its identity (the layers, the optimizer and the checkpoints hold references to it); only its storage moves.
+A parameter group's parameters (and, separately, their gradients) are moved into consecutive views of one
+contiguous buffer, so that the update, ``zero_grad``, gradient norms, clipping and data-parallel all-reduce
+run as one op on the buffer instead of one per tensor. Each tensor keeps its identity (the modules, the
+optimizer and the checkpoints hold references to it); only its storage moves.
 """
 
 import torch
@@ -11,18 +11,11 @@ import torch
 
 def flatten_(tensors):
     """Move ``tensors`` (one dtype, one device) into one new contiguous buffer, in place: each becomes a view
-    of the buffer, values kept. Returns the buffer, or None when there is nothing to flatten or the tensors
-    do not share a dtype and device (they then stay as they were)."""
-    tensors = list(tensors)
-    if not tensors or len({(t.dtype, t.device) for t in tensors}) > 1:
-        return None
+    of the buffer, values kept. Returns the buffer."""
     flat = torch.empty(sum(t.numel() for t in tensors), dtype=tensors[0].dtype, device=tensors[0].device)
-    offset = 0
-    for t in tensors:
-        view = flat[offset:offset + t.numel()].view(t.shape)
+    for t, view in zip(tensors, split(flat, tensors), strict=True):
         view.copy_(t)
         t.data = view
-        offset += t.numel()
     return flat
 
 
@@ -35,18 +28,30 @@ def split(flat, like):
     return views
 
 
-class FlatGroup:
-    """Tensors moved into one flat buffer (``flatten_``), and a cheap check that they are still there.
+class FlatLayout:
+    """A group's parameters and gradients in two flat buffers, and a cheap check that they are still there
+    (``Module.to`` moves tensors one by one; ``zero_grad(set_to_none=True)`` drops the gradients)."""
 
-    ``buffer`` is None when the tensors could not be flattened (mixed dtypes or devices, none at all).
-    """
+    def __init__(self, params):
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        self.params = params
+        self.param_buffer = flatten_(params)
+        self.grad_buffer = torch.empty_like(self.param_buffer)
+        for p, view in zip(params, split(self.grad_buffer, params), strict=True):
+            view.copy_(p.grad)
+            p.grad = view
+        self._pointers = self._where()
 
-    def __init__(self, tensors):
-        self.tensors = list(tensors)
-        self.buffer = flatten_(self.tensors) if len({id(t) for t in self.tensors}) == len(self.tensors) else None
-        self._pointers = list(map(torch.Tensor.data_ptr, self.tensors))
+    @staticmethod
+    def fits(params):
+        """Whether the tensors can share one buffer: one dtype and device, none listed twice."""
+        return bool(params) and len({(p.dtype, p.device) for p in params}) == 1 and \
+            len({id(p) for p in params}) == len(params)
+
+    def _where(self):
+        return [(p.data_ptr(), p.grad.data_ptr() if p.grad is not None else None) for p in self.params]
 
     def valid(self):
-        """Whether every tensor still lives where ``flatten_`` put it (``Layer.to`` moves them one by one;
-        the old buffer stays alive here, so its addresses cannot be reused by a moved tensor)."""
-        return self.buffer is not None and list(map(torch.Tensor.data_ptr, self.tensors)) == self._pointers
+        return self._where() == self._pointers

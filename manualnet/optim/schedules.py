@@ -16,17 +16,10 @@ import bisect
 import math
 
 from manualnet.errors import CheckpointError
-from manualnet.optim.optimizer import construct, is_number, require
+from manualnet.optim.optimizer import is_number, require
 from manualnet.registry import Registry
 
 SCHEDULES = Registry("schedule")
-
-
-def make_schedule(name, optimizer, steps_per_epoch, epochs, **kwargs):
-    """The schedule ``SCHEDULES[name]`` from a config entry such as ``schedule: {type: cosine,
-    warmup_epochs: 1}``; a ConfigError names an unknown type or argument."""
-    cls = SCHEDULES.get(name, where="schedule.type")
-    return construct(cls, "schedule", optimizer, steps_per_epoch, epochs, **kwargs)
 
 
 class Schedule:

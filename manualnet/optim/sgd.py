@@ -16,17 +16,15 @@ class SGD(Optimizer):
         p = p - lr * d
 
     Args:
-        model: a Layer / Sequential, or a ``(params, grads)`` pair of dicts.
+        params: ``model.parameters()``, ``model.named_parameters()`` or a list of parameter groups.
         lr: learning rate (>= 0). momentum: factor of the velocity b (>= 0); 0 keeps no buffer.
         dampening: scales the gradient added to b after the first step. nesterov: Nesterov momentum
             (needs momentum > 0 and dampening 0). weight_decay: L2 penalty coefficient (>= 0).
     State: ``momentum_buffer`` (b) per parameter when momentum != 0.
     """
 
-    HYPERPARAMETERS = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
-
-    def __init__(self, model, lr: float, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
-        super().__init__(model, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+    def __init__(self, params, lr: float, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                          weight_decay=weight_decay)
 
     @classmethod
@@ -45,26 +43,26 @@ class SGD(Optimizer):
     def buffer_names(cls, hyper):
         return ("momentum_buffer",) if hyper["momentum"] != 0 else ()
 
-    def update(self, params, grads):
-        momentum = self.momentum
+    def update(self, group, params, grads):
+        momentum = group.momentum
         d = grads
-        if self.weight_decay != 0:
-            d = self.scratch_buffers(params)     # d = g + wd * p, without touching model.grads
+        if group.weight_decay != 0:
+            d = group.scratch_buffers(params)    # d = g + wd * p, without touching the gradients
             torch._foreach_copy_(d, grads)
-            torch._foreach_add_(d, params, alpha=self.weight_decay)
+            torch._foreach_add_(d, params, alpha=group.weight_decay)
         if momentum != 0:
-            if self.state is None:               # torch: the first buffer is a copy of d, undamped
-                self.state = {"momentum_buffer": [t.clone() for t in d]}
+            if group.state is None:              # torch: the first buffer is a copy of d, undamped
+                group.state = {"momentum_buffer": [t.clone() for t in d]}
             else:
-                bufs = self.state["momentum_buffer"]
+                bufs = group.state["momentum_buffer"]
                 torch._foreach_mul_(bufs, momentum)
-                torch._foreach_add_(bufs, d, alpha=1 - self.dampening)
-            bufs = self.state["momentum_buffer"]
-            if self.nesterov:
+                torch._foreach_add_(bufs, d, alpha=1 - group.dampening)
+            bufs = group.state["momentum_buffer"]
+            if group.nesterov:
                 if d is grads:
-                    d = self.scratch_buffers(params)
+                    d = group.scratch_buffers(params)
                     torch._foreach_copy_(d, grads)
                 torch._foreach_add_(d, bufs, alpha=momentum)
             else:
                 d = bufs
-        torch._foreach_add_(params, d, alpha=-self.lr)
+        torch._foreach_add_(params, d, alpha=-group.lr)

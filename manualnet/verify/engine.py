@@ -1,9 +1,14 @@
-"""Gradient checks of a layer, a loss or a whole model: manual backward against autograd and finite differences.
+"""Gradient checks of a module, a loss or a whole model: manual backward against autograd and finite differences.
 
-A layer is checked on L = sum(y * dy) for a seeded random dy, a loss on L = dloss * loss for a seeded random
-scalar dloss, so every entry of the upstream gradient matters. Each check works on a deep copy of what it
-checks, cast to ``dtype`` (``None``: as it is), so the caller's parameters, gradients, caches and generators
-are untouched; the global RNG is restored afterwards, and a check runs even under ``torch.inference_mode()``.
+A module is checked on L = sum_k sum(y_k * dy_k) for seeded random upstream gradients dy_k (one per output),
+a loss on L = dloss * loss for a seeded random scalar dloss, so every entry of the upstream gradient matters.
+Each check works on deep copies of what it checks, cast to ``dtype`` (``None``: as it is), so the caller's
+parameters, gradients, caches and generators are untouched; the global RNG is restored afterwards, and a
+check runs even under ``torch.inference_mode()``.
+
+Row names: ``y`` (or ``y0``, ``y1``... for several outputs), ``dx`` (``dx0``, ``dx1``... for several
+inputs) and ``d<parameter name>`` (``dweight``, ``dblocks.0.attn.qkv.weight``); a parameter whose row name
+would be an input's is shown as ``d(<name>)``.
 """
 
 import contextlib
@@ -13,23 +18,28 @@ import torch
 
 from manualnet.errors import LayerError
 from manualnet.verify import finite_diff
-from manualnet.verify.reference import Replay, describe, differentiate, reference_of
+from manualnet.verify.reference import Replay, describe, differentiate, reference_of, with_leaf_parameters
 from manualnet.verify.report import FINITE_DIFF, compare_tensors, failed_row, mismatch, tolerance_for
 
 
-def check_layer(layer, x, dy=None, *, dtype=torch.float64, fd=False, seed=0, tol=None, index=None):
-    """Rows for ``layer`` at input ``x``: its forward ("y"), dL/dx ("dx") and each parameter's gradient
-    ("dweight", ...) against autograd on its reference; with ``fd`` also dx and the parameter gradients
-    against finite differences of its own forward in float64, inputs within 10h of a ``kink`` moved away.
-
-    ``tol``: see ``tolerance_for``. ``index`` labels the rows with the layer's place in a model.
-    """
-    with _isolated(x.device):
-        label = dict(index=index, layer=describe(layer))
-        rows = _layer_vs_autograd(layer, x, dy, dtype, seed, tolerance_for(dtype or x.dtype, tol), label)
+def check_module(module, *inputs, grads=None, dtype=torch.float64, fd=False, seed=0, tol=None, index=None):
+    """Rows for ``module`` at ``inputs``: its output against its reference, dL/d(each floating input) and
+    each parameter's gradient against autograd; with ``fd`` also against finite differences of its own
+    forward in float64 (inputs within 10h of a ``kink`` moved away). ``grads``: the upstream gradients
+    (one per output; seeded random if None). ``index`` labels the rows with the module's place in a model."""
+    with _isolated(inputs[0].device):
+        label = dict(index=index, layer=describe(module))
+        tolerance = tolerance_for(dtype or inputs[0].dtype, tol)
+        rows = _module_vs_autograd(module, inputs, grads, dtype, seed, tolerance, label)
         if fd:
-            rows += _layer_vs_finite_diff(layer, x, dy, seed, label)
+            rows += _module_vs_finite_diff(module, inputs, grads, seed, label)
     return rows
+
+
+def check_layer(layer, x, dy=None, *, dtype=torch.float64, fd=False, seed=0, tol=None, index=None):
+    """``check_module`` for a one-input layer with upstream gradient ``dy``."""
+    return check_module(layer, x, grads=None if dy is None else (dy,), dtype=dtype, fd=fd, seed=seed, tol=tol,
+                        index=index)
 
 
 def check_loss(loss, pred, target, *, dtype=torch.float64, fd=False, seed=0, tol=None, index=None):
@@ -44,73 +54,113 @@ def check_loss(loss, pred, target, *, dtype=torch.float64, fd=False, seed=0, tol
 
 
 def check_model(model, loss, x, target, *, dtype=torch.float64, fd=False, seed=0, tol=None):
-    """Rows for a model (a Sequential, or one layer) trained with ``loss`` on (x, target):
+    """Rows for a model trained with ``loss`` on (x, target):
 
-    (a) each layer by ``check_layer`` at the activation that really flows into it (rows labelled with the
-    layer's index), and the loss by ``check_loss`` at the model's output; (b) end to end, the loss value,
-    dL/dx and every parameter's gradient ("d0.weight", ...) against autograd on the composition of the
-    layers' and the loss's references (rows with index None).
+    (a) every module inside it (leaf layers and composite blocks alike) by ``check_module`` at the inputs
+    that really reach it in the model's forward (rows labelled with its path, e.g. ``1.fc1``), and the loss
+    by ``check_loss`` at the model's output; (b) end to end, the loss value, dL/dx and every parameter's
+    gradient against autograd on the model's own forward and the loss's reference (rows with index None).
     """
     with _isolated(x.device):
-        activations = _activations(model, x, dtype)
-    layers = getattr(model, "layers", [model])
+        reached, output = inputs_reaching(model, x, dtype)
     rows = []
-    for i, (layer, x_i) in enumerate(zip(layers, activations[:-1], strict=True)):
-        rows += check_layer(layer, x_i, dtype=dtype, fd=fd, seed=seed + i, tol=tol, index=i)
-    rows += check_loss(loss, activations[-1], target, dtype=dtype, fd=fd, seed=seed + len(layers), tol=tol,
-                       index=len(layers))
+    for i, (path, (module, inputs)) in enumerate(reached.items()):
+        rows += check_module(module, *inputs, dtype=dtype, fd=fd, seed=seed + i, tol=tol, index=path)
+    rows += check_loss(loss, output, target, dtype=dtype, fd=fd, seed=seed + len(reached), tol=tol, index="loss")
     with _isolated(x.device):
         rows += _model_vs_autograd(model, loss, x, target, dtype, seed, tolerance_for(dtype or x.dtype, tol))
     return rows
 
 
+def inputs_reaching(model, x, dtype):
+    """``({path: (module, inputs)}, output)``: every module below the root of a copy of ``model``, in the order
+    its forward first ran, with the inputs it got then (modules never called, like a ModuleList, are absent)."""
+    work = _working_copy(model, dtype)
+    reached = {}
+    paths = {id(m): path for path, m in work.named_modules()}
+    for module in work.modules():
+        if module is not work:
+            object.__setattr__(module, "forward", _recording(module, module.forward, paths, reached))
+    try:
+        output = work.forward(_cast(x, dtype))
+    finally:
+        for module in work.modules():
+            vars(module).pop("forward", None)
+    return reached, output.detach()
+
+
+def _recording(module, forward, paths, reached):
+    def recorded(*inputs, **kwargs):
+        reached.setdefault(paths[id(module)], (module, tuple(_cast(t, None) for t in inputs)))
+        return forward(*inputs, **kwargs)
+
+    return recorded
+
+
 # -- against autograd --------------------------------------------------------------------------------------
 
-def _layer_vs_autograd(layer, x, dy, dtype, seed, tolerance, label):
-    work, x = _working_copy(layer, dtype), _cast(x, dtype)
-    replay = Replay(work, x.device)
-    y = work.forward(x)
-    dy = _upstream(y, dy, seed)
-    reference = reference_of(work)
-    y_ref, expected = differentiate(lambda t: reference(t["dx"], _params_of(t)), _inputs(x, work), dy,
-                                    label["layer"], replay.rewound)
-    manual, crash = _backward(lambda: _manual_grads(work.backward(dy), work))
-    return _rows(y, y_ref, "y", manual, expected, tolerance, label, crash)
+def _module_vs_autograd(module, inputs, grads, dtype, seed, tolerance, label):
+    work = _working_copy(module, dtype)
+    reference_copy = copy.deepcopy(work)
+    inputs = tuple(_cast(x, dtype) for x in inputs)
+    replay = Replay([work], inputs[0].device)
+    out = work.forward(*inputs)
+    outs = out if isinstance(out, tuple) else (out,)
+    dys = _upstreams(outs, grads, seed)
+    names = _row_names(inputs, work)
+    leaves = {**{names[i]: x.detach().clone().requires_grad_(True) for i, x in _floating(inputs)},
+              **{names[p]: leaf for p, leaf in with_leaf_parameters(reference_copy).items()}}
+    call = tuple(leaves.get(names.get(i), x) for i, x in enumerate(inputs))
+    with replay.rewound():
+        outs_ref, expected = differentiate(lambda: reference_of(reference_copy)(*call), leaves, dys, label["layer"])
+    manual, crash = _backward(lambda: _manual_grads(work.backward(*dys), inputs, work, names))
+    rows = [compare_tensors(o, r, tolerance, tensor=_out_name(k, len(outs)), method="autograd", **label)
+            for k, (o, r) in enumerate(zip(outs, outs_ref, strict=False))]
+    if not expected:
+        rows[0].note = "reference output has another shape; gradients not compared"
+    return rows + _grad_rows(manual, expected, tolerance, label, crash)
 
 
 def _loss_vs_autograd(loss, pred, target, dtype, seed, tolerance, label):
     work, pred, target = copy.deepcopy(loss), _cast(pred, dtype), _cast_target(target, dtype)
     value = work.forward(pred, target)
-    dloss = _upstream(value, None, seed)
-    reference = reference_of(work)
-    value_ref, expected = differentiate(lambda t: reference(t["dpred"], target), {"dpred": pred}, dloss,
-                                        label["layer"])
-    manual, crash = _backward(lambda: {"dpred": work.backward(dloss.item())})
-    return _rows(value, value_ref, "loss", manual, expected, tolerance, label, crash)
+    dloss = _upstreams((value,), None, seed)
+    leaf = pred.detach().clone().requires_grad_(True)
+    (value_ref,), expected = differentiate(lambda: reference_of(work)(leaf, target), {"dpred": leaf}, dloss,
+                                           label["layer"])
+    manual, crash = _backward(lambda: {"dpred": work.backward(dloss[0].item())})
+    rows = [compare_tensors(value, value_ref, tolerance, tensor="loss", method="autograd", **label)]
+    if not expected:
+        rows[0].note = "reference output has another shape; gradients not compared"
+    return rows + _grad_rows(manual, expected, tolerance, label, crash)
 
 
 def _model_vs_autograd(model, loss, x, target, dtype, seed, tolerance):
     work, work_loss = _working_copy(model, dtype), copy.deepcopy(loss)
+    reference_copy = copy.deepcopy(work)
     x, target = _cast(x, dtype), _cast_target(target, dtype)
-    replay = Replay(work, x.device)
+    replay = Replay([work], x.device)
     value = work_loss.forward(work.forward(x), target)
-    dloss = _upstream(value, None, seed)
-    model_ref, loss_ref = reference_of(work), reference_of(work_loss)
+    dloss = _upstreams((value,), None, seed)
     label = dict(index=None, layer=f"{describe(work)}+{describe(work_loss)}")
-    value_ref, expected = differentiate(lambda t: loss_ref(model_ref(t["dx"], _params_of(t)), target),
-                                        _inputs(x, work), dloss, label["layer"], replay.rewound)
-    manual, crash = _backward(lambda: _manual_grads(work.backward(work_loss.backward(dloss.item())), work))
-    return _rows(value, value_ref, "loss", manual, expected, tolerance, label, crash)
-
-
-def _rows(value, value_ref, value_name, manual, expected, tolerance, label, crash):
-    rows = [compare_tensors(value, value_ref, tolerance, tensor=value_name, method="autograd", **label)]
+    names = _row_names((x,), work)
+    leaves = {"dx": x.detach().clone().requires_grad_(True),
+              **{names[p]: leaf for p, leaf in with_leaf_parameters(reference_copy).items()}}
+    with replay.rewound():
+        (value_ref,), expected = differentiate(
+            lambda: reference_of(work_loss)(reference_of(reference_copy)(leaves["dx"]), target), leaves, dloss,
+            label["layer"])
+    manual, crash = _backward(lambda: _manual_grads(work.backward(work_loss.backward(dloss[0].item())), (x,),
+                                                    work, names))
+    rows = [compare_tensors(value, value_ref, tolerance, tensor="loss", method="autograd", **label)]
     if not expected:
         rows[0].note = "reference output has another shape; gradients not compared"
-    for name, reference in expected.items():
-        rows.append(compare_tensors(manual.get(name), reference, tolerance, tensor=name, method="autograd",
-                                    note=crash, **label))
-    return rows
+    return rows + _grad_rows(manual, expected, tolerance, label, crash)
+
+
+def _grad_rows(manual, expected, tolerance, label, crash):
+    return [compare_tensors(manual.get(name), reference, tolerance, tensor=name, method="autograd", note=crash,
+                            **label) for name, reference in expected.items()]
 
 
 def _backward(run):
@@ -126,24 +176,31 @@ def _backward(run):
 
 # -- against finite differences -----------------------------------------------------------------------------
 
-def _layer_vs_finite_diff(layer, x, dy, seed, label):
-    work, x = _working_copy(layer, torch.float64), _cast(x, torch.float64)
-    x, note = finite_diff.keep_off_kinks(layer, x)
-    replay = Replay(work, x.device)
-    y = work.forward(x)
-    dy = _upstream(y, dy, seed)
-    manual, crash = _backward(lambda: _manual_grads(work.backward(dy), work))
+def _module_vs_finite_diff(module, inputs, grads, seed, label):
+    work = _working_copy(module, torch.float64)
+    inputs = [_cast(x, torch.float64) for x in inputs]
+    inputs[0], note = finite_diff.keep_off_kinks(module, inputs[0])
+    replay = Replay([work], inputs[0].device)
+    out = work.forward(*inputs)
+    outs = out if isinstance(out, tuple) else (out,)
+    dys = _upstreams(outs, grads, seed)
+    names = _row_names(inputs, work)
+    manual, crash = _backward(lambda: _manual_grads(work.backward(*dys), inputs, work, names))
 
     def objective():
         with replay.rewound():
-            return float((work.forward(x) * dy).sum())
+            out = work.forward(*inputs)
+        return sum(float((o * dy).sum()) for o, dy in zip(out if isinstance(out, tuple) else (out,), dys,
+                                                           strict=True))
 
-    return _fd_rows(objective, _inputs(x, work), manual, seed, label, "; ".join(filter(None, [note, crash])))
+    tensors = {**{names[i]: x for i, x in _floating(inputs)},
+               **{names[p]: t for p, t in work.named_parameters()}}
+    return _fd_rows(objective, tensors, manual, seed, label, "; ".join(filter(None, [note, crash])))
 
 
 def _loss_vs_finite_diff(loss, pred, target, seed, label):
     work, pred, target = copy.deepcopy(loss), _cast(pred, torch.float64), _cast_target(target, torch.float64)
-    dloss = _upstream(work.forward(pred, target), None, seed).item()
+    dloss = _upstreams((work.forward(pred, target),), None, seed)[0].item()
     manual, crash = _backward(lambda: {"dpred": work.backward(dloss)})
     return _fd_rows(lambda: float(work.forward(pred, target)) * dloss, {"dpred": pred}, manual, seed, label, crash)
 
@@ -177,48 +234,57 @@ def _isolated(device):
         yield
 
 
-def _activations(model, x, dtype):
-    """[x_0, x_1, ..., y]: what flows into each layer of a copy of the model, and what comes out."""
-    work = _working_copy(model, dtype)
-    activations = [_cast(x, dtype)]
-    for layer in getattr(work, "layers", [work]):
-        activations.append(layer.forward(activations[-1]))
-    return activations
-
-
-def _working_copy(layer, dtype):
-    work = copy.deepcopy(layer)
+def _working_copy(module, dtype):
+    work = copy.deepcopy(module)
     if dtype is not None:
         work.to(dtype=dtype)
-    work.zero_grad()           # so the grads after one backward are that backward's increment
-    work.needs_input_grad = True
+    for p in work.parameters():  # so the gradients after one backward are that backward's increment
+        p.grad = torch.zeros_like(p)
+    for m in work.modules():     # every input's gradient is checked, the model's first layer's too
+        if getattr(m, "needs_input_grad", True) is False:
+            m.needs_input_grad = True
     return work
 
 
 def _cast(x, dtype):
-    """A private copy of x (finite differences perturb it in place), of ``dtype`` if one is given."""
-    return x.detach().to(dtype=dtype or x.dtype).clone()
+    """A private copy of x (finite differences perturb it in place), of ``dtype`` if one is given and x is
+    floating (integer inputs, such as class or token indices, keep theirs)."""
+    x = x.detach()
+    return x.to(dtype=dtype if dtype is not None and x.is_floating_point() else x.dtype).clone()
 
 
 def _cast_target(target, dtype):
     return _cast(target, dtype) if target.is_floating_point() else target.detach().clone()
 
 
-def _upstream(y, dy, seed):
-    """dL/dy: the given one, or seeded standard normal (drawn in float64, the same numbers in any dtype)."""
-    if dy is None:
-        dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    return dy.detach().to(device=y.device, dtype=y.dtype)
+def _upstreams(outs, grads, seed):
+    """dL/d(each output): the given ones, or seeded standard normal (drawn in float64, the same numbers in any
+    dtype)."""
+    if grads is None:
+        generator = torch.Generator().manual_seed(seed)
+        grads = [torch.randn(o.shape, generator=generator, dtype=torch.float64) for o in outs]
+    return tuple(g.detach().to(device=o.device, dtype=o.dtype) for g, o in zip(grads, outs, strict=True))
 
 
-def _inputs(x, layer):
-    """What the gradients are taken with respect to, under their row names: dx, dweight, d0.bias, ..."""
-    return {"dx": x, **{f"d{name}": p for name, p in layer.params.items()}}
+def _floating(inputs):
+    return [(i, x) for i, x in enumerate(inputs) if x.is_floating_point()]
 
 
-def _params_of(leaves):
-    return {name[1:]: t for name, t in leaves.items() if name != "dx"}
+def _row_names(inputs, module):
+    """Row name of each floating input (by position) and each parameter (by name)."""
+    floating = _floating(inputs)
+    names = {i: "dx" if len(inputs) == 1 else f"dx{i}" for i, _ in floating}
+    taken = set(names.values())
+    for name, _ in module.named_parameters():
+        names[name] = f"d({name})" if f"d{name}" in taken else f"d{name}"
+    return names
 
 
-def _manual_grads(dx, layer):
-    return {"dx": dx, **{f"d{name}": g for name, g in layer.grads.items()}}
+def _out_name(k, count):
+    return "y" if count == 1 else f"y{k}"
+
+
+def _manual_grads(dxs, inputs, module, names):
+    dxs = dxs if isinstance(dxs, tuple) else (dxs,)
+    grads = {names[i]: dxs[i] if i < len(dxs) else None for i, _ in _floating(inputs)}
+    return {**grads, **{names[name]: p.grad for name, p in module.named_parameters()}}

@@ -1,95 +1,73 @@
-"""What autograd differentiates to check a layer or a loss, and how to replay a forward's randomness.
+"""What autograd differentiates to check a module or a loss, and how to replay a forward's randomness.
 
-A layer's reference is ``layer.reference(x, params)`` (written with ``torch.nn.functional``) when it has one;
-a Sequential's is the composition of its layers' references; otherwise it is the layer's own forward, the
-undecorated function under the Layer base's checks and ``torch.no_grad()``, run with autograd on.
+A module's reference is its ``reference(*inputs)`` (written with ``torch.nn.functional`` on its own
+parameters) when it has one, else its own forward; either runs on a private copy of the module whose
+parameters have been swapped for autograd leaves (``with_leaf_parameters``), so the manual forward's caches
+are never touched.
 """
 
 import contextlib
-import functools
 
 import torch
 
 from manualnet.errors import LayerError
-from manualnet.layer import Layer
-from manualnet.losses.base import Loss
+from manualnet.nn.module import Module
 
 
 class NoReference(LayerError):
-    """The layer or loss gives verify nothing autograd can differentiate: it cannot be checked as it is."""
+    """The module or loss gives verify nothing autograd can differentiate: it cannot be checked as it is."""
 
 
-def reference_of(unit):
-    """``(x, params) -> y`` for a Layer, ``(pred, target) -> loss`` for a Loss, differentiable by autograd."""
-    if hasattr(unit, "reference"):
-        return unit.reference
-    if isinstance(getattr(unit, "layers", None), list):
-        return _composed(unit.layers)
-    raw = getattr(type(unit).forward, "__wrapped__", None)
-    if raw is None:
-        raise NoReference(f"{describe(unit)}: verify needs a reference(...) or a forward of its own to differentiate")
-    return functools.partial(_run_raw_loss if isinstance(unit, Loss) else _run_raw, unit, raw)
+def reference_of(module):
+    """``(*inputs) -> output`` for a module, ``(pred, target) -> loss`` for a loss, differentiable by autograd
+    once its parameters are leaves."""
+    return module.reference if hasattr(module, "reference") else module.forward
 
 
 def describe(unit):
-    return unit.describe() if isinstance(unit, Layer) else type(unit).__name__
+    return unit.describe() if isinstance(unit, Module) else type(unit).__name__
 
 
-def _composed(layers):
-    references = [reference_of(layer) for layer in layers]
-
-    def composed(x, params):
-        for i, (layer, reference) in enumerate(zip(layers, references, strict=True)):
-            x = reference(x, {name: params[f"{i}.{name}"] for name in layer.params})
-        return x
-
-    return composed
-
-
-def _run_raw(layer, raw, x, params):
-    """The layer's own forward on the given parameter leaves; its params dict and cache are put back after,
-    so the manual backward still finds what the manual forward cached."""
-    saved = layer.params, layer.cache
-    layer.params = params
-    try:
-        return raw(layer, x)
-    finally:
-        layer.params, layer.cache = saved
+def with_leaf_parameters(module):
+    """``{name: leaf}``: every parameter of ``module`` (a private copy) replaced by a leaf that requires grad,
+    one leaf per tensor (tied weights stay tied), named as ``named_parameters`` names them."""
+    leaves, by_id = {}, {}
+    for name, p in module.named_parameters():
+        by_id[id(p)] = leaves[name] = p.detach().clone().requires_grad_(True)
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            sub._parameters[name] = by_id[id(p)]
+            object.__setattr__(sub, name, by_id[id(p)])
+    return leaves
 
 
-def _run_raw_loss(loss, raw, pred, target):
-    saved = loss.cache
-    try:
-        return raw(loss, pred, target)
-    finally:
-        loss.cache = saved
-
-
-def differentiate(fn, inputs, upstream, who, rewound=contextlib.nullcontext):
-    """Run ``fn(leaves)`` under autograd on leaf copies of ``inputs`` (name -> tensor); return its value and
-    d(sum(upstream * value))/d(each input) by name, zeros for an input it does not use. If the value's shape
-    is not ``upstream``'s, there is nothing to differentiate against: the gradients come back empty."""
-    leaves = {name: t.detach().clone().requires_grad_(True) for name, t in inputs.items()}
-    with rewound():
-        out = fn(leaves)
-    if out.shape != upstream.shape:
-        return out.detach(), {}
-    if not out.requires_grad:
-        raise NoReference(f"{who}: its reference does not depend on its inputs through autograd (a forward that "
-                         "calls other layers runs them under no_grad); give it a reference(x, params) written "
-                         "with torch.nn.functional")
-    grads = torch.autograd.grad(out, list(leaves.values()), upstream, allow_unused=True)
-    return out.detach(), {name: torch.zeros_like(leaf) if g is None else g
-                          for (name, leaf), g in zip(leaves.items(), grads, strict=True)}
+def differentiate(fn, leaves, upstream, who):
+    """Run ``fn()`` (which reads the ``leaves``, name -> leaf tensor) under autograd; return its outputs (a
+    tuple) and d(sum_k upstream_k * output_k)/d(each leaf) by name, zeros for a leaf it does not use. If an
+    output's shape is not its upstream's, there is nothing to differentiate against: the gradients come back
+    empty."""
+    out = fn()
+    outs = out if isinstance(out, tuple) else (out,)
+    if len(outs) != len(upstream) or any(o.shape != u.shape for o, u in zip(outs, upstream, strict=False)):
+        return tuple(o.detach() for o in outs), {}
+    if not any(o.requires_grad for o in outs):
+        raise NoReference(f"{who}: its reference does not depend on its inputs through autograd; give it a "
+                          "reference(...) written with torch.nn.functional on its parameters")
+    names = list(leaves)
+    wanted = [(o, u) for o, u in zip(outs, upstream, strict=True) if o.requires_grad]
+    grads = torch.autograd.grad([o for o, _ in wanted], [leaves[n] for n in names], [u for _, u in wanted],
+                                allow_unused=True)
+    return tuple(o.detach() for o in outs), {n: torch.zeros_like(leaves[n]) if g is None else g
+                                             for n, g in zip(names, grads, strict=True)}
 
 
 class Replay:
     """Rewinds every random stream a forward may draw from (the global CPU RNG, the CUDA RNG of ``device``
-    and each torch.Generator the layer or its sublayers hold) to where it was when this was made, so a rerun
-    of the forward (a reference without its own ``reference``, a finite difference) draws the same numbers."""
+    and each torch.Generator the module or its children hold) to where it was when this was made, so a rerun
+    of the forward (on a reference copy, in a finite difference) draws the same numbers."""
 
-    def __init__(self, layer, device):
-        self.generators = list(_generators(layer, set()))
+    def __init__(self, modules, device):
+        self.generators = [g for m in modules for g in _generators(m)]
         self.cuda = device if device.type == "cuda" else None
         self.start = self._state()
 
@@ -115,13 +93,8 @@ class Replay:
             self._set(now)
 
 
-def _generators(layer, seen):
-    if id(layer) in seen:
-        return
-    seen.add(id(layer))
-    for value in vars(layer).values():
-        for item in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(item, torch.Generator):
-                yield item
-            elif isinstance(item, Layer):
-                yield from _generators(item, seen)
+def _generators(module):
+    for sub in module.modules() if isinstance(module, Module) else [module]:
+        for value in vars(sub).values():
+            if isinstance(value, torch.Generator):
+                yield value

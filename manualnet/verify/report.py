@@ -16,7 +16,7 @@ TESTING_DEFAULTS = {
     torch.float16: (1e-3, 1e-5),
     torch.bfloat16: (1.6e-2, 1e-5),
 }
-FLOAT64_MAX_REL_ERR = 1e-9
+FLOAT64_MAX_REL_ERR = 1e-10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,7 @@ FINITE_DIFF = Tolerance(rtol=1e-3, atol=1e-5, label="|a-n| <= 1e-5 + 1e-3|n|")
 
 def tolerance_for(dtype, tol=None):
     """The Tolerance a check at ``dtype`` uses: ``tol`` a Tolerance, a float (max relative error) or an
-    ``(rtol, atol)`` pair; by default max relative error <= 1e-9 in float64, else torch.testing's allclose."""
+    ``(rtol, atol)`` pair; by default max relative error <= 1e-10 in float64, else torch.testing's allclose."""
     if isinstance(tol, Tolerance):
         return tol
     if isinstance(tol, (int, float)):
@@ -66,14 +66,15 @@ def tolerance_for(dtype, tol=None):
 class Row:
     """One tensor of a manual computation compared with its reference.
 
-    ``index`` is the layer's position in the model (None for a lone layer or the whole model), ``layer`` its
+    ``index`` is the module's path in the model (``"0"``, ``"1.fc1"``, ``"loss"``; None for a lone module or
+    the whole model), ``layer`` its
     description, ``tensor`` the compared tensor ("y", "dx", "dweight", "loss", "dpred", ...), ``method``
     "autograd", "finite-diff" or "accumulate". Relative error is max|a - b| / max(max|b|, tiny). A ``skipped``
     row stands for something that could not be checked at all (``note`` says why): it neither passes nor
     fails, and the verdict lists it.
     """
 
-    index: int | None
+    index: str | int | None
     layer: str
     tensor: str
     shape: tuple
