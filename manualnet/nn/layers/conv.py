@@ -35,11 +35,11 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, init="default", generator=None, device=None, dtype=None):
         super().__init__()
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = pair(kernel_size), pair(stride)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise self.fail(f"in_channels {in_channels} and out_channels {out_channels} must both be divisible "
                             f"by groups {groups}")
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = pair(kernel_size), pair(stride)
         self.padding, self.dilation = pair(padding), pair(dilation)
         self.needs_input_grad = True
         kh, kw = self.kernel_size

@@ -68,18 +68,25 @@ class Dropout2d(Module):
         if not self.training or self.p == 0:
             self.cache = None                   # identity: backward passes dy through
             return x
-        keep = torch.rand(x.shape[:2], generator=self.generator, device=x.device, dtype=x.dtype) >= self.p
-        scaled_mask = (keep.to(x.dtype) / (1 - self.p))[:, :, None, None]
+        scaled_mask = self._scaled_mask(x)
         self.cache = scaled_mask                # backward needs only the scaled mask
         return x * scaled_mask
+
+    def _scaled_mask(self, x):
+        """m / (1 - p) as (N, C, 1, 1), one Bernoulli(1 - p) draw per channel."""
+        keep = torch.rand(x.shape[:2], generator=self.generator, device=x.device, dtype=x.dtype) >= self.p
+        return (keep.to(x.dtype) / (1 - self.p))[:, :, None, None]
 
     def backward(self, dy):
         scaled_mask = self.take_cache()
         return dy if scaled_mask is None else dy * scaled_mask   # dx = dy * m / (1 - p), m per channel
 
     def reference(self, x):
-        """The same function with this forward's mask held fixed (verify reruns forward first)."""
-        return x if self.cache is None else x * self.cache
+        """The same function, drawing its mask as forward does (verify rewinds the random streams first, so
+        the mask is forward's)."""
+        if not self.training or self.p == 0:
+            return x
+        return x * self._scaled_mask(x)
 
     @classmethod
     def example(cls, generator):
