@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from manualnet.build import build_loss, build_model, loss_targets, spec_kwargs, takes_in_features
+from manualnet.build import build_loss, build_model, is_layer_specs, loss_targets, spec_kwargs, takes_in_features
 from manualnet.components import argument_problems, construct
 from manualnet.config import Config
 from manualnet.data import load_dataset
@@ -20,8 +20,7 @@ from manualnet.data.base import DATASETS, check_arguments
 from manualnet.data.dataset import COMMON_KEYS
 from manualnet.distributed import local_device
 from manualnet.errors import ConfigError
-from manualnet.layer import LAYERS
-from manualnet.losses import LOSSES
+from manualnet.nn import LAYERS, LOSSES
 from manualnet.optim import OPTIMIZERS, SCHEDULES
 from manualnet.registry import Registry
 
@@ -152,7 +151,7 @@ def component_problems(raw, base_dir=None):
             layers_known = False
     defaults = Config.model_fields
     model = raw.get("model")
-    sections = [(f"model.{i}", LAYERS, spec) for i, spec in enumerate(model if isinstance(model, list) else [])]
+    sections = _layer_sections(model if isinstance(model, list) else [], "model")
     sections += [(key, registry, raw.get(key, defaults[key].default.model_dump()))
                  for key, registry in (("loss", LOSSES), ("optim", OPTIMIZERS), ("schedule", SCHEDULES))]
     for where, registry, spec in sections:
@@ -163,7 +162,7 @@ def component_problems(raw, base_dir=None):
         except ConfigError as e:  # (a plugin that did not load may be where a layer lives: no follow-on line)
             problems += [str(e)] if layers_known or registry is not LAYERS else []
             continue
-        kwargs = spec_kwargs(spec)
+        kwargs = {k: v for k, v in spec_kwargs(spec).items() if not is_layer_specs(v)}  # nested: their own rows
         if not all(isinstance(k, str) for k in kwargs):
             continue  # the schema reports the key
         if registry is LAYERS and takes_in_features(factory) and kwargs.get("in_features") is None:
@@ -183,7 +182,18 @@ def component_problems(raw, base_dir=None):
     return problems
 
 
-FIXED = {"optim": ("model",), "schedule": ("optimizer", "steps_per_epoch", "epochs")}  # supplied by build()
+def _layer_sections(specs, where):
+    """``(path, LAYERS, spec)`` for each layer spec, and for the specs nested in their arguments."""
+    sections = []
+    for i, spec in enumerate(specs):
+        sections.append((f"{where}.{i}", LAYERS, spec))
+        for key, value in (spec.items() if isinstance(spec, dict) else ()):
+            if key != "type" and is_layer_specs(value):
+                sections += _layer_sections(value if isinstance(value, list) else [value], f"{where}.{i}.{key}")
+    return sections
+
+
+FIXED = {"optim": ("params",), "schedule": ("optimizer", "steps_per_epoch", "epochs")}  # supplied by build()
 
 
 def build(config, device=None, base_dir=None):
@@ -207,7 +217,7 @@ def build(config, device=None, base_dir=None):
 def build_optimizer(config, model):
     spec = config.to_dict()["optim"]
     cls = OPTIMIZERS.get(spec["type"], where="optim.type")
-    return construct(cls, spec_kwargs(spec), "optim", fixed={"model": model})
+    return construct(cls, spec_kwargs(spec), "optim", fixed={"params": model.named_parameters()})
 
 
 def build_schedule(config, optimizer, steps_per_epoch):

@@ -6,9 +6,7 @@ import torch
 
 from manualnet.components import construct
 from manualnet.errors import ConfigError, ManualnetError
-from manualnet.layer import LAYERS
-from manualnet.losses import LOSSES
-from manualnet.sequential import Sequential
+from manualnet.nn import LAYERS, LOSSES, Sequential
 
 CLASS_INDEX_LOSSES = ("CrossEntropyLoss", "NLLLoss")
 
@@ -17,27 +15,50 @@ def build_model(specs, in_features, seed, device="cpu", dtype=torch.float32):
     """A Sequential from ``[{type: Name, **kwargs}, ...]``, weights drawn after ``torch.manual_seed(seed)``.
 
     ``in_features`` of a layer that takes it is inferred from the previous layer's output; a given one
-    that does not match is an error naming the layer. A probe batch checks that the sizes chain.
+    that does not match is an error naming the layer. An argument that is itself a layer spec, or a list of
+    them (``{type: Residual, block: [...]}``), is built the same way, at the input its module gets. A probe
+    batch checks that the sizes chain.
     """
     torch.manual_seed(seed)
-    layers, probe = [], torch.zeros(2, in_features, device=device, dtype=dtype)
+    probe = torch.zeros(2, in_features, device=device, dtype=dtype)
+    model, probe = _build_chain(specs, probe, "model", device, dtype)
+    return model, probe.shape[-1]
+
+
+def _build_chain(specs, probe, where, device, dtype):
+    layers = []
     for i, spec in enumerate(specs):
-        kwargs = spec_kwargs(spec)
-        cls = LAYERS.get(spec["type"], where=f"model.{i}.type")
-        features = probe.shape[-1]
-        given = kwargs.get("in_features")
-        if given is not None and given != features:
-            raise ConfigError(f"model.{i}: layer {i} ({spec['type']}) expects {given} input features, gets {features}")
-        if takes_in_features(cls):
-            kwargs["in_features"] = features
-        layer = construct(cls, kwargs, f"model.{i}").to(device=device, dtype=dtype)
-        try:
-            with torch.inference_mode():
-                probe = layer.forward(probe)
-        except ManualnetError as e:
-            raise ConfigError(f"model.{i}: layer {i} ({spec['type']}) cannot take the previous output: {e}") from None
+        layer, probe = _build_layer(spec, probe, f"{where}.{i}", device, dtype)
         layers.append(layer)
-    return Sequential(*layers), probe.shape[-1]
+    return Sequential(*layers), probe
+
+
+def _build_layer(spec, probe, where, device, dtype):
+    kwargs = spec_kwargs(spec)
+    cls = LAYERS.get(spec["type"], where=f"{where}.type")
+    for key, value in kwargs.items():
+        if is_layer_specs(value):  # a block of layers given inline: built at this layer's input
+            kwargs[key] = _build_chain(value if isinstance(value, list) else [value], probe, f"{where}.{key}",
+                                       device, dtype)[0]
+    features = probe.shape[-1]
+    given = kwargs.get("in_features")
+    if given is not None and given != features:
+        raise ConfigError(f"{where}: {spec['type']} expects {given} input features, gets {features}")
+    if takes_in_features(cls):
+        kwargs["in_features"] = features
+    layer = construct(cls, kwargs, where).to(device=device, dtype=dtype)
+    try:
+        with torch.inference_mode():
+            probe = layer.forward(probe)
+    except ManualnetError as e:
+        raise ConfigError(f"{where}: {spec['type']} cannot take the previous output: {e}") from None
+    return layer, probe
+
+
+def is_layer_specs(value):
+    """Whether a config value is a layer spec (``{type: ...}``) or a non-empty list of them."""
+    items = value if isinstance(value, list) else [value]
+    return bool(items) and all(isinstance(v, dict) and "type" in v for v in items)
 
 
 def takes_in_features(cls):

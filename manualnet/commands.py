@@ -25,7 +25,7 @@ def train(args):
             if cluster.is_main and not args.quiet:
                 print(f"run directory: {run_dir}", file=sys.stderr)
             trainer = Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster)
-            cluster.broadcast_tensors(setup.model.param_buffers())  # one model: rank 0's weights everywhere
+            cluster.broadcast_tensors(setup.optimizer.param_buffers())  # one model: rank 0's weights everywhere
             return _fit(trainer, run_dir, args.quiet)
     except RankFailed as e:
         print(f"manualnet: error: {e}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 import torch
 
+from manualnet.nn import Sequential
+
 
 class Diverged(Exception):
     """Training produced a non-finite loss or gradient (exit code 1)."""
@@ -19,10 +21,16 @@ def diagnose(model, loss, xb, tb, step, value, norm=None):
 def diagnose_parameters(model):
     """Which parameter is non-finite and, while the model holds the last step's gradients, which layer's
     backward made it so; None when every parameter is finite."""
-    for name, p in model.params.items():
+    for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
             return f"parameter {name} (the previous update made it non-finite{_source(model)})"
     return None
+
+
+def _layers(model):
+    """The model's top-level children in forward order (a chain), or the model itself as one layer."""
+    children = list(model.named_children())
+    return children if isinstance(model, Sequential) and children else [("model", model)]
 
 
 def _first_non_finite(model, loss, xb, tb):
@@ -31,32 +39,37 @@ def _first_non_finite(model, loss, xb, tb):
         return where
     model.zero_grad()
     x = xb
-    for i, layer in enumerate(model.layers):
-        x = layer.forward(x)
+    for i, layer in _layers(model):
+        x = layer(x)
         if not torch.isfinite(x).all():
             return f"layer {i} ({type(layer).__name__}) output, in forward"
-    if not torch.isfinite(loss.forward(x, tb)):
+    if not torch.isfinite(loss(x, tb)):
         return f"the loss ({type(loss).__name__}), in forward"
     dy = loss.backward()  # the loss's own hand-written dL/dpred, as the training step computes it
     if not torch.isfinite(dy).all():
         return f"the loss ({type(loss).__name__}) gradient, in backward"
-    for i in reversed(range(len(model.layers))):
-        layer = model.layers[i]
+    for i, layer in reversed(_layers(model)):
         dy = layer.backward(dy)
-        for name, grad in layer.grads.items():
-            if not torch.isfinite(grad).all():
-                return f"layer {i} ({type(layer).__name__}) d{name}, in backward"
+        bad = _non_finite_grad(layer)
+        if bad:
+            return f"layer {i} ({type(layer).__name__}) d{bad}, in backward"
         if dy is not None and not torch.isfinite(dy).all():
             return f"layer {i} ({type(layer).__name__}) dx, in backward"
     return "none on replay (the batch's values overflowed only in the fused step)"
 
 
+def _non_finite_grad(layer):
+    for name, p in layer.named_parameters():
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            return name
+    return None
+
+
 def _source(model):
     """Where the previous step's backward first produced a non-finite gradient (the highest layer with
     one: backward runs from the last layer down), while the model still holds that step's gradients."""
-    for i in reversed(range(len(model.layers))):
-        layer = model.layers[i]
-        for name, grad in layer.grads.items():
-            if not torch.isfinite(grad).all():
-                return f": its backward gave layer {i} ({type(layer).__name__}) a non-finite d{name}"
+    for i, layer in reversed(_layers(model)):
+        bad = _non_finite_grad(layer)
+        if bad:
+            return f": its backward gave layer {i} ({type(layer).__name__}) a non-finite d{bad}"
     return ""

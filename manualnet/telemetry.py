@@ -4,37 +4,59 @@ import math
 
 import torch
 
-from manualnet.flat import split
+
+
+def record_outputs(model, x, outputs):
+    """``model(x)``, with a copy of each top-level child's output put in ``outputs`` (``"0.Linear"`` -> tensor):
+    the activations this step's gradients come from."""
+    children = list(model.named_children())
+    for name, child in children:
+        object.__setattr__(child, "forward", _recording(child, f"{name}.{type(child).__name__}", outputs))
+    try:
+        return model(x)
+    finally:
+        for _, child in children:
+            vars(child).pop("forward", None)
+
+
+def _recording(child, tag, outputs):
+    forward = child.forward
+
+    def recorded(*inputs, **kwargs):
+        y = forward(*inputs, **kwargs)
+        if isinstance(y, torch.Tensor):  # a copy: a later layer may change the output's memory in place
+            outputs.setdefault(tag, y.clone())
+        return y
+
+    return recorded
 
 
 def log_histograms(log, model, activations, before, step):
-    """Histograms of every parameter, its gradient and each layer's output (``activations``, as
-    ``model.forward(x, outputs=...)`` gives them), and each parameter's update ratio; ``before`` is
-    ``parameters_before(model)``, taken before this step's update."""
+    """Histograms of every parameter, its gradient and each top-level layer's output (``activations``, from
+    ``record_outputs``), and each parameter's update ratio; ``before`` is ``parameters_before(model)``,
+    taken before this step's update."""
     tensors, names = {}, []
-    for name, param, grad in model.named_parameters():
-        tensors[f"weights/{name}"], tensors[f"grads/{name}"] = param, grad
+    for name, param in model.named_parameters():
+        tensors[f"weights/{name}"] = param
+        if param.grad is not None:
+            tensors[f"grads/{name}"] = param.grad
         names.append(name)
     ratios = zip(names, update_ratios(model, before), strict=True)
     log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios if math.isfinite(value)}, step)
-    for i, (layer, output) in enumerate(zip(model.layers, activations, strict=True)):
-        tensors[f"activations/{i}.{type(layer).__name__}"] = output
+    tensors.update({f"activations/{tag}": output for tag, output in activations.items()})
     log.histograms(tensors, step)
 
 
 def parameters_before(model):
-    """A copy of every parameter as it is now (one copy of the flat buffer where the model has one)."""
-    return [buffer.clone() for buffer in model.param_buffers()]
+    """A copy of every parameter as it is now."""
+    return [p.clone() for p in model.parameters()]
 
 
 def update_ratios(model, before):
     """log10(std(update) / std(param)) per parameter (-inf for a scalar or a parameter that did not move),
     with one host sync for the whole model; ``before`` is ``parameters_before(model)``."""
-    params, flat = list(model.params.values()), model.flat_buffers()
-    if flat is not None and len(before) == 1:  # the flat buffer's update, one view per parameter
-        updates = split(flat[0] - before[0], params)
-    else:
-        updates = [p - b for p, b in zip(params, before, strict=True)]
+    params = list(model.parameters())
+    updates = [p - b for p, b in zip(params, before, strict=True)]
     moved = [i for i, p in enumerate(params) if p.numel() > 1]
     stds = torch.stack([t.std() for i in moved for t in (updates[i], params[i])]).tolist() if moved else []
     ratios = [-math.inf] * len(params)

@@ -24,7 +24,7 @@ def cpu_threads(setting, model, rows, device):
         return None
     if setting != "auto":
         return setting
-    params = sum(p.numel() for p in model.params.values())
+    params = sum(p.numel() for p in model.parameters())
     return 1 if 6 * params * rows < SMALL_STEP_FLOPS else None
 
 

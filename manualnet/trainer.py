@@ -22,7 +22,7 @@ from manualnet.logger import MetricsLogger
 from manualnet.optim import clip_grad_norm, grad_norm
 from manualnet.progress import Progress, summary_table
 from manualnet.run_dir import write_config
-from manualnet.telemetry import log_histograms, parameters_before
+from manualnet.telemetry import log_histograms, parameters_before, record_outputs
 from manualnet.threads import cpu_threads, torch_threads
 from manualnet.verify import check_model, format_table, verdict
 
@@ -52,6 +52,9 @@ class Trainer:
         self.optimizer, self.schedule = setup.optimizer, setup.schedule
         rows = math.ceil(self.cfg.train.batch_size / self.cluster.world_size)  # a rank's share of a batch
         self.threads = cpu_threads(self.cfg.train.threads, self.model, rows, setup.device)  # None: torch's
+        first = next(iter(self.model.children()), None)
+        if hasattr(first, "needs_input_grad"):  # the model's input is data: nothing upstream wants its gradient
+            first.needs_input_grad = False
         self.epoch, self.batch, self.step = 0, 0, 0
         self.best = {"val/loss": math.inf, "epoch": -1}
         self.running = _Running()
@@ -130,14 +133,14 @@ class Trainer:
         weight = self.cluster.shard_weight(len(xb), size, self.loss.reduction) if self.parallel else 1.0
         step = self.step + 1  # this step's number, counted from 1
         histograms = self.every["histograms"] and step % self.every["histograms"] == 0 and self.cluster.is_main
-        activations = [] if histograms else None  # each layer's output, for its histogram
-        pred = self.model.forward(xb, outputs=activations)
-        loss = self.loss.forward(pred, tb)
+        activations = {} if histograms else None  # each top-level layer's output, for its histogram
+        self.optimizer.zero_grad()
+        pred = record_outputs(self.model, xb, activations) if histograms else self.model(xb)
+        loss = self.loss(pred, tb)
         value = loss.item() * weight
         if not (self.parallel or math.isfinite(value)):  # before backward: the last step's gradients are
             self.diverged(xb, tb, value)                  # still there, to tell which layer went non-finite
-        # zero_grad folded into backward: the GEMMs write the gradients instead of adding to them
-        self.model.backward(self.loss.backward(weight), input_grad=False, accumulate=False)
+        self.model.backward(self.loss.backward(weight))
         logging = step % self.every["log"] == 0
         # Train accuracy is measured on the logging steps' batches, and on an epoch's last batch when none of
         # its batches was (so every epoch has one): counting every batch costs a few ops a step, as much as a
@@ -148,7 +151,7 @@ class Trainer:
         if self.parallel:
             # Summed over the ranks with the gradients: the global batch's mean loss, its correct count and
             # how many ranks were asked to stop, so every rank logs the same numbers and stops together.
-            value, correct, signals = self.cluster.reduce(self.model.grad_buffers(),
+            value, correct, signals = self.cluster.reduce(self.optimizer.grad_buffers(),
                                                           [value, correct or 0, signum is not None])
             signum = (signum or signal.SIGTERM) if signals else None
             if not math.isfinite(value):  # the global loss: every rank stops here together
@@ -160,7 +163,7 @@ class Trainer:
         # has spread it into the weights, or before a checkpoint: never written to disk.
         clip, norm = self.cfg.train.grad_clip, None
         if clip is not None or logging:
-            grads = self.model.grad_buffers()
+            grads = self.optimizer.grad_buffers()
             norm = (clip_grad_norm(grads, clip) if clip is not None else grad_norm(grads)).item()
             if not math.isfinite(norm):  # every rank sees the same summed gradient: all stop
                 self.diverged(xb, tb, value, norm)
@@ -204,7 +207,7 @@ class Trainer:
         if improved:
             self.best = {"val/loss": score, "epoch": self.epoch, "step": self.step}
             if self.cluster.is_main:  # the weights best.pt will hold, kept until a checkpoint writes them
-                self._best_model = self.model.state_dict(copy=True)
+                self._best_model = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.last_metrics = metrics
         # A checkpoint every checkpoint_every epochs, but not more often than every checkpoint_interval_s
         # seconds (epochs of milliseconds would spend more time saving than training); always the first
@@ -220,10 +223,10 @@ class Trainer:
         log the worst relative error per layer as ``verify/<index>.<type>``; stop the run on a failure."""
         with torch.enable_grad():
             rows = check_model(self.model, self.loss, xb, tb, dtype=torch.float64)
-        worst = {}
+        worst, modules = {}, dict(self.model.named_modules())
         for row in rows:
-            if row.index is not None and row.index < len(self.model.layers):
-                tag = f"verify/{row.index}.{type(self.model.layers[row.index]).__name__}"
+            if row.index in modules:
+                tag = f"verify/{row.index}.{type(modules[row.index]).__name__}"
                 worst[tag] = max(worst.get(tag, 0.0), row.max_rel_err)
         self.log.scalars(worst, self.step, self.epoch)
         failed = [row for row in rows if not row.passed]
@@ -303,7 +306,7 @@ class Trainer:
         step that computed no gradient norm): before such weights could be copied or checkpointed."""
         # One sum over the flat buffer: any NaN or infinity makes it non-finite (so would weights summing past
         # the dtype's range, broken anyway); a tenth of what torch.isfinite(...).all() costs.
-        if not all(math.isfinite(p.sum().item()) for p in self.model.param_buffers()):
+        if not all(math.isfinite(p.sum().item()) for p in self.optimizer.param_buffers()):
             self.stop_cleanly()
             raise Diverged(f"training diverged by step {self.step}: {diagnose_parameters(self.model)}; it is "
                            "not checkpointed. Lower optim.lr or set train.grad_clip")

@@ -1,5 +1,7 @@
 """Modules made of modules: a chain, a list, a residual connection."""
 
+import torch
+
 from manualnet.errors import LayerError
 from manualnet.nn.module import Module, register_layer
 
@@ -33,6 +35,14 @@ class Sequential(Module):
         for layer in reversed(self._modules.values()):
             dy = layer.backward(dy)
         return dy
+
+    @classmethod
+    def example(cls, generator):
+        """A small chain and a float64 input, for ``verify --all-layers``."""
+        from manualnet.nn.layers import Linear, Tanh
+
+        model = cls(Linear(3, 5, generator=generator), Tanh(), Linear(5, 2, generator=generator)).to(torch.float64)
+        return model, (torch.randn(4, 3, generator=generator, dtype=torch.float64),)
 
     def __getitem__(self, i):
         layers = list(self._modules.values())
@@ -93,6 +103,14 @@ class Residual(Module):
     def __init__(self, block):
         super().__init__()
         self.block = Sequential(*block) if isinstance(block, (list, tuple)) else block
+
+    @classmethod
+    def example(cls, generator):
+        """A residual MLP block and a float64 input, for ``verify --all-layers``."""
+        from manualnet.nn.layers import Linear, Tanh
+
+        block = cls([Linear(4, 6, generator=generator), Tanh(), Linear(6, 4, generator=generator)]).to(torch.float64)
+        return block, (torch.randn(3, 4, generator=generator, dtype=torch.float64),)
 
     def forward(self, x):
         return x + self.block(x)

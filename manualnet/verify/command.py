@@ -14,10 +14,9 @@ from pathlib import Path
 import torch
 
 from manualnet.errors import ConfigError
-from manualnet.layer import LAYERS
-from manualnet.losses import LOSSES
+from manualnet.nn import LAYERS, LOSSES
 from manualnet.registry import closest
-from manualnet.verify.engine import check_model
+from manualnet.verify.engine import check_model, inputs_reaching
 from manualnet.verify.reference import describe
 from manualnet.verify.report import all_passed, compare_tensors, format_table, row_as_json, tolerance_for, verdict
 
@@ -37,43 +36,43 @@ def verify_config(config_path, overrides=(), *, dtype=torch.float64, fd=False, l
 
 
 def verify_model(model, loss, x, target, *, dtype=torch.float64, fd=False, layer=None):
-    """check_model's rows plus an accumulation row per parameter, restricted to layers of type ``layer``."""
+    """check_model's rows plus an accumulation row per parameter, restricted to modules of type ``layer``."""
     rows = check_model(model, loss, x, target, dtype=dtype, fd=fd)
     rows += accumulation_rows(model, x, dtype)
     if layer is not None:
-        rows = [r for r in rows if r.index is not None and r.index < len(model.layers)
-                and type(model.layers[r.index]).registered_name == layer]
+        modules = dict(model.named_modules())
+        rows = [r for r in rows if r.index in modules
+                and getattr(type(modules[r.index]), "registered_name", None) == layer]
         if not rows:
             raise ConfigError(f"--layer {layer}: the model has no layer of that type")
     return rows
 
 
 def accumulation_rows(model, x, dtype, seed=0):
-    """For each layer with parameters: starting from random gradients g0, one backward must leave g0 + g,
-    where g is what the same backward leaves from zero."""
+    """For each module with parameters of its own, at the inputs that reach it: starting from random
+    gradients g0, one backward must leave g0 + g, where g is what the same backward leaves from zero."""
     gen = torch.Generator().manual_seed(seed)
-    rows = []
-    for i, layer in enumerate(model.layers):
-        if layer.grads:
-            rows += _accumulates(layer, x.to(dtype), i, gen, dtype)
-        with torch.inference_mode():
-            x = layer.forward(x)
-    return rows
+    reached, _ = inputs_reaching(model, x, dtype)
+    return [row for path, (module, inputs) in reached.items() if module._parameters
+            for row in _accumulates(module, inputs, path, gen, dtype)]
 
 
-def _accumulates(layer, x, index, gen, dtype):
-    work = copy.deepcopy(layer).to(dtype=dtype)
-    dy = torch.randn(work.forward(x).shape, generator=gen, dtype=dtype).to(x.device)
+def _accumulates(module, inputs, index, gen, dtype):
+    work = copy.deepcopy(module).to(dtype=dtype)
+    out = work.forward(*inputs)
+    outs = out if isinstance(out, tuple) else (out,)
+    dys = [torch.randn(o.shape, generator=gen, dtype=dtype).to(o.device) for o in outs]
     work.zero_grad()
-    work.backward(dy)
-    fresh = {k: g.clone() for k, g in work.grads.items()}
+    work.backward(*dys)
+    own = dict(work.named_parameters(recurse=False))
+    fresh = {k: p.grad.clone() for k, p in own.items()}
     start = {k: torch.randn(g.shape, generator=gen, dtype=dtype).to(g.device) for k, g in fresh.items()}
-    for k, g in work.grads.items():
-        g.copy_(start[k])
-    work.forward(x)
-    work.backward(dy)
-    return [compare_tensors(work.grads[k], start[k] + fresh[k], tolerance_for(dtype), index=index,
-                            layer=describe(layer), tensor=f"d{k} accumulates", method="accumulate")
+    for k, p in own.items():
+        p.grad.copy_(start[k])
+    work.forward(*inputs)
+    work.backward(*dys)
+    return [compare_tensors(own[k].grad, start[k] + fresh[k], tolerance_for(dtype), index=index,
+                            layer=describe(module), tensor=f"d{k} accumulates", method="accumulate")
             for k in fresh]
 
 

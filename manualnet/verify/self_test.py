@@ -15,9 +15,8 @@ import inspect
 import torch
 
 from manualnet.errors import LayerError
-from manualnet.layer import LAYERS
-from manualnet.losses import LOSSES
-from manualnet.verify.engine import check_layer, check_loss
+from manualnet.nn import LAYERS, LOSSES
+from manualnet.verify.engine import check_layer, check_loss, check_module
 from manualnet.verify.reference import NoReference
 from manualnet.verify.report import failed_row, skipped_row, tolerance_for
 
@@ -63,6 +62,9 @@ def _guarded(name, rows_of, cls, gen, seed):
 
 
 def _layer_rows(cls, gen, seed):
+    if hasattr(cls, "example"):  # a module that needs arguments or several inputs builds its own example
+        module, inputs = cls.example(gen)
+        return check_module(module, *inputs, fd=True, seed=seed)
     rows = []
     for batch, width in SHAPES:
         widths = dict.fromkeys((width, *WIDTHS))

@@ -14,6 +14,10 @@ class Add(Module):
         if len({x.shape for x in xs}) > 1:
             raise self.fail(f"inputs must have one shape, got {', '.join(str(tuple(x.shape)) for x in xs)}")
 
+    @classmethod
+    def example(cls, generator):
+        return cls(), tuple(torch.randn(3, 4, generator=generator, dtype=torch.float64) for _ in range(3))
+
     def forward(self, *xs):
         self.cache = len(xs)                    # backward needs only how many inputs there were
         return sum(xs[1:], xs[0])
@@ -33,6 +37,10 @@ class Concat(Module):
     def __init__(self, dim=-1):
         super().__init__()
         self.dim = dim
+
+    @classmethod
+    def example(cls, generator):
+        return cls(dim=1), tuple(torch.randn(3, w, generator=generator, dtype=torch.float64) for w in (2, 5))
 
     def forward(self, *xs):
         self.cache = [x.shape[self.dim] for x in xs]   # backward needs each input's width along dim
@@ -58,6 +66,11 @@ class MatMul(Module):
         if a.dim() < 2 or a.dim() != b.dim() or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]:
             raise self.fail(f"expects a (*, n, k) and b (*, k, m) with the same batch dims, got "
                             f"{tuple(a.shape)} and {tuple(b.shape)}")
+
+    @classmethod
+    def example(cls, generator):
+        a = torch.randn(2, 3, 4, generator=generator, dtype=torch.float64)
+        return cls(), (a, torch.randn(2, 4, 5, generator=generator, dtype=torch.float64))
 
     def forward(self, a, b):
         self.cache = (a, b)                     # backward needs both factors

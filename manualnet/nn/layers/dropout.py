@@ -33,10 +33,6 @@ class Dropout(Module):
         scaled_mask = self.take_cache()
         return dy if scaled_mask is None else dy * scaled_mask   # dx = dy * m / (1 - p)
 
-    def reference(self, x):
-        """The same function with this forward's mask held fixed (verify reruns forward first)."""
-        return x if self.cache is None else x * self.cache
-
     def extra_repr(self):
         return f"p={self.p}"
 
