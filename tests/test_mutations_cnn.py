@@ -29,14 +29,13 @@ class BatchNormMutant(mn.BatchNorm2d):
     drop = None
 
     def backward(self, dy):
-        x, mu, istd, _ = self.take_cache()
-        xhat = (x - mu) * istd
+        xhat, istd, _ = self.take_cache()
         dbeta, dgamma = dy.sum((0, 2, 3), keepdim=True), (dy * xhat).sum((0, 2, 3), keepdim=True)
         if self.drop != "dgamma":
             self.weight.grad += dgamma.flatten()
         if self.drop != "dbeta":
             self.bias.grad += dbeta.flatten()
-        m_count = x.numel() // x.shape[1]
+        m_count = xhat.numel() // xhat.shape[1]
         scale = istd * self.weight.view(1, -1, 1, 1) / m_count
         mean_term = 0 if self.drop == "mean term" else dbeta
         variance_term = 0 if self.drop == "variance term" else xhat * dgamma
