@@ -9,12 +9,16 @@ from manualnet.telemetry import filter_grid
 from tests.helpers import config_path, summary
 
 
-def train_cnn(tmp_path, *overrides):
-    run_dir = tmp_path / "cnn"
-    code = main(["train", "--config", str(config_path("cnn_digits")), "--run-dir", str(run_dir), "--quiet",
+def train_cnn_config(tmp_path, name, *overrides):
+    run_dir = tmp_path / name
+    code = main(["train", "--config", str(config_path(name)), "--run-dir", str(run_dir), "--quiet",
                  *[arg for override in overrides for arg in ("--set", override)]])
     assert code == 0
     return run_dir
+
+
+def train_cnn(tmp_path, *overrides):
+    return train_cnn_config(tmp_path, "cnn_digits", *overrides)
 
 
 def test_first_conv_filters_appear_in_tensorboard_as_an_image_grid(tmp_path):
@@ -44,3 +48,12 @@ def test_filter_grid_scales_each_filter_to_its_own_range():
 def test_cnn_digits_config_beats_the_mlp_on_the_test_split(tmp_path):
     result = summary(train_cnn(tmp_path))
     assert result["test/accuracy"] >= 0.985, result
+
+
+def test_cnn_mnist_config_trains_on_28x28_idx_images(tmp_path):
+    from tests.test_data import write_idx_set  # a tiny MNIST-format set
+
+    root = tmp_path / "mnist"
+    write_idx_set(root, n_train=40, n_test=10)
+    run_dir = train_cnn_config(tmp_path, "cnn_mnist", f"data.root={root}", "train.epochs=1")
+    assert "test/accuracy" in summary(run_dir)
