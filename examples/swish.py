@@ -10,7 +10,7 @@ import manualnet
 
 
 @manualnet.register_layer("Swish")
-class Swish(manualnet.Layer):
+class Swish(manualnet.Module):
     """y = x * s with s = sigmoid(beta * x), elementwise; beta is one learnable number.
 
     Shape: any; y has x's shape. beta: (1,).
@@ -18,16 +18,15 @@ class Swish(manualnet.Layer):
 
     def __init__(self, beta: float = 1.0):
         super().__init__()
-        self.params["beta"] = torch.tensor([float(beta)])
-        self.grads["beta"] = torch.zeros(1)
+        self.beta = manualnet.Parameter(torch.tensor([float(beta)]))
 
     def forward(self, x):
-        s = torch.sigmoid(self.params["beta"] * x)
+        s = torch.sigmoid(self.beta * x)
         self.cache = (x, s)                     # backward needs x and s
         return x * s
 
     def backward(self, dy):
         x, s = self.take_cache()
         ds = s * (1 - s)                        # sigmoid' at beta * x
-        self.grads["beta"] += (dy * x * x * ds).sum().reshape(1)   # dbeta = sum dy * x^2 * s (1 - s)
-        return dy * (s + self.params["beta"] * x * ds)             # dx = dy * (s + beta x s (1 - s))
+        self.beta.grad += (dy * x * x * ds).sum().reshape(1)       # dbeta = sum dy * x^2 * s (1 - s)
+        return dy * (s + self.beta * x * ds)                        # dx = dy * (s + beta x s (1 - s))

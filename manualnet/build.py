@@ -47,15 +47,16 @@ def _build_layer(spec, probe, where, device, dtype):
         size = INFERRED[key](probe)
         given = kwargs.get(key)
         if given is not None and given != size:
-            raise ConfigError(f"{where}: {spec['type']} expects {key} {given}, gets {size} "
-                              f"(its input: {tuple(probe.shape[1:])} per sample)")
+            what = f"{given} input features, gets {size}" if key == "in_features" else f"{key} {given}, gets {size}"
+            raise ConfigError(f"{where}: layer {where[len('model.'):]} ({spec['type']}) expects {what}")
         kwargs[key] = size
     layer = construct(cls, kwargs, where).to(device=device, dtype=dtype)
     try:
         with torch.inference_mode():
             probe = layer.eval().forward(probe)
     except ManualnetError as e:
-        raise ConfigError(f"{where}: {spec['type']} cannot take the previous output: {e}") from None
+        raise ConfigError(f"{where}: layer {where[len('model.'):]} ({spec['type']}) cannot take the previous output: "
+                          f"{e}") from None
     return layer.train(), probe
 
 

@@ -18,6 +18,10 @@ from manualnet.trainer import AuditFailed, Interrupted, Trainer
 
 def train(args):
     config, state, run_dir, base_dir = _inputs(args)
+    if state is not None and _finished(state, config, run_dir):
+        print(f"manualnet: {run_dir} has already trained its {config.train.epochs} epochs: nothing to do (to train "
+              f"more, resume with --set train.epochs=N, N > {config.train.epochs})", file=sys.stderr)
+        return 0
     setup = build(config, device=args.device, base_dir=base_dir)
     try:
         with cluster_for(setup.device, config.train.dist_timeout_s, config.seed) as cluster:
@@ -25,6 +29,8 @@ def train(args):
             if cluster.is_main and not args.quiet:
                 print(f"run directory: {run_dir}", file=sys.stderr)
             trainer = Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster)
+            if cluster.is_main and state is not None:
+                print(f"resumed from {_where(state)}", file=sys.stderr)
             cluster.broadcast_tensors(setup.optimizer.param_buffers())  # one model: rank 0's weights everywhere
             return _fit(trainer, run_dir, args.quiet)
     except RankFailed as e:
@@ -83,9 +89,26 @@ def _fit(trainer, run_dir, quiet):
     except RankFailed:
         trainer.writer.flush()  # a checkpoint being written is whole on disk before we exit
         raise
-    if cluster.is_main and not quiet:
+    if cluster.is_main:
         print(summary_table(summary))
+        print(f"run directory: {run_dir}")
+        if trainer.cfg.log.tensorboard:
+            print(f"tensorboard --logdir {run_dir}")
     return 0
+
+
+def _finished(state, config, run_dir):
+    """Whether the checkpoint ends the run and the run's summary was written (so resuming has nothing to do)."""
+    return (state.get("epoch") == config.train.epochs and state.get("batch") == 0
+            and (run_dir / "summary.json").is_file())
+
+
+def _where(state):
+    """Where a checkpoint stands, in the progress lines' terms: ``the end of epoch 3 (step 60)``."""
+    epoch, batch, step = state["epoch"], state["batch"], state["step"]
+    if batch == 0:
+        return f"the end of epoch {epoch} (step {step})" if epoch else "the start (step 0)"
+    return f"epoch {epoch + 1}, after its batch {batch} (step {step})"
 
 
 def _resume_state(run_dir):

@@ -120,7 +120,7 @@ def load_config(path, overrides=()):
     raw = read_yaml(path)
     for override in overrides:
         apply_override(raw, override)
-    return validate(raw, source=str(path), base_dir=Path(path).parent)
+    return validate(raw, source=str(path), base_dir=Path(path).parent, overrides=overrides)
 
 
 def read_yaml(path):
@@ -160,21 +160,37 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def validate(raw, source="config", base_dir=None):
+def validate(raw, source="config", base_dir=None, overrides=()):
     """A validated Config from a plain dict, or a ConfigError listing every problem: the schema's and the
     components' (``assembly.component_problems``: layers, loss, optimizer, schedule and data set by name,
-    with their arguments), so that one run of the command shows them all."""
+    with their arguments), so that one run of the command shows them all. A problem with a key that an
+    override of ``overrides`` (``--set`` values) set is reported as that ``--set``'s, not ``source``'s."""
     from manualnet.assembly import component_problems  # the registries it reads import this module
 
     try:
         config, lines = Config.model_validate(raw), []
     except ValidationError as e:
         config, lines = None, [_describe(err, raw) for err in e.errors()]
-    lines += component_problems(raw, base_dir)
+    lines = [_attributed(line, overrides) for line in lines + component_problems(raw, base_dir)]
+    if len(lines) == 1 and lines[0].startswith("--set "):
+        raise ConfigError(lines[0])
     if lines:
         raise ConfigError(f"{source}: " + "\n".join(lines) if len(lines) == 1 else
                           f"{source}: {len(lines)} problems\n" + "\n".join(lines))
     return config
+
+
+def _attributed(line, overrides):
+    """``line`` ("key.path: problem") as the problem of the ``--set`` that set that key, or of a section
+    above it, when one did."""
+    where, sep, problem = line.partition(": ")
+    path = where.split(" (")[0]  # "optim (SGD)": a component's section
+    for override in overrides:
+        key = override.partition("=")[0].strip()
+        argument = key.startswith(path + ".") and f" argument {key.rpartition('.')[2]}=" in problem
+        if sep and (path == key or path.startswith(key + ".") or argument):
+            return f"--set {override}: {where + ': ' if path != key else ''}{problem}"
+    return line
 
 
 def _describe(err, raw):

@@ -1,6 +1,7 @@
 """Where metrics go: ``metrics.jsonl`` always, TensorBoard when ``log.tensorboard`` is on.
 
-Tags are the config's and summary.json's names (``train/loss``, ``val/accuracy``, ``lr``, ...).
+Tags are the config's and summary.json's names (``train/loss``, ``val/accuracy``, ``lr``, ...); a logging
+interval's mean loss and accuracy are ``train/loss_step`` and ``train/accuracy_step``.
 """
 
 import json
@@ -98,16 +99,18 @@ class MetricsLogger:
             self.events.add_summary(text_summary(tag, f"```\n{text}\n```"))
             self.events.flush()
 
-    def hparams(self, hparams, metrics):
-        """Hyperparameters with the final metrics, in this run's own event file (the HPARAMS tab)."""
+    def hparams(self, config, results):
+        """The HPARAMS tab's record of this run: every key of ``config`` (``Config.to_dict()``), flattened to
+        its ``--set`` path (``optim.lr``, ``model.0.out_features``), and the numbers of ``results`` as its
+        metrics. TensorBoard reads a metric's value from the run's scalar of that tag, so each must be one
+        the run logs (``test/loss``, ``val/accuracy``, ...); no scalar is written here."""
         if not self.events:
             return
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-        metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
-        for summary in hparams_summary(hparams, metrics):
+        metrics = {k: v for k, v in results.items() if isinstance(v, int | float) and math.isfinite(v)}
+        for summary in hparams_summary(flat_hparams(config), metrics):
             self.events.add_summary(summary)
-        self.tensorboard_scalars({f"hparams/{tag}": value for tag, value in metrics.items()}, 0)
         self.flush()
 
     def close(self):
@@ -120,6 +123,22 @@ class MetricsLogger:
             if self.events:
                 self.events.close()
                 self.events = None
+
+
+def flat_hparams(config, prefix=""):
+    """``config``'s values by dotted path; a list of plain values, or None, as its YAML text (TensorBoard's
+    hyperparameters are numbers, strings and booleans)."""
+    flat = {}
+    items = config.items() if isinstance(config, dict) else enumerate(config)
+    for key, value in items:
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) or (isinstance(value, list) and value and isinstance(value[0], dict)):
+            flat.update(flat_hparams(value, path + "."))
+        elif isinstance(value, bool | int | float | str):
+            flat[path] = value
+        else:
+            flat[path] = json.dumps(value)  # [] or [10, 20]; null
+    return flat
 
 
 def _drop_rows_after(path, step):

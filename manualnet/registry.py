@@ -10,8 +10,9 @@ from manualnet.errors import ConfigError
 
 def closest(name, choices):
     """The valid choice closest to a mistyped ``name`` as a hint (" (did you mean 'X'?)"), or ""."""
-    match = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    by_lower = {str(choice).lower(): choice for choice in choices}  # 'Relu' is 'ReLU' before it is 'Residual'
+    match = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.5)
+    return f" (did you mean {by_lower[match[0]]!r}?)" if match else ""
 
 
 class Registry:

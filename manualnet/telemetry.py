@@ -10,7 +10,6 @@ from manualnet.nn import Conv2d
 FILTER_SCALE = 8   # a 3x3 kernel drawn as 24x24 pixels: TensorBoard shows images at their own size
 MAX_TILES = 256
 
-
 def record_outputs(model, x, outputs):
     """``model(x)``, with a copy of each top-level child's output put in ``outputs`` (``"0.Linear"`` -> tensor):
     the activations this step's gradients come from."""
@@ -36,18 +35,21 @@ def _recording(child, tag, outputs):
     return recorded
 
 
-def log_histograms(log, model, activations, before, step):
+def log_update_ratios(log, model, before, step):
+    """Each parameter's update ratio as the scalar ``update_ratio/<name>``; ``before`` is
+    ``parameters_before(model)``, taken before this step's update."""
+    ratios = zip((name for name, _ in model.named_parameters()), update_ratios(model, before), strict=True)
+    log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios if math.isfinite(value)}, step)
+
+
+def log_histograms(log, model, activations, step):
     """Histograms of every parameter, its gradient and each top-level layer's output (``activations``, from
-    ``record_outputs``), and each parameter's update ratio; ``before`` is ``parameters_before(model)``,
-    taken before this step's update."""
-    tensors, names = {}, []
+    ``record_outputs``)."""
+    tensors = {}
     for name, param in model.named_parameters():
         tensors[f"weights/{name}"] = param
         if param.grad is not None:
             tensors[f"grads/{name}"] = param.grad
-        names.append(name)
-    ratios = zip(names, update_ratios(model, before), strict=True)
-    log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios if math.isfinite(value)}, step)
     tensors.update({f"activations/{tag}": output for tag, output in activations.items()})
     log.histograms(tensors, step)
     first_conv = next(((path, m) for path, m in model.named_modules() if isinstance(m, Conv2d)), None)

@@ -83,7 +83,7 @@ def step_functions(sizes, batch, device, dtype):
 
     def resident_bytes():
         """Bytes held between steps: parameters, gradients, optimizer buffers (and the batch)."""
-        ours_t = [*ours.params.values(), *ours.grads.values(), *(b for bufs in (optimizer.state or {}).values()
+        ours_t = [*ours.parameters(), *(p.grad for p in ours.parameters()), *(b for bufs in (optimizer.state or {}).values()
                                                                    for b in bufs)]
         theirs_t = [*theirs.parameters(), *(p.grad for p in theirs.parameters() if p.grad is not None),
                     *(s for st in torch_optimizer.state.values() for s in st.values() if torch.is_tensor(s))]
@@ -101,7 +101,7 @@ def gemm_floor(model, x):
     linears = [layer for layer in model if isinstance(layer, mn.Linear)]
     acts, work = [x], []
     for layer in linears:
-        W = layer.params["weight"]
+        W = layer.weight
         y = torch.empty(x.shape[0], layer.out_features, device=x.device, dtype=x.dtype)
         work.append((acts[-1], W, y, torch.empty_like(W), torch.empty_like(acts[-1])))
         acts.append(y)

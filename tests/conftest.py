@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from manualnet import LAYERS, LOSSES
 from manualnet.data.base import DATASETS
-from manualnet.init import INITS
+from manualnet.nn.init import INITS
 from manualnet.optim.optimizer import OPTIMIZERS
 from manualnet.optim.schedules import SCHEDULES
 
@@ -72,6 +72,30 @@ class LayerCase:
     def input(self, seed=0, dtype=torch.float64, device="cpu", shape=None):
         return randn(shape or self.shape, seed, dtype, device)
 
+    def inputs(self, seed=0, dtype=torch.float64, device="cpu"):
+        return (self.input(seed, dtype, device),)
+
+
+class ExampleCase(LayerCase):
+    """A module that builds its own example (``cls.example(generator)``): arguments, and inputs of any number."""
+
+    def __init__(self, name):
+        self.name, self.cls = name, LAYERS.get(name)
+        self.shape = self.inputs()[0].shape
+
+    def make(self, dtype=torch.float64, device="cpu"):
+        return self.cls.example(torch.Generator().manual_seed(0))[0].to(device=device, dtype=dtype)
+
+    def inputs(self, seed=0, dtype=torch.float64, device="cpu"):
+        _, inputs = self.cls.example(torch.Generator().manual_seed(seed))
+        return tuple(x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype) for x in inputs)
+
+    def input(self, seed=0, dtype=torch.float64, device="cpu", shape=None):
+        inputs = self.inputs(seed, dtype, device)
+        if len(inputs) != 1 or shape is not None:
+            pytest.skip(f"{self.name} takes {len(inputs)} inputs of its own shapes; checked through inputs()")
+        return inputs[0]
+
 
 LAYER_CASES = {
     "Linear": LayerCase("Linear", lambda device: {"in_features": 5, "out_features": 3}),
@@ -86,6 +110,8 @@ def layer_case_for(name):
     """The case of a built-in, or a default: sizes 5 -> 3 for a constructor that asks for features."""
     if name in LAYER_CASES:
         return LAYER_CASES[name]
+    if hasattr(LAYERS.get(name), "example"):
+        return ExampleCase(name)
     wanted = inspect.signature(LAYERS.get(name).__init__).parameters
     sizes = {key: size for key, size in (("in_features", 5), ("out_features", 3)) if key in wanted}
     return LayerCase(name, lambda device: dict(sizes))

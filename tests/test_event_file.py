@@ -5,6 +5,7 @@ import time
 
 import pytest
 import torch
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from manualnet.event_file import EventFile
 from manualnet.logger import MetricsLogger
@@ -30,12 +31,20 @@ def test_flushed_events_are_readable_while_the_file_is_still_open(tmp_path):
     log.flush()
     assert losses(tmp_path) == [(10, 2.0)] and losses(tmp_path, "lr") == [(10, pytest.approx(0.1))]
     log.text("config", "a: 1")
-    log.hparams({"optim.lr": 0.1, "optim.type": "SGD"}, {"test/loss": 0.5, "best_epoch": 3, "note": "text"})
+    log.hparams({"optim": {"type": "SGD", "lr": 0.1}, "model": [{"type": "Linear", "out_features": 3}],
+                 "train": {"grad_clip": None, "threads": "auto"}, "plugins": []},
+                {"test/loss": 0.5, "note": "text"})
     events = accumulated(tmp_path)
     assert "config/text_summary" in events.Tags()["tensors"]
-    assert events.PluginTagToContent("hparams")  # the HPARAMS tab's experiment and session records
-    assert [e.value for e in events.Scalars("hparams/test/loss")] == [0.5]
-    assert "hparams/note" not in events.Tags()["scalars"]  # only numbers are metrics
+    content = events.PluginTagToContent("hparams")  # the HPARAMS tab's experiment and session records
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {h.name for h in experiment.hparam_infos} == {"optim.type", "optim.lr", "model.0.type",
+                                                         "model.0.out_features", "train.grad_clip",
+                                                         "train.threads", "plugins"}
+    assert [m.name.tag for m in experiment.metric_infos] == ["test/loss"]  # only numbers are metrics
+    session = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["train.grad_clip"].string_value == "null" and session.hparams["optim.lr"].number_value == 0.1
+    assert set(events.Tags()["scalars"]) == {"train/loss", "lr"}  # no one-point hparams/ charts
     log.close()
 
 

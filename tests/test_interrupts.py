@@ -185,7 +185,7 @@ import manualnet
 
 
 @manualnet.register_layer("NaNAfter")
-class NaNAfter(manualnet.Layer):
+class NaNAfter(manualnet.Module):
     # The identity, whose backward turns non-finite from its after-th call on (the loss stays finite).
 
     def __init__(self, after=30):
@@ -225,7 +225,7 @@ import manualnet
 
 
 @manualnet.register_layer("InfInEval")
-class InfInEval(manualnet.Layer):
+class InfInEval(manualnet.Module):
     # The identity while training; infinite outputs in eval mode, from the second validation on.
 
     def __init__(self):

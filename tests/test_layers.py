@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from manualnet import Dropout, LayerError, Linear, Softmax
-from manualnet.init import INITS
-from manualnet.verify import all_passed, check_layer, format_table
+from manualnet.nn.init import INITS
+from manualnet.verify import all_passed, check_layer, check_module, format_table
 from tests.conftest import randn
 
 
@@ -27,24 +27,30 @@ def reseed(layer, seed=0):
 
 # -- gradients: every registered layer -----------------------------------------------------------------------
 
+def gradient_names(layer, inputs):
+    """The rows a check of ``layer`` must have: dL/d(each floating input) and each parameter's gradient."""
+    floating = [i for i, x in enumerate(inputs) if x.is_floating_point()]
+    return {"dx" if len(inputs) == 1 else f"dx{i}" for i in floating} | {f"d{n}" for n, _ in layer.named_parameters()}
+
+
 def test_layer_matches_autograd_in_float64(layer_case):
-    layer = layer_case.make()
-    rows = check_layer(layer, layer_case.input(), tol=1e-10)
+    layer, inputs = layer_case.make(), layer_case.inputs()
+    rows = check_module(layer, *inputs, tol=1e-10)
     assert all_passed(rows), format_table(rows)
-    assert param_rows(rows, "autograd") == {"y", "dx"} | {f"d{name}" for name in layer.params}
+    assert param_rows(rows, "autograd") - {"y", "y0", "y1"} == gradient_names(layer, inputs)
     assert max(row.max_rel_err for row in rows) <= 1e-10
 
 
 def test_layer_matches_finite_differences(layer_case):
-    layer = layer_case.make()
-    rows = [row for row in check_layer(layer, layer_case.input(seed=1), fd=True) if row.method == "finite-diff"]
+    layer, inputs = layer_case.make(), layer_case.inputs(seed=1)
+    rows = [row for row in check_module(layer, *inputs, fd=True) if row.method == "finite-diff"]
     assert all_passed(rows), format_table(rows)
-    assert {row.tensor for row in rows} == {"dx"} | {f"d{name}" for name in layer.params}
+    assert {row.tensor for row in rows} == gradient_names(layer, inputs)
 
 
 def test_layer_matches_autograd_in_float32(layer_case):
     layer = layer_case.make(dtype=torch.float32)
-    rows = check_layer(layer, layer_case.input(seed=2, dtype=torch.float32), dtype=torch.float32)
+    rows = check_module(layer, *layer_case.inputs(seed=2, dtype=torch.float32), dtype=torch.float32)
     assert all_passed(rows), format_table(rows)
     assert all(row.tolerance == "allclose(1.3e-06, 1e-05)" for row in rows)
 
@@ -53,7 +59,7 @@ def test_layer_matches_autograd_in_float32(layer_case):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_layer_matches_autograd_on_cuda(layer_case, dtype):
     layer = layer_case.make(dtype=dtype, device="cuda")
-    rows = check_layer(layer, layer_case.input(seed=3, dtype=dtype, device="cuda"), dtype=dtype, fd=True)
+    rows = check_module(layer, *layer_case.inputs(seed=3, dtype=dtype, device="cuda"), dtype=dtype, fd=True)
     assert all_passed(rows), format_table(rows)
 
 
@@ -78,28 +84,28 @@ def test_gradients_accumulate_until_zero_grad(layer_case):
         return layer.backward(dy)
 
     dx_once = forward_backward()
-    once = {name: g.clone() for name, g in layer.grads.items()}
+    once = {name: g.clone() for name, g in ((n, p.grad) for n, p in layer.named_parameters())}
     dx_twice = forward_backward()
     assert torch.equal(dx_once, dx_twice)            # dx is not accumulated, only parameter gradients are
-    for name, g in layer.grads.items():
+    for name, g in ((n, p.grad) for n, p in layer.named_parameters()):
         assert once[name].abs().sum() > 0
         # the GEMM adds into the buffer itself (beta=1), so the sum may round differently from 2 * once
         torch.testing.assert_close(g, 2 * once[name], rtol=1e-12, atol=0)
     layer.zero_grad()
-    assert all(torch.equal(g, torch.zeros_like(g)) for g in layer.grads.values())
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in (p.grad for p in layer.parameters()))
 
 
 def test_check_leaves_the_layer_and_the_rng_as_they_were(layer_case):
     layer = layer_case.make()
     x = layer_case.input()
     layer.forward(x)
-    for g in layer.grads.values():
-        g.fill_(0.5)
-    params = {name: p.clone() for name, p in layer.params.items()}
+    for p in layer.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    params = {name: p.clone() for name, p in layer.named_parameters()}
     cache, rng = layer.cache, torch.get_rng_state()
     check_layer(layer, x, fd=True)
-    assert all(torch.equal(p, params[name]) for name, p in layer.params.items())
-    assert all(torch.equal(g, torch.full_like(g, 0.5)) for g in layer.grads.values())
+    assert all(torch.equal(p, params[name]) for name, p in layer.named_parameters())
+    assert all(torch.equal(g, torch.full_like(g, 0.5)) for g in (p.grad for p in layer.parameters()))
     assert layer.cache is cache
     assert torch.equal(torch.get_rng_state(), rng)
     layer.backward(torch.ones_like(layer.forward(x)))   # the layer still works as before
@@ -125,7 +131,7 @@ def test_dy_of_the_wrong_shape_is_refused(layer_case):
     layer = layer_case.make()
     y = layer.forward(layer_case.input())
     wrong = (*y.shape[:-1], y.shape[-1] + 1)
-    with pytest.raises(LayerError, match=rf"^{layer_case.name}.*{tuple(wrong)}.*expected y's shape"):
+    with pytest.raises(LayerError, match=rf"^{layer_case.name}.*{tuple(wrong)}.*expected the outputs' "):
         layer.backward(torch.zeros(wrong, dtype=y.dtype))
 
 
@@ -133,7 +139,7 @@ def test_dy_of_the_wrong_shape_is_refused(layer_case):
 def test_integer_and_bool_inputs_are_refused_with_a_cast_hint(layer_case, dtype):
     layer = layer_case.make()
     with pytest.raises(LayerError, match=rf"^{layer_case.name}.*{dtype}.*cast it with x\.float\(\)"):
-        layer.forward(torch.ones(layer_case.shape, dtype=dtype))
+        layer.forward(*(torch.ones(x.shape, dtype=dtype) for x in layer_case.inputs()))
 
 
 def test_linear_feature_mismatch_names_both_sizes():
@@ -149,6 +155,7 @@ EXTREMES = (1e4, -1e4, 0.5, 1e4 - 1.0, -1e4 + 3.0, -0.25, 1e4)   # exp overflows
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_layer_stays_finite_and_matches_autograd_at_1e4(layer_case, dtype):
+    layer_case.input()  # one-input layers: the extreme values fill that input
     layer = layer_case.make(dtype=dtype)
     numel = math.prod(layer_case.shape)
     x = torch.tensor(EXTREMES * numel, dtype=dtype)[:numel].reshape(layer_case.shape)
@@ -221,8 +228,8 @@ def test_linear_default_init_equals_torch_nn_linear(sizes):
     ours = Linear(*sizes)
     torch.manual_seed(123)
     theirs = torch.nn.Linear(*sizes)
-    assert torch.equal(ours.params["weight"], theirs.weight.detach())
-    assert torch.equal(ours.params["bias"], theirs.bias.detach())
+    assert torch.equal(ours.weight, theirs.weight.detach())
+    assert torch.equal(ours.bias, theirs.bias.detach())
 
 
 # name -> the torch.nn.init call drawing the same distribution
@@ -279,4 +286,4 @@ def test_linear_takes_any_registered_init_and_zero_bias_for_non_default():
     for name in INITS.names():
         layer = Linear(6, 4, init=name, generator=torch.Generator().manual_seed(0))
         expected_bias_zero = name != "default"
-        assert torch.equal(layer.params["bias"], torch.zeros(4)) == expected_bias_zero
+        assert torch.equal(layer.bias, torch.zeros(4)) == expected_bias_zero

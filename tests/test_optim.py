@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from manualnet import Linear, ReLU, Sequential
+from manualnet import Linear, Parameter, ReLU, Sequential
 from manualnet.errors import CheckpointError, ConfigError
-from manualnet.optim import OPTIMIZERS, SGD, Adam, AdamW, clip_grad_norm, grad_norm, make_optimizer
+from manualnet.optim import OPTIMIZERS, SGD, Adam, AdamW, clip_grad_norm, grad_norm
 
 SHAPES = {"0.weight": (5, 3), "0.bias": (5,), "2.weight": (2, 5), "2.bias": (2,)}
 
@@ -34,24 +34,31 @@ PARITY = [
 REQUIRED = {"SGD": {"lr": 0.1}}
 
 
-def make_dicts(seed=0):
+def make_params(seed=0):
+    """Named parameters with zero gradients, as a model's ``named_parameters()`` would give them."""
     gen = torch.Generator().manual_seed(seed)
-    params = {name: torch.randn(shape, generator=gen, dtype=torch.float64) for name, shape in SHAPES.items()}
-    return params, {name: torch.zeros_like(p) for name, p in params.items()}
+    params = {name: Parameter(torch.randn(shape, generator=gen, dtype=torch.float64)) for name, shape in SHAPES.items()}
+    for p in params.values():
+        p.grad = torch.zeros_like(p)
+    return params
 
 
-def feed(grads, gen):
-    """Fill ``grads`` with fresh random values; return copies of them."""
-    for g in grads.values():
-        g.copy_(torch.randn(g.shape, generator=gen, dtype=g.dtype))
-    return [g.clone() for g in grads.values()]
+def named(params):
+    return list(params.items())
 
 
-def run(optimizer, grads, steps, gen, lr_of_step=None):
+def feed(params, gen):
+    """Fill every parameter's gradient with fresh random values; return copies of them."""
+    for p in params.values():
+        p.grad.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return [p.grad.clone() for p in params.values()]
+
+
+def run(optimizer, params, steps, gen, lr_of_step=None):
     for t in range(steps):
         if lr_of_step:
             optimizer.lr = lr_of_step(t)
-        feed(grads, gen)
+        feed(params, gen)
         optimizer.step()
 
 
@@ -67,15 +74,15 @@ def test_registry_holds_the_three_optimizers():
 @pytest.mark.parametrize("foreach", [False, True], ids=["torch-single-tensor", "torch-foreach"])
 @pytest.mark.parametrize(("ours", "theirs", "kwargs"), PARITY, ids=lambda v: getattr(v, "__name__", None))
 def test_optimizer_matches_torch_optim_for_100_steps(ours, theirs, kwargs, foreach):
-    params, grads = make_dicts()
-    torch_params = [p.clone().requires_grad_() for p in params.values()]
-    optimizer = ours((params, grads), **kwargs)
+    params = make_params()
+    torch_params = [p.detach().clone().requires_grad_() for p in params.values()]
+    optimizer = ours(named(params), **kwargs)
     reference = theirs(torch_params, foreach=foreach, **kwargs)
     gen, lr_of_step = torch.Generator().manual_seed(1), varying_lr(kwargs)
     ours_after, theirs_after = [], []                  # all parameters after each step, compared at the end
     for t in range(100):
         optimizer.lr = reference.param_groups[0]["lr"] = lr_of_step(t)
-        for tp, g in zip(torch_params, feed(grads, gen), strict=True):
+        for tp, g in zip(torch_params, feed(params, gen), strict=True):
             tp.grad = g
         optimizer.step()
         reference.step()
@@ -85,31 +92,26 @@ def test_optimizer_matches_torch_optim_for_100_steps(ours, theirs, kwargs, forea
 
 
 @pytest.mark.parametrize(("ours", "theirs", "kwargs"), PARITY, ids=lambda v: getattr(v, "__name__", None))
-def test_flat_model_matches_torch_optim_through_layout_changes(ours, theirs, kwargs):
+def test_flat_model_matches_torch_optim_when_a_tensor_leaves_the_layout(ours, theirs, kwargs):
     torch.manual_seed(0)
     model = Sequential(Linear(3, 5), ReLU(), Linear(5, 2)).to(dtype=torch.float64)
-    assert model.flat_buffers() is not None
-    torch_params = [p.clone().requires_grad_() for p in model.params.values()]
-    optimizer, reference = ours(model, **kwargs), theirs(torch_params, **kwargs)
-    gen = torch.Generator().manual_seed(1)
-    saved_mid_layout = None
+    torch_params = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    optimizer, reference = ours(model.named_parameters(), **kwargs), theirs(torch_params, **kwargs)
+    assert len(optimizer.grad_buffers()) == 1
+    gen, params = torch.Generator().manual_seed(1), dict(model.named_parameters())
     for t in range(30):
-        if t == 10:    # one tensor leaves the flat buffer, as Layer.to moves it: per-parameter updates
-            weight = model[2].params["weight"]
-            weight.data = weight.data.clone()
-            assert model.flat_buffers() is None
-        if t == 20:    # Sequential.to lays the model out flat again
+        if t == 10:    # one tensor leaves the flat buffer, as Module.to moves it: per-parameter updates
+            model[2].weight.data = model[2].weight.data.clone()
+        if t == 20:
             saved_mid_layout = optimizer.state_dict()
-            model.to(dtype=torch.float64)
-            assert model.flat_buffers() is not None
-        for tp, g in zip(torch_params, feed(model.grads, gen), strict=True):
+        for tp, g in zip(torch_params, feed(params, gen), strict=True):
             tp.grad = g
         optimizer.step()
         reference.step()
-    assert optimizer.flat
-    for p, tp in zip(model.params.values(), torch_params, strict=True):
+    assert len(optimizer.grad_buffers()) == 4
+    for p, tp in zip(model.parameters(), torch_params, strict=True):
         torch.testing.assert_close(p, tp.detach(), rtol=1e-12, atol=0)
-    restored = ours(model, **kwargs)
+    restored = ours(model.named_parameters(), **kwargs)
     restored.load_state_dict(saved_mid_layout)
     assert restored.state_dict()["steps"] == 20
 
@@ -117,12 +119,12 @@ def test_flat_model_matches_torch_optim_through_layout_changes(ours, theirs, kwa
 def test_flat_model_is_updated_as_one_tensor_per_op():
     torch.manual_seed(0)
     model = Sequential(Linear(3, 5), ReLU(), Linear(5, 2))
-    optimizer = SGD(model, lr=0.1, momentum=0.9)
-    run(optimizer, model.grads, 2, torch.Generator().manual_seed(1))
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    run(optimizer, dict(model.named_parameters()), 2, torch.Generator().manual_seed(1))
     with ListSizes() as log:
         optimizer.step()
         optimizer.zero_grad()
-    flat_size = sum(p.numel() for p in model.params.values())
+    flat_size = sum(p.numel() for p in model.parameters())
     assert log.calls == [("_foreach_mul_", [flat_size]), ("_foreach_add_", [flat_size]),
                          ("_foreach_add_", [flat_size]), ("_foreach_zero_", [flat_size])]
 
@@ -143,28 +145,28 @@ class ListSizes(TorchDispatchMode):
 
 @pytest.mark.parametrize(("ours", "theirs", "kwargs"), PARITY, ids=lambda v: getattr(v, "__name__", None))
 def test_step_leaves_gradients_untouched(ours, theirs, kwargs):
-    params, grads = make_dicts()
-    optimizer = ours((params, grads), **kwargs)
+    params = make_params()
+    optimizer = ours(named(params), **kwargs)
     gen = torch.Generator().manual_seed(1)
     for _ in range(3):
-        given = feed(grads, gen)
+        given = feed(params, gen)
         optimizer.step()
-        for g, g0 in zip(grads.values(), given, strict=True):
-            assert torch.equal(g, g0)
+        for p, g0 in zip(params.values(), given, strict=True):
+            assert torch.equal(p.grad, g0)
 
 
 def test_step_updates_the_layers_own_tensors_and_zero_grad_clears_them():
     torch.manual_seed(0)
     model = Sequential(Linear(3, 4, dtype=torch.float64), ReLU(), Linear(4, 2, dtype=torch.float64))
-    weight, dweight = model[0].params["weight"], model[0].grads["weight"]
+    weight = model[0].weight
     before = weight.clone()
-    optimizer = SGD(model, lr=0.5)
-    dweight.fill_(2.0)
+    optimizer = SGD(model.parameters(), lr=0.5)
+    weight.grad.fill_(2.0)
     optimizer.step()
-    assert model[0].params["weight"] is weight
+    assert model[0].weight is weight
     torch.testing.assert_close(weight, before - 1.0, rtol=0, atol=1e-15)
     optimizer.zero_grad()
-    assert all(torch.count_nonzero(g) == 0 for g in model.grads.values())
+    assert all(torch.count_nonzero(g) == 0 for g in (p.grad for p in model.parameters()))
 
 
 class OpLog(TorchDispatchMode):
@@ -179,10 +181,10 @@ class OpLog(TorchDispatchMode):
 
 @pytest.mark.parametrize(("ours", "theirs", "kwargs"), PARITY, ids=lambda v: getattr(v, "__name__", None))
 def test_step_is_fused_foreach_ops_without_host_sync(ours, theirs, kwargs):
-    params, grads = make_dicts()
-    optimizer = ours((params, grads), **kwargs)
+    params = make_params()
+    optimizer = ours(named(params), **kwargs)
     gen = torch.Generator().manual_seed(1)
-    run(optimizer, grads, 2, gen)                 # the first step creates the state
+    run(optimizer, params, 2, gen)                 # the first step creates the state
     with OpLog() as log:
         optimizer.step()
     assert log.ops, "step ran no tensor op"
@@ -192,25 +194,24 @@ def test_step_is_fused_foreach_ops_without_host_sync(ours, theirs, kwargs):
 @pytest.mark.parametrize(("ours", "theirs", "kwargs"), PARITY, ids=lambda v: getattr(v, "__name__", None))
 def test_state_dict_round_trip_mid_run_continues_identically(ours, theirs, kwargs):
     gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    params_a, grads_a = make_dicts()
-    params_b, grads_b = make_dicts()
-    a, b = ours((params_a, grads_a), **kwargs), ours((params_b, grads_b), **kwargs)
+    params_a, params_b = make_params(), make_params()
+    a, b = ours(named(params_a), **kwargs), ours(named(params_b), **kwargs)
     lr_of_step = varying_lr(kwargs)
-    run(a, grads_a, 50, gen_a, lr_of_step)
-    run(b, grads_b, 50, gen_b, lr_of_step)
+    run(a, params_a, 50, gen_a, lr_of_step)
+    run(b, params_b, 50, gen_b, lr_of_step)
 
     buffer = io.BytesIO()
     torch.save(b.state_dict(), buffer)
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=True)
-    resumed = ours((params_b, grads_b), lr=123.0)     # other hyperparameters: the state dict restores them
+    resumed = ours(named(params_b), lr=123.0)     # other hyperparameters: the state dict restores them
     resumed.load_state_dict(saved)
     assert resumed.steps == 50 and resumed.lr == b.lr
 
     for t in range(50, 100):
         a.lr = resumed.lr = lr_of_step(t)
-        feed(grads_a, gen_a)
-        feed(grads_b, gen_b)
+        feed(params_a, gen_a)
+        feed(params_b, gen_b)
         a.step()
         resumed.step()
         for p, q in zip(params_a.values(), params_b.values(), strict=True):
@@ -227,9 +228,9 @@ def only_plain_values(value):
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_state_dict_holds_only_plain_values_keyed_by_parameter_name(name):
-    params, grads = make_dicts()
-    optimizer = make_optimizer(name, (params, grads), **REQUIRED.get(name, {}))
-    run(optimizer, grads, 2, torch.Generator().manual_seed(1))
+    params = make_params()
+    optimizer = OPTIMIZERS.get(name)(named(params), **REQUIRED.get(name, {}))
+    run(optimizer, params, 2, torch.Generator().manual_seed(1))
     state = optimizer.state_dict()
     assert only_plain_values(state)
     assert state["optimizer"] == name and state["steps"] == 2
@@ -239,21 +240,22 @@ def test_state_dict_holds_only_plain_values_keyed_by_parameter_name(name):
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_every_optimizer_descends_a_quadratic(name):
     """L = sum_p ||p||^2 / 2, so dL/dp = p: 200 steps must shrink every parameter a lot."""
-    params, grads = make_dicts()
-    optimizer = make_optimizer(name, (params, grads), **{"lr": 0.05, **REQUIRED.get(name, {})})
+    params = make_params()
+    optimizer = OPTIMIZERS.get(name)(named(params), **{**REQUIRED.get(name, {}), "lr": 0.05})
     start = sum(p.square().sum() for p in params.values())
     for _ in range(200):
-        for p, g in zip(params.values(), grads.values(), strict=True):
-            g.copy_(p)
+        for p in params.values():
+            p.grad.copy_(p)
         optimizer.step()
     assert sum(p.square().sum() for p in params.values()) < 0.05 * start
 
 
 def stepped_sgd(shapes=SHAPES, momentum=0.9):
     gen = torch.Generator().manual_seed(0)
-    params = {name: torch.randn(shape, generator=gen, dtype=torch.float64) for name, shape in shapes.items()}
-    grads = {name: torch.ones_like(p) for name, p in params.items()}
-    optimizer = SGD((params, grads), lr=0.1, momentum=momentum)
+    params = {name: Parameter(torch.randn(shape, generator=gen, dtype=torch.float64)) for name, shape in shapes.items()}
+    for p in params.values():
+        p.grad = torch.ones_like(p)
+    optimizer = SGD(named(params), lr=0.1, momentum=momentum)
     optimizer.step()
     return optimizer
 
@@ -266,23 +268,24 @@ def stepped_sgd(shapes=SHAPES, momentum=0.9):
     (lambda sd: sd["state"]["0.bias"].clear(), r"'0.bias' has buffers \[\], expected \['momentum_buffer'\]"),
     (lambda sd: sd.update(optimizer="Adam"), r"state dict is for 'Adam', this optimizer is 'SGD'"),
     (lambda sd: sd.pop("steps"), r"expected a dict with keys"),
-    (lambda sd: sd["hyperparameters"].update(momentum=-1.0), r"momentum=-1.0"),
+    (lambda sd: sd["param_groups"][0].update(momentum=-1.0), r"momentum=-1.0"),
 ])
 def test_load_state_dict_rejects_mismatch_and_changes_nothing(change, message):
     state_dict = stepped_sgd().state_dict()
     change(state_dict)
     optimizer = stepped_sgd(momentum=0.5)
-    buffer_before = optimizer.state["momentum_buffer"][0].clone()
+    group = optimizer.param_groups[0]
+    buffer_before = group.state["momentum_buffer"][0].clone()
     with pytest.raises(CheckpointError, match=message):
         optimizer.load_state_dict(state_dict)
-    assert optimizer.momentum == 0.5 and optimizer.steps == 1
-    assert torch.equal(optimizer.state["momentum_buffer"][0], buffer_before)
+    assert group.momentum == 0.5 and optimizer.steps == 1
+    assert torch.equal(group.state["momentum_buffer"][0], buffer_before)
 
 
 def test_adam_state_dict_does_not_load_into_sgd():
-    params, grads = make_dicts()
+    params = make_params()
     with pytest.raises(CheckpointError, match="for 'Adam', this optimizer is 'SGD'"):
-        SGD((params, grads), lr=0.1).load_state_dict(Adam((params, grads)).state_dict())
+        SGD(named(params), lr=0.1).load_state_dict(Adam(named(params)).state_dict())
 
 
 @pytest.mark.parametrize(("make", "argument"), [
@@ -303,48 +306,76 @@ def test_adam_state_dict_does_not_load_into_sgd():
 ])
 def test_invalid_argument_is_a_config_error_naming_it(make, argument):
     with pytest.raises(ConfigError, match=rf"argument {argument}="):
-        make(make_dicts())
+        make(named(make_params()))
 
 
 def test_lr_setter_rejects_negative_lr():
-    optimizer = SGD(make_dicts(), lr=0.1)
+    optimizer = SGD(named(make_params()), lr=0.1)
     with pytest.raises(ConfigError, match="argument lr=-1"):
         optimizer.lr = -1
     assert optimizer.lr == 0.1
 
 
-def test_make_optimizer_names_unknown_type_and_argument():
-    with pytest.raises(ConfigError, match="unknown optimizer 'SDG' \\(did you mean 'SGD'\\?\\)"):
-        make_optimizer("SDG", make_dicts())
-    with pytest.raises(ConfigError, match="optim.momentun: SGD has no argument 'momentun' \\(did you mean 'momentum'"):
-        make_optimizer("SGD", make_dicts(), lr=0.1, momentun=0.9)
-    with pytest.raises(ConfigError, match="optim.lr: SGD needs 'lr'"):
-        make_optimizer("SGD", make_dicts())
-
-
-@pytest.mark.parametrize(("model", "message"), [
-    ([torch.zeros(2)], "expected a model with .params and .grads"),
-    (({}, {}), "no parameters"),
-    (({"w": torch.zeros(2)}, {"v": torch.zeros(2)}), "different names"),
-    (({"w": torch.zeros(2)}, {"w": torch.zeros(3)}), r"gradient of 'w' has shape \(3,\), parameter has \(2,\)"),
-    (({"w": torch.zeros(2, dtype=torch.long)}, {"w": torch.zeros(2)}), "floating"),
+@pytest.mark.parametrize(("params", "message"), [
+    (Sequential(Linear(2, 2)), r"expected model.parameters\(\)"),
+    ([], "no parameters"),
+    ([torch.zeros(2, dtype=torch.long)], "not a floating torch tensor"),
+    ([{"params": [torch.zeros(2)], "momentun": 0.9}], r"unknown keys \['momentun'\]"),
+    ([("a", torch.zeros(2))] * 1 + [("a", torch.ones(2))], "names repeat"),
 ])
-def test_unfit_model_is_a_config_error(model, message):
+def test_unfit_parameters_are_a_config_error(params, message):
     with pytest.raises(ConfigError, match=message):
-        SGD(model, lr=0.1)
+        SGD(params, lr=0.1)
 
 
 def test_tied_parameters_are_rejected():
     w = torch.zeros(2)
     with pytest.raises(ConfigError, match="'a' and 'b' are the same tensor"):
-        SGD(({"a": w, "b": w}, {"a": torch.zeros(2), "b": torch.zeros(2)}), lr=0.1)
+        SGD([("a", w), ("b", w)], lr=0.1)
+
+
+def test_param_groups_get_their_own_lr_and_weight_decay_as_in_torch_optim():
+    torch.manual_seed(0)
+    ours = Sequential(Linear(3, 5), ReLU(), Linear(5, 2)).to(torch.float64)
+    theirs = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2)).double()
+    theirs.load_state_dict(ours.state_dict())
+
+    def groups(model):
+        return [{"params": model[0].parameters(), "lr": 0.1, "weight_decay": 0.5}, {"params": model[2].parameters()}]
+
+    a, b = SGD(groups(ours), lr=0.01, momentum=0.9), torch.optim.SGD(groups(theirs), lr=0.01, momentum=0.9)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        for p, tp in zip(ours.parameters(), theirs.parameters(), strict=True):
+            tp.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            p.grad.copy_(tp.grad)
+        a.step()
+        b.step()
+    for p, tp in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(p, tp.detach(), rtol=1e-12, atol=0)
+    a.lr = 0.02                               # a schedule moves every group, keeping their ratio
+    assert [g.lr for g in a.param_groups] == [0.02, pytest.approx(0.002)]
+
+
+def test_torch_optim_trains_a_manualnet_model_and_zero_grad_set_to_none_is_fine():
+    torch.manual_seed(0)
+    model = Sequential(Linear(3, 5), ReLU(), Linear(5, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 3)
+    for _ in range(2):
+        optimizer.zero_grad()                 # torch's default: the gradients become None
+        assert model[0].weight.grad is None
+        model.backward(torch.ones_like(model(x)))
+        optimizer.step()
+    assert model[0].weight.grad.shape == (5, 3) and not model[0].weight.requires_grad
 
 
 @pytest.mark.parametrize("norm_type", [2.0, float("inf")])
 @pytest.mark.parametrize("max_norm", [0.5, 1e3])
 def test_clip_grad_norm_matches_torch(max_norm, norm_type):
-    _, grads = make_dicts()
-    feed(grads, torch.Generator().manual_seed(3))
+    params = make_params()
+    feed(params, torch.Generator().manual_seed(3))
+    grads = {name: p.grad for name, p in params.items()}
     torch_params = [torch.zeros_like(g, requires_grad=True) for g in grads.values()]
     for tp, g in zip(torch_params, grads.values(), strict=True):
         tp.grad = g.clone()

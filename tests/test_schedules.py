@@ -3,8 +3,10 @@ import math
 import pytest
 import torch
 
+from manualnet import Parameter
+from manualnet.components import construct
 from manualnet.errors import CheckpointError, ConfigError
-from manualnet.optim import SCHEDULES, SGD, make_schedule
+from manualnet.optim import SCHEDULES, SGD
 
 # The smallest valid keyword arguments of each registered schedule (one without required arguments needs
 # no entry here).
@@ -12,7 +14,11 @@ REQUIRED = {"step": {"step_size": 2}, "multistep": {"milestones": [1, 3]}, "expo
 
 
 def sgd(lr=1.0):
-    return SGD(({"w": torch.zeros(2, dtype=torch.float64)}, {"w": torch.zeros(2, dtype=torch.float64)}), lr=lr)
+    return SGD([Parameter(torch.zeros(2, dtype=torch.float64))], lr=lr)
+
+
+def make_schedule(name, optimizer, steps_per_epoch, epochs, **kwargs):
+    return SCHEDULES.get(name)(optimizer, steps_per_epoch, epochs, **kwargs)
 
 
 def lrs_seen_by_steps(schedule, steps):
@@ -129,13 +135,17 @@ def test_invalid_schedule_argument_is_a_config_error_naming_it(name, kwargs, arg
         make_schedule(name, sgd(), **kwargs)
 
 
-def test_make_schedule_names_unknown_type_and_argument():
+def test_schedule_from_a_config_names_unknown_type_and_argument():
+    def build(name, **kwargs):
+        fixed = {"optimizer": sgd(), "steps_per_epoch": 2, "epochs": 2}
+        return construct(SCHEDULES.get(name, where="schedule.type"), kwargs, "schedule", fixed=fixed)
+
     with pytest.raises(ConfigError, match="unknown schedule 'cosin' \\(did you mean 'cosine'\\?\\)"):
-        make_schedule("cosin", sgd(), 2, 2)
-    with pytest.raises(ConfigError, match="schedule.warmup: .*'warmup' \\(did you mean 'warmup_epochs'"):
-        make_schedule("cosine", sgd(), 2, 2, warmup=1)
-    with pytest.raises(ConfigError, match="schedule.step_size: StepSchedule needs 'step_size'"):
-        make_schedule("step", sgd(), 2, 2)
+        build("cosin")
+    with pytest.raises(ConfigError, match="schedule.warmup: unknown argument \\(did you mean 'warmup_epochs'"):
+        build("cosine", warmup=1)
+    with pytest.raises(ConfigError, match="schedule.step_size: required argument is missing"):
+        build("step")
 
 
 def test_warmup_longer_than_the_run_warms_up_the_whole_run():

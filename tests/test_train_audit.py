@@ -14,7 +14,7 @@ WRONG_SIGN_RELU = textwrap.dedent('''
 
 
     @manualnet.register_layer("AuditWrongReLU")
-    class AuditWrongReLU(manualnet.Layer):
+    class AuditWrongReLU(manualnet.Module):
         """ReLU with its backward's sign flipped: the audit must stop the run."""
 
         def forward(self, x):

@@ -5,10 +5,37 @@ Imports nothing of optimizers, data, configs, training, logging or the CLI.
 
 from manualnet.nn.containers import ModuleList, Residual, Sequential
 from manualnet.nn.layers import (
-    AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Dropout2d, Flatten, Identity,
-    LeakyReLU, Linear, LogSoftmax, MatMul, MaxPool2d, ReLU, Sigmoid, Softmax, Tanh,
+    AdaptiveAvgPool2d,
+    Add,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Concat,
+    Conv2d,
+    Dropout,
+    Dropout2d,
+    Flatten,
+    Identity,
+    LeakyReLU,
+    Linear,
+    LogSoftmax,
+    MatMul,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
 )
-from manualnet.nn.losses import LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, register_loss
+from manualnet.nn.losses import (
+    LOSSES,
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    Loss,
+    MSELoss,
+    NLLLoss,
+    register_loss,
+)
 from manualnet.nn.module import LAYERS, Module, Parameter, register_layer
 
 __all__ = [

@@ -62,7 +62,8 @@ class Sequential(Module):
         lines = ["Sequential("]
         for name, layer in self._modules.items():
             count = layer.num_parameters()
-            lines.append(f"  ({name}): " + repr(layer).replace("\n", "\n  ") + (f"  # {count:,} params" if count else ""))
+            note = f"  # {count:,} params" if count else ""
+            lines.append(f"  ({name}): " + repr(layer).replace("\n", "\n  ") + note)
         return "\n".join(lines) + f"\n)  # {self.num_parameters():,} parameters"
 
 

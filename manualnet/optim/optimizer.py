@@ -148,8 +148,8 @@ class Optimizer:
 
     def state_dict(self):
         """A snapshot (tensors cloned) holding only tensors, numbers, strings, lists and dicts, so it loads
-        with ``torch.load(weights_only=True)``: ``{"optimizer", "steps", "hyperparameters", "param_groups",
-        "state"}`` with ``state[parameter name][buffer name] = tensor``."""
+        with ``torch.load(weights_only=True)``: ``{"optimizer", "steps", "param_groups", "state"}``, each group
+        ``{"names": [...], **hyperparameters}``, and ``state[parameter name][buffer name] = tensor``."""
         state = {}
         for group in self.param_groups:
             for name in group.names:
@@ -159,7 +159,6 @@ class Optimizer:
                 for name, t in zip(group.names, group.buffers_per_parameter(copies), strict=True):
                     state[name][buffer] = t
         return {"optimizer": type(self).registered_name, "steps": self.steps,
-                "hyperparameters": self.hyperparameters(),
                 "param_groups": [{"names": list(g.names), **_plain(g.hyper)} for g in self.param_groups],
                 "state": state}
 

@@ -4,7 +4,7 @@ import torch
 
 from manualnet.errors import CheckpointError, ConfigError
 
-KEYS = ("optimizer", "steps", "hyperparameters", "state")
+KEYS = ("optimizer", "steps", "state")
 
 
 def read_state_dict(optimizer, state_dict):
@@ -13,15 +13,19 @@ def read_state_dict(optimizer, state_dict):
     dict without ``param_groups`` (one group, as written before groups existed) gives every group its
     ``hyperparameters``."""
     kind = type(optimizer).registered_name
-    if not isinstance(state_dict, dict) or any(k not in state_dict for k in KEYS):
+    if not isinstance(state_dict, dict) or any(k not in state_dict for k in KEYS) or not (
+            "param_groups" in state_dict or "hyperparameters" in state_dict):
         got = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
-        raise CheckpointError(f"{kind} state dict: expected a dict with keys {list(KEYS)}, got {got}")
+        raise CheckpointError(f"{kind} state dict: expected a dict with keys {list(KEYS)} and param_groups, "
+                              f"got {got}")
     if state_dict["optimizer"] != kind:
         raise CheckpointError(f"optimizer state dict is for {state_dict['optimizer']!r}, this optimizer is {kind!r}")
     steps = state_dict["steps"]
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise CheckpointError(f"{kind} state dict: steps={steps!r}, expected an int >= 0")
     saved_groups = state_dict.get("param_groups") or [state_dict["hyperparameters"]] * len(optimizer.param_groups)
+    if not isinstance(saved_groups, list):
+        raise CheckpointError(f"{kind} state dict: param_groups is a {type(saved_groups).__name__}, expected a list")
     if len(saved_groups) != len(optimizer.param_groups):
         raise CheckpointError(f"{kind} state dict has {len(saved_groups)} parameter groups, "
                               f"this optimizer {len(optimizer.param_groups)}")

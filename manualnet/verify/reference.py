@@ -11,7 +11,7 @@ import contextlib
 import torch
 
 from manualnet.errors import LayerError
-from manualnet.nn.module import Module
+from manualnet.nn.module import Module, autograd_through_forward
 
 
 class NoReference(LayerError):
@@ -46,7 +46,8 @@ def differentiate(fn, leaves, upstream, who):
     tuple) and d(sum_k upstream_k * output_k)/d(each leaf) by name, zeros for a leaf it does not use. If an
     output's shape is not its upstream's, there is nothing to differentiate against: the gradients come back
     empty."""
-    out = fn()
+    with autograd_through_forward():
+        out = fn()
     outs = out if isinstance(out, tuple) else (out,)
     if len(outs) != len(upstream) or any(o.shape != u.shape for o, u in zip(outs, upstream, strict=False)):
         return tuple(o.detach() for o in outs), {}

@@ -7,7 +7,7 @@ import manualnet
 
 
 @manualnet.register_layer("NeedsScale")
-class NeedsScale(manualnet.Layer):
+class NeedsScale(manualnet.Module):
     """y = scale * x; ``scale`` has no default, so the self-test cannot build it."""
 
     def __init__(self, scale):
@@ -21,7 +21,7 @@ class NeedsScale(manualnet.Layer):
         return self.scale * dy                  # dx = scale * dy
 
 
-class _FixedWidth(manualnet.Layer):
+class _FixedWidth(manualnet.Module):
     """y = x * w for a fixed vector w of ``width`` entries; refuses any other number of features."""
 
     width = 0
@@ -30,7 +30,7 @@ class _FixedWidth(manualnet.Layer):
         super().__init__()
         self.w = torch.linspace(-1, 1, self.width, dtype=torch.float64)
 
-    def check_input(self, x):
+    def check_inputs(self, x):
         if x.shape[-1] != self.width:
             raise self.fail(f"expects {self.width} input features, gets {x.shape[-1]}")
 

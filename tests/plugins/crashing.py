@@ -4,7 +4,7 @@ import manualnet
 
 
 @manualnet.register_layer("CrashingForward")
-class CrashingForward(manualnet.Layer):
+class CrashingForward(manualnet.Module):
     """y = x @ w with a w that was never given a shape (the bug)."""
 
     def __init__(self):

@@ -7,7 +7,7 @@ import manualnet
 
 
 @manualnet.register_layer("MisshapedBackward")
-class MisshapedBackward(manualnet.Layer):
+class MisshapedBackward(manualnet.Module):
     """y = 2 relu(x); backward hands the inner ReLU one column of dy (the bug)."""
 
     def __init__(self):
@@ -20,5 +20,5 @@ class MisshapedBackward(manualnet.Layer):
     def backward(self, dy):
         return 2 * self.inner.backward(dy[:, :1])
 
-    def reference(self, x, params):
+    def reference(self, x):
         return 2 * torch.relu(x)

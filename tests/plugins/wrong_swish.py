@@ -6,7 +6,7 @@ import manualnet
 
 
 @manualnet.register_layer("WrongSwish")
-class WrongSwish(manualnet.Layer):
+class WrongSwish(manualnet.Module):
     """y = x * sigmoid(x), with dx's sign flipped."""
 
     def forward(self, x):
