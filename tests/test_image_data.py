@@ -46,7 +46,7 @@ def test_builder_infers_channels_and_batchnorm_features_from_the_image_shape():
 
 def test_builder_names_a_given_channel_count_that_does_not_fit():
     specs = [{**CNN[0], "in_channels": 3}, *CNN[1:]]
-    with pytest.raises(ConfigError, match=r"model.0: Conv2d expects in_channels 3, gets 1"):
+    with pytest.raises(ConfigError, match=r"model.0: layer 0 \(Conv2d\) expects in_channels 3, gets 1"):
         build_model(specs, (1, 8, 8), seed=0)
 
 
