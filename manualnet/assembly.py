@@ -12,7 +12,15 @@ from pathlib import Path
 
 import torch
 
-from manualnet.build import build_loss, build_model, is_layer_specs, loss_targets, spec_kwargs, takes_in_features
+from manualnet.build import (
+    build_loss,
+    build_model,
+    inferred_arguments,
+    is_layer_specs,
+    loss_targets,
+    spec_kwargs,
+    wants_images,
+)
 from manualnet.components import argument_problems, construct
 from manualnet.config import Config
 from manualnet.data import load_dataset
@@ -165,8 +173,9 @@ def component_problems(raw, base_dir=None):
         kwargs = {k: v for k, v in spec_kwargs(spec).items() if not is_layer_specs(v)}  # nested: their own rows
         if not all(isinstance(k, str) for k in kwargs):
             continue  # the schema reports the key
-        if registry is LAYERS and takes_in_features(factory) and kwargs.get("in_features") is None:
-            kwargs["in_features"] = 1  # inferred from the data when the config leaves it out (or null)
+        for key in inferred_arguments(factory) if registry is LAYERS else ():
+            if kwargs.get(key) is None:
+                kwargs[key] = 1  # inferred from the data when the config leaves it out (or null)
         problems += argument_problems(factory, kwargs, where, fixed=FIXED.get(where, ()))
     data = raw.get("data", {})
     name = data.get("dataset", "digits") if isinstance(data, dict) else None
@@ -204,7 +213,9 @@ def build(config, device=None, base_dir=None):
     dtype = getattr(torch, config.dtype)
     data = load_dataset(config.data.model_dump(), seed=config.seed, device=device, dtype=dtype)
     raw = config.to_dict()
-    model, out_features = build_model(raw["model"], data.in_features, config.seed, device, dtype)
+    if not wants_images(raw["model"]):
+        data = data.flattened()
+    model, out_features = build_model(raw["model"], data.sample_shape, config.seed, device, dtype)
     loss = build_loss(raw["loss"], out_features, data)
     targets = {split: loss_targets(raw["loss"]["type"], getattr(data, f"y_{split}"), out_features, dtype)
                for split in ("train", "val", "test")}

@@ -65,6 +65,12 @@ class MetricsLogger:
             self._pending.append((_histogram_summary, data, step, time.time()))
             self._hand_off_when_due()
 
+    def images(self, images, step):
+        """Each (H, W, 3) tensor in [0, 1] of ``images`` (tag -> tensor) as a TensorBoard image, one event."""
+        if self.events and images:
+            self._pending.append((_image_summary, images, step, time.time()))
+            self._hand_off_when_due()
+
     def _hand_off_when_due(self):
         if time.monotonic() - self._handed_at >= self.handoff_s:
             self.flush()
@@ -178,6 +184,14 @@ def _histogram_summary(data):
                                                          bucket_limit=bucket_limits(lo, hi, len(counts)),
                                                          bucket=counts))
     return summary
+
+
+def _image_summary(images):
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard.summary import image
+
+    return Summary(value=[value for tag, hwc in images.items()
+                          for value in image(tag, hwc.numpy(), dataformats="HWC").value])
 
 
 def _json_number(value):

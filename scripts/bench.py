@@ -375,9 +375,14 @@ def main(argv=None):
     if "--distributed" in argv:  # 1 against N processes: its own script, with its own options
         scaling = runpy.run_path(str(Path(__file__).resolve().with_name("bench_distributed.py")), run_name="scaling")
         return scaling["main"]([a for a in argv if a != "--distributed"])
+    if "--conv" in argv:  # conv nets' steps: their own script, with its own options
+        conv = runpy.run_path(str(Path(__file__).resolve().with_name("bench_conv.py")), run_name="conv")
+        return conv["main"]([a for a in argv if a != "--conv"])
     parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.splitlines()[0])
     parser.add_argument("--distributed", action="store_true",
                         help="measure data-parallel scaling instead (scripts/bench_distributed.py; --help there)")
+    parser.add_argument("--conv", action="store_true",
+                        help="time conv nets' training steps instead (scripts/bench_conv.py; --help there)")
     parser.add_argument("--sizes", default="small,mnist,large", help="comma-separated: small, mnist, large, tiny")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")

@@ -28,8 +28,10 @@ def _existing(path, kind):
 
 
 def _arrays(x, labels, task, source):
-    """Arrays from (N, ...) features and N labels read from ``source``."""
+    """Arrays from (N, ...) features (kept in their shape: images stay images) and N labels read from ``source``."""
+    shape = np.shape(x)
     x = numeric_matrix(x, source, "features")
+    x = x.reshape(len(x), *shape[1:]) if len(shape) > 2 else x
     if len(labels) != len(x):
         raise DataError(f"{source}: {len(x)} samples of features but {len(labels)} labels")
     if task == "regression":
@@ -43,8 +45,8 @@ def _arrays(x, labels, task, source):
 
 @DATASETS.register("npz")
 def npz(path: str, features: str = "x", label: str = "y", task: Task = "classification") -> Arrays:
-    """Arrays ``features`` (N, ...) (flattened to (N, F)) and ``label`` (N,) (or (N, n_outputs) for
-    regression) of the .npz file at ``path`` (as written by ``numpy.savez``)."""
+    """Arrays ``features`` (N, ...) (in their own shape; an MLP gets them flattened) and ``label`` (N,) (or
+    (N, n_outputs) for regression) of the .npz file at ``path`` (as written by ``numpy.savez``)."""
     path = _existing(path, "npz")
     try:
         archive = np.load(path, allow_pickle=False)

@@ -27,7 +27,8 @@ RUNTIME = {"generator"}  # loader parameters that load_dataset fills in, never a
 class Arrays:
     """A whole data set before splitting.
 
-    x: (N, F) float features (float64; float32 where a float64 copy would be large: the image sets).
+    x: (N, *sample_shape) float features, (N, F) vectors or (N, C, H, W) images (float64; float32 where a
+    float64 copy would be large: the image sets).
     y: (N,) int64 class indices in 0..num_classes-1 (classification) or (N, n_outputs) float64 targets
     (regression). ``test``: the source's own (x, y) test split, if it ships one (MNIST's t10k files).
     ``classes`` names what each class index stood for in the source file, when the loader renumbered labels.

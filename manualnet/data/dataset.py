@@ -4,7 +4,9 @@
 per-dataset keys against the loader's signature, splits, standardises and moves the tensors.
 """
 
+import dataclasses
 import inspect
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +24,7 @@ class Standardizer:
     A feature whose train std is below ``min_std`` (constant pixels at the border of an image) is only
     centred (std := 1): it carries no information in train, and dividing by a tiny std would turn any
     val/test deviation into a huge input.
-    Shape: mean, std (F,); ``apply`` maps (N, F) -> (N, F).
+    Shape: mean, std have a sample's shape ((F,), or (C, H, W) per pixel); ``apply`` maps (N, *) -> (N, *).
     """
 
     def __init__(self, mean, std):
@@ -41,6 +43,9 @@ class Standardizer:
     def to(self, device, dtype):
         return Standardizer(self.mean.to(device, dtype), self.std.to(device, dtype))
 
+    def flattened(self):
+        return Standardizer(self.mean.flatten(), self.std.flatten())
+
     def state_dict(self):
         return {"mean": self.mean.cpu(), "std": self.std.cpu()}
 
@@ -51,7 +56,8 @@ class Standardizer:
 
 @dataclass(eq=False)  # tensors have no single truth value: compare splits with torch.equal
 class Dataset:
-    """Features (N, F) float on the device; labels (N,) int64 class indices or (N, n_outputs) float targets."""
+    """Features (N, *sample_shape) float on the device: (N, F) vectors, or (N, C, H, W) images until
+    ``flattened``; labels (N,) int64 class indices or (N, n_outputs) float targets."""
 
     name: str
     task: str  # "classification" | "regression"
@@ -66,8 +72,19 @@ class Dataset:
     classes: list | None = None  # the source file's label for each class index, when labels were renumbered
 
     @property
+    def sample_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+    @property
     def in_features(self):
-        return self.x_train.shape[1]
+        """Numbers per sample: an image's pixels, counted over its channels."""
+        return math.prod(self.sample_shape)
+
+    def flattened(self):
+        """This data set with every sample a vector of in_features numbers (views, no copies): what an MLP takes."""
+        flat = {f"x_{s}": getattr(self, f"x_{s}").flatten(1) for s in SPLITS}
+        standardizer = self.standardizer.flattened() if self.standardizer else None
+        return dataclasses.replace(self, **flat, standardizer=standardizer)
 
     @property
     def out_features(self):
@@ -86,7 +103,9 @@ class Dataset:
     def __str__(self):
         kind = f"{self.num_classes} classes" if self.task == "classification" else f"{self.out_features} targets"
         sizes = "/".join(str(len(getattr(self, f"x_{s}"))) for s in SPLITS)
-        return f"{self.name}: {self.task}, {self.in_features} features, {kind}, {sizes} train/val/test samples"
+        shape = "x".join(map(str, self.sample_shape))
+        features = f"{shape} images" if len(self.sample_shape) > 1 else f"{self.in_features} features"
+        return f"{self.name}: {self.task}, {features}, {kind}, {sizes} train/val/test samples"
 
 
 def split_indices(n, val_fraction, test_fraction, generator):

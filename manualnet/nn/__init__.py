@@ -5,15 +5,22 @@ Imports nothing of optimizers, data, configs, training, logging or the CLI.
 
 from manualnet.nn.containers import ModuleList, Residual, Sequential
 from manualnet.nn.layers import (
+    AdaptiveAvgPool2d,
     Add,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
     Concat,
+    Conv2d,
     Dropout,
+    Dropout2d,
     Flatten,
     Identity,
     LeakyReLU,
     Linear,
     LogSoftmax,
     MatMul,
+    MaxPool2d,
     ReLU,
     Sigmoid,
     Softmax,
@@ -32,7 +39,8 @@ from manualnet.nn.losses import (
 from manualnet.nn.module import LAYERS, Module, Parameter, register_layer
 
 __all__ = [
-    "LAYERS", "LOSSES", "Add", "BCELoss", "BCEWithLogitsLoss", "Concat", "CrossEntropyLoss", "Dropout", "Flatten",
+    "LAYERS", "LOSSES", "AdaptiveAvgPool2d", "Add", "AvgPool2d", "BCELoss", "BatchNorm1d", "BatchNorm2d", "Conv2d",
+    "Dropout2d", "MaxPool2d", "BCEWithLogitsLoss", "Concat", "CrossEntropyLoss", "Dropout", "Flatten",
     "Identity", "LeakyReLU", "Linear", "LogSoftmax", "Loss", "MSELoss", "MatMul", "Module", "ModuleList",
     "NLLLoss", "Parameter", "ReLU", "Residual", "Sequential", "Sigmoid", "Softmax", "Tanh", "register_layer",
     "register_loss",

@@ -179,9 +179,7 @@ def _backward(run):
 def _module_vs_finite_diff(module, inputs, grads, seed, label):
     work = _working_copy(module, torch.float64)
     inputs = [_cast(x, torch.float64) for x in inputs]
-    kink, moved = getattr(module, "kink", None), 0
-    if kink is not None:
-        inputs[0], moved = finite_diff.move_off_kink(inputs[0], kink)
+    inputs[0], note = finite_diff.keep_off_kinks(module, inputs[0])
     replay = Replay([work], inputs[0].device)
     out = work.forward(*inputs)
     outs = out if isinstance(out, tuple) else (out,)
@@ -197,7 +195,6 @@ def _module_vs_finite_diff(module, inputs, grads, seed, label):
 
     tensors = {**{names[i]: x for i, x in _floating(inputs)},
                **{names[p]: t for p, t in work.named_parameters()}}
-    note = f"{moved} input(s) within {finite_diff.KINK_MARGIN:g} of the kink at {kink:g} moved away" if moved else ""
     return _fd_rows(objective, tensors, manual, seed, label, "; ".join(filter(None, [note, crash])))
 
 

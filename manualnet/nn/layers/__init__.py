@@ -1,12 +1,16 @@
 """The built-in layers; importing this package registers them."""
 
+from manualnet.nn.layers.batchnorm import BatchNorm1d, BatchNorm2d
 from manualnet.nn.layers.combine import Add, Concat, MatMul
-from manualnet.nn.layers.dropout import Dropout
+from manualnet.nn.layers.conv import Conv2d
+from manualnet.nn.layers.dropout import Dropout, Dropout2d
 from manualnet.nn.layers.linear import Linear
+from manualnet.nn.layers.pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from manualnet.nn.layers.relu import LeakyReLU, ReLU
 from manualnet.nn.layers.shape import Flatten, Identity
 from manualnet.nn.layers.sigmoid import Sigmoid, Tanh
 from manualnet.nn.layers.softmax import LogSoftmax, Softmax
 
-__all__ = ["Add", "Concat", "Dropout", "Flatten", "Identity", "LeakyReLU", "Linear", "LogSoftmax", "MatMul", "ReLU",
+__all__ = ["AdaptiveAvgPool2d", "Add", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Concat", "Conv2d", "Dropout",
+           "Dropout2d", "Flatten", "Identity", "LeakyReLU", "Linear", "LogSoftmax", "MatMul", "MaxPool2d", "ReLU",
            "Sigmoid", "Softmax", "Tanh"]
