@@ -11,19 +11,21 @@ import os
 import pickle
 import queue
 import shutil
-import tempfile
 import threading
 import zipfile
+import zlib
 from pathlib import Path
 
 import torch
 
 from manualnet.errors import CheckpointError
+from manualnet.files import atomic_write, fsync_directory, storage_error
 
 
 def save(state, path):
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename, fsync of the directory)."""
-    _atomic_write(path, lambda f: torch.save(state, f))
+    data = _serialise(state)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def copy(source, path):
@@ -32,7 +34,7 @@ def copy(source, path):
         with open(source, "rb") as src:
             shutil.copyfileobj(src, f)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def link(source, path):
@@ -47,24 +49,27 @@ def link(source, path):
     except OSError:
         copy(source, path)
         return
-    os.replace(tmp, path)
-    _fsync_directory(path.parent)
-
-
-def _atomic_write(path, write):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+        fsync_directory(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(e, path) from None
+
+
+def make_folder(folder):
+    """Create the checkpoints folder; not its parents: a run directory deleted during the run stays gone,
+    and the write fails saying so."""
+    try:
+        Path(folder).mkdir(exist_ok=True)
+    except OSError as e:
+        raise storage_error(e, Path(folder) / "last.pt") from None
+
+
+def _serialise(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getbuffer()
 
 
 def clean_stale_files(directory):
@@ -75,22 +80,12 @@ def clean_stale_files(directory):
             stale.unlink(missing_ok=True)
 
 
-def _fsync_directory(directory):
-    """Make a rename in ``directory`` durable."""
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def load(path):
     """The checkpoint at ``path`` on the CPU; a CheckpointError if it is missing, damaged or unsafe."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged
-        raise CheckpointError(f"{path}: truncated or corrupted checkpoint (not a torch.save archive)")
+    _check_integrity(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -103,6 +98,23 @@ def load(path):
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a manualnet checkpoint (no 'model' entry)")
     return state
+
+
+def _check_integrity(path):
+    """Refuse a damaged checkpoint: torch.save writes a zip archive with a CRC-32 of every record, which
+    torch.load never checks (a flipped byte in a tensor loads as a wrong weight); zipfile checks them all."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: truncated or corrupted checkpoint (not a whole torch.save archive: "
+                              f"{first})") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint: {e.strerror or e}") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupted checkpoint (the checksum of its record {bad!r} does not "
+                              "match: the file was damaged after it was written)")
 
 
 def rng_state():
@@ -125,7 +137,8 @@ class Writer:
     reach it) and queues the write; the thread only writes, fsyncs and renames, system calls that release
     the GIL (pickling on the thread instead held the GIL against the training loop for as long as it would
     have taken there). Writes happen in order, each atomic as in ``save``. ``flush`` waits for all of them
-    and re-raises a failed write's error.
+    and re-raises a failed write's error. After a failed write nothing more is written (so best.pt is
+    never newer than last.pt) and every later ``submit`` or ``flush`` raises that error again.
     """
 
     def __init__(self):
@@ -137,9 +150,7 @@ class Writer:
     def submit(self, state, paths):
         """Queue ``state`` to be saved at each of ``paths`` (serialised once, then hard-linked)."""
         self._raise_error()
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        self._queue.put((buffer.getbuffer(), [Path(p) for p in paths]))
+        self._queue.put((_serialise(state), [Path(p) for p in paths]))
 
     def flush(self):
         self._queue.join()
@@ -150,7 +161,8 @@ class Writer:
             data, paths = self._queue.get()
             try:
                 if self._error is None:
-                    _atomic_write(paths[0], lambda f, data=data: f.write(data))
+                    make_folder(paths[0].parent)
+                    atomic_write(paths[0], lambda f, data=data: f.write(data))
                     for path in paths[1:]:
                         link(paths[0], path)
             except BaseException as e:  # handed to the training thread at its next submit/flush
@@ -161,5 +173,4 @@ class Writer:
 
     def _raise_error(self):
         if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+            raise self._error

@@ -25,10 +25,10 @@ def main(argv=None):
     except ManualnetError as e:
         for line in str(e).splitlines():
             print(f"manualnet: error: {line}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("manualnet: interrupted", file=sys.stderr)
-        return 130
+        return e.exit_code
+    except KeyboardInterrupt as e:  # a second SIGINT/SIGTERM in training says which (trainer.StoppedAtOnce)
+        print(f"manualnet: {e or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
 
 
 def _parser():

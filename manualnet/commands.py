@@ -1,27 +1,32 @@
 """What each CLI subcommand does, given its parsed arguments."""
 
+import contextlib
+import signal
 import sys
 from pathlib import Path
 
 from manualnet import checkpoint
 from manualnet.assembly import build
 from manualnet.checkpoint import clean_stale_files
-from manualnet.config import load_config
+from manualnet.config import apply_override, load_config, read_yaml, validate
 from manualnet.distributed import RankFailed, cluster_for
 from manualnet.divergence import Diverged
-from manualnet.errors import CheckpointError, ConfigError
+from manualnet.errors import CheckpointError, ConfigError, ManualnetError, RunDirError
 from manualnet.evaluate import evaluate
+from manualnet.files import storage_error
 from manualnet.progress import summary_table
-from manualnet.run_dir import new_run_dir
+from manualnet.run_dir import RunLock, new_run_dir
 from manualnet.trainer import AuditFailed, Interrupted, Trainer
 
 
 def train(args):
-    config, state, run_dir, base_dir = _inputs(args)
+    if hasattr(signal, "SIGXFSZ"):  # past `ulimit -f` a write then fails with EFBIG, reported, not a kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    config, state, resume_dir, base_dir = _inputs(args)
     setup = build(config, device=args.device, base_dir=base_dir)
     try:
-        with cluster_for(setup.device, config.train.dist_timeout_s, config.seed) as cluster:
-            run_dir = run_dir or _shared_run_dir(cluster, config.name, args.run_dir)
+        with cluster_for(setup.device, config.train.dist_timeout_s, config.seed) as cluster, \
+                _claimed_run_dir(cluster, config.name, args.run_dir, resume_dir) as run_dir:
             if cluster.is_main and not args.quiet:
                 print(f"run directory: {run_dir}", file=sys.stderr)
             trainer = Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster)
@@ -40,26 +45,33 @@ def _inputs(args):
                               "combined with it (change a value with --set KEY=VALUE)")
         run_dir = Path(args.resume)
         state = _resume_state(run_dir)
-        clean_stale_files(run_dir / "checkpoints")
-        config = load_config(run_dir / "config.yaml", args.set)
-        return config, state, run_dir, run_dir
+        return _run_config(run_dir, state, args.set), state, run_dir, run_dir
     if not args.config:
         raise ConfigError("train needs --config PATH (or --resume RUN_DIR)")
     return load_config(args.config, args.set), None, None, Path(args.config).parent
 
 
-def _shared_run_dir(cluster, name, explicit):
-    """Rank 0 creates the run directory; every rank gets its path, or rank 0's error about it."""
-    made = None
+@contextlib.contextmanager
+def _claimed_run_dir(cluster, name, explicit, resume_dir):
+    """Rank 0 creates the run directory (or takes the resumed one) and holds its lock while the block runs,
+    before anything is written there; every rank gets its path, or rank 0's error about it."""
+    lock, made = None, None
     if cluster.is_main:
         try:
-            made = ("path", str(new_run_dir(name, explicit=explicit)))
-        except (ConfigError, OSError) as e:
+            lock = RunLock(resume_dir) if resume_dir else new_run_dir(name, explicit=explicit)
+            if resume_dir:  # only now: a running process's half-written files are not stale
+                clean_stale_files(resume_dir / "checkpoints")
+            made = ("path", str(lock.path))
+        except (ManualnetError, OSError) as e:
             made = ("error", str(e))
     kind, text = cluster.broadcast(made)
     if kind == "error":
-        raise ConfigError(text)
-    return Path(text)
+        raise RunDirError(text)
+    try:
+        yield Path(text)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _fit(trainer, run_dir, quiet):
@@ -83,6 +95,8 @@ def _fit(trainer, run_dir, quiet):
     except RankFailed:
         trainer.writer.flush()  # a checkpoint being written is whole on disk before we exit
         raise
+    except OSError as e:  # a metrics or event file the run appends to (a checkpoint's says so itself)
+        raise storage_error(e) from None
     if cluster.is_main and not quiet:
         print(summary_table(summary))
     return 0
@@ -91,21 +105,39 @@ def _fit(trainer, run_dir, quiet):
 def _resume_state(run_dir):
     if not run_dir.is_dir():
         raise CheckpointError(f"--resume {run_dir}: no such run directory")
-    if not (run_dir / "config.yaml").is_file():
-        raise CheckpointError(f"--resume {run_dir}: not a run directory (no config.yaml)")
     last = run_dir / "checkpoints" / "last.pt"
+    if not (run_dir / "config.yaml").exists() and not last.exists():
+        raise CheckpointError(f"--resume {run_dir}: not a run directory (no config.yaml)")
     if not last.is_file():
         raise CheckpointError(f"--resume {run_dir}: no checkpoint to resume from ({last} does not exist)")
     return checkpoint.load(last)
 
 
+def _run_config(run_dir, state, overrides=()):
+    """The run's config.yaml with ``overrides``; when config.yaml is missing or unreadable (a kill while an
+    older version rewrote it in place), the config the checkpoint ``state`` holds, with a warning."""
+    path = run_dir / "config.yaml"
+    try:
+        raw = read_yaml(path)
+    except ConfigError as e:
+        saved = state.get("config")
+        if not isinstance(saved, dict):
+            raise
+        print(f"manualnet: warning: {e}; using the config saved in the checkpoint", file=sys.stderr)
+        raw = saved
+    for override in overrides:
+        apply_override(raw, override)
+    return validate(raw, source=str(path), base_dir=run_dir)
+
+
 def evaluate_run(args):
     run_dir = Path(args.run)
-    if not (run_dir / "config.yaml").is_file():
+    path = run_dir / "checkpoints" / f"{args.checkpoint}.pt"
+    if not (run_dir / "config.yaml").exists() and not path.exists():
         raise CheckpointError(f"--run {run_dir}: not a run directory (no config.yaml)")
-    config = load_config(run_dir / "config.yaml")
+    state = checkpoint.load(path)
+    config = _run_config(run_dir, state)
     setup = build(config, device=args.device, base_dir=run_dir)
-    state = checkpoint.load(run_dir / "checkpoints" / f"{args.checkpoint}.pt")
     try:
         setup.model.load_state_dict(state["model"])
     except Exception as e:

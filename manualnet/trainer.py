@@ -7,7 +7,9 @@ bottom for the whole algorithm; the rest is bookkeeping (metrics, checkpoints, s
 import contextlib
 import json
 import math
+import os
 import signal
+import sys
 import time
 
 import torch
@@ -18,6 +20,7 @@ from manualnet.distributed import Single, restore_rng
 from manualnet.divergence import Diverged, diagnose, diagnose_parameters
 from manualnet.errors import CheckpointError, ManualnetError
 from manualnet.evaluate import accuracy_count, evaluate
+from manualnet.files import write_text
 from manualnet.logger import MetricsLogger
 from manualnet.optim import clip_grad_norm, grad_norm
 from manualnet.progress import Progress, summary_table
@@ -34,6 +37,14 @@ class Interrupted(Exception):
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint saved. "
                          f"Resume with: manualnet train --resume {run_dir}")
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM: the run stops without writing a checkpoint (exit code 128 + signal)."""
+
+    def __init__(self, signum):
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped at once by a second {signal.Signals(signum).name}; the previous checkpoint is kept")
 
 
 class AuditFailed(Exception):
@@ -254,7 +265,7 @@ class Trainer:
         if self.s.device.type == "cpu":  # what a CPU run's speed depends on: train.threads as it resolved
             final["threads"] = torch.get_num_threads()
         if self.cluster.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(final, indent=2) + "\n")
+            write_text(self.run_dir / "summary.json", json.dumps(final, indent=2) + "\n")
         hparams = {"optim.type": self.cfg.optim.type, "optim.lr": getattr(self.schedule, "base_lr", self.optimizer.lr),
                    "train.batch_size": self.cfg.train.batch_size, "train.epochs": self.cfg.train.epochs,
                    "seed": self.cfg.seed}
@@ -333,6 +344,12 @@ class Trainer:
             self.optimizer.load_state_dict(state["optim"])
             self.schedule.load_state_dict(state["schedule"])
             self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+            saved_batch_size = state["config"]["train"]["batch_size"]
+            if self.batch and saved_batch_size != self.cfg.train.batch_size:  # the epoch's order is cut in batches
+                raise CheckpointError(f"the checkpoint is {self.batch} batches into epoch {self.epoch + 1}, with "
+                                      f"train.batch_size = {saved_batch_size}; it cannot go on with "
+                                      f"{self.cfg.train.batch_size} mid-epoch (resume with batch size "
+                                      f"{saved_batch_size} and change it once the epoch is done)")
             if self.epoch > self.cfg.train.epochs:
                 raise CheckpointError(f"the run has already trained {self.epoch} epochs, more than train.epochs = "
                                       f"{self.cfg.train.epochs}; resume with --set train.epochs={self.epoch} "
@@ -419,7 +436,8 @@ def _metrics(sums):
 
 class _catch_signals:
     """While training, SIGINT and SIGTERM only ask the loop to stop after the current step (and a run that
-    has trained its last step to finish); a second one stops at once."""
+    has trained its last step to finish); a second one stops at once (StoppedAtOnce), and once the run has
+    stopped on a signal, any later one ends the process (exit code 128 + signal number)."""
 
     def __init__(self, trainer):
         self.trainer = trainer
@@ -429,10 +447,18 @@ class _catch_signals:
 
     def _handle(self, signum, frame):
         if self.trainer._stop_signal is not None:  # asked twice: stop now, without the checkpoint
-            raise KeyboardInterrupt
+            raise StoppedAtOnce(signum)
         self.trainer._stop_signal = signum
 
     def __exit__(self, *exc):
+        stopping = self.trainer._stop_signal is not None
         for s, handler in self.previous.items():
-            signal.signal(s, handler)
+            # A run stopped by a signal is on its way out: one more ends it at once and quietly (the default
+            # KeyboardInterrupt, raised in teardown or an atexit hook, printed a traceback).
+            signal.signal(s, _exit_at_once if stopping else handler)
         return False
+
+
+def _exit_at_once(signum, frame):
+    sys.stderr.flush()
+    os._exit(128 + signum)
