@@ -32,7 +32,8 @@ class MetricsLogger:
     def __init__(self, run_dir, tensorboard=True, purge_step=None, handoff_s=1.0):
         if run_dir and purge_step is not None:
             _drop_rows_after(run_dir / "metrics.jsonl", purge_step)
-        self.jsonl = open(run_dir / "metrics.jsonl", "a") if run_dir else None  # noqa: SIM115 - as long as the run
+        self.jsonl_path = run_dir / "metrics.jsonl" if run_dir else None
+        self.jsonl = open(self.jsonl_path, "a") if run_dir else None  # noqa: SIM115 - as long as the run
         self.handoff_s, self._rows, self._pending, self._handed_at = handoff_s, [], [], time.monotonic()
         purge_from = None if purge_step is None else purge_step + 1  # TensorBoard's: the first step it drops
         self.events = EventFile(run_dir, purge_from) if tensorboard and run_dir else None
@@ -72,7 +73,7 @@ class MetricsLogger:
         """Write the metrics.jsonl lines logged since the last call, flushed to the OS."""
         rows, self._rows = self._rows, []  # taken first: a Ctrl-C inside the write cannot write them twice
         if self.jsonl is not None and rows:
-            with naming(self.jsonl.name):  # a full disk's error names the file
+            with naming(self.jsonl_path):  # a full disk's error names the file
                 self.jsonl.write("".join(_json_line(*row) for row in rows))
                 self.jsonl.flush()
 
