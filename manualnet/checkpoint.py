@@ -6,6 +6,7 @@ the trainer's running ``progress``. It is written to a temporary file in the sam
 fsynced, then renamed over the old one, so a kill at any moment leaves the previous complete checkpoint.
 """
 
+import hashlib
 import io
 import os
 import pickle
@@ -21,11 +22,26 @@ import torch
 from manualnet.errors import CheckpointError
 from manualnet.files import atomic_write, fsync_directory, storage_error
 
+DIGEST_PREFIX = b"manualnet-sha256:"  # the zip comment of a checkpoint: this, then the hex SHA-256
+_COMMENT_SIZE = len(DIGEST_PREFIX) + 64
+_END_RECORD = 22  # the zip's end-of-central-directory record, with a comment length of 0 as torch writes it
+
 
 def save(state, path):
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename, fsync of the directory)."""
-    data = _serialise(state)
-    atomic_write(path, lambda f: f.write(data))
+    _write_sealed(path, _serialise(state))
+
+
+def _write_sealed(path, data):
+    """Write the torch.save archive ``data`` with the SHA-256 of all it holds as the zip's comment: the
+    archive's CRCs miss damage to its directory (a flipped attribute bit made torch load a tensor from
+    uninitialised memory), the digest misses nothing."""
+    data = memoryview(data)
+    if bytes(data[-_END_RECORD:-_END_RECORD + 4]) != b"PK\x05\x06" or bytes(data[-2:]) != b"\0\0":
+        raise CheckpointError(f"{path}: torch.save wrote an archive without the zip end record manualnet expects")
+    body = data[:-2]  # all but the comment length, which the comment's own length replaces
+    comment = DIGEST_PREFIX + hashlib.sha256(body).hexdigest().encode()
+    atomic_write(path, lambda f: (f.write(body), f.write(len(comment).to_bytes(2, "little") + comment)))
 
 
 def copy(source, path):
@@ -101,8 +117,22 @@ def load(path):
 
 
 def _check_integrity(path):
-    """Refuse a damaged checkpoint: torch.save writes a zip archive with a CRC-32 of every record, which
-    torch.load never checks (a flipped byte in a tensor loads as a wrong weight); zipfile checks them all."""
+    """Refuse a damaged checkpoint: one whose SHA-256 (the zip comment ``save`` writes) does not match, or,
+    for a checkpoint written before manualnet sealed them, one whose records fail their CRC-32 (torch.load
+    checks neither: a flipped byte in a tensor loads as a wrong weight)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - _COMMENT_SIZE - 2, 0))
+            tail = f.read()  # the comment's length, then the comment
+            if DIGEST_PREFIX in tail:  # not where it belongs: bytes were cut off the end, or added
+                if not tail[2:].startswith(DIGEST_PREFIX):
+                    raise CheckpointError(f"{path}: truncated or corrupted checkpoint (its digest is not at the end)")
+                f.seek(0)
+                _check_digest(path, f, size - len(tail), tail)
+                return
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint: {e.strerror or e}") from None
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -115,6 +145,20 @@ def _check_integrity(path):
     if bad is not None:
         raise CheckpointError(f"{path}: corrupted checkpoint (the checksum of its record {bad!r} does not "
                               "match: the file was damaged after it was written)")
+
+
+def _check_digest(path, f, covered, tail):
+    """Compare the SHA-256 of the first ``covered`` bytes of the open file ``f`` with the one in ``tail``."""
+    digest, remaining = hashlib.sha256(), covered
+    while remaining > 0:
+        chunk = f.read(min(remaining, 1 << 20))
+        if not chunk:
+            break
+        digest.update(chunk)
+        remaining -= len(chunk)
+    if tail[:2] != _COMMENT_SIZE.to_bytes(2, "little") or tail[2 + len(DIGEST_PREFIX):] != digest.hexdigest().encode():
+        raise CheckpointError(f"{path}: corrupted checkpoint (its SHA-256 does not match the one written with it: "
+                              "the file was damaged after it was written)")
 
 
 def rng_state():
@@ -162,7 +206,7 @@ class Writer:
             try:
                 if self._error is None:
                     make_folder(paths[0].parent)
-                    atomic_write(paths[0], lambda f, data=data: f.write(data))
+                    _write_sealed(paths[0], data)
                     for path in paths[1:]:
                         link(paths[0], path)
             except BaseException as e:  # handed to the training thread at its next submit/flush

@@ -54,7 +54,7 @@ def fsync_directory(directory):
 def storage_error(error, path=None):
     """A StorageError saying which file could not be written, and why, from the OSError that said so."""
     path = Path(error.filename if path is None and error.filename else path or "the run directory")
-    missing = next((p for p in (path.parent, path.parent.parent) if not p.exists()), None)
+    missing = next((p for p in (path.parent.parent, path.parent) if not p.exists()), None)  # the outermost
     if error.errno == errno.ENOENT and missing is not None:
         return StorageError(f"cannot write {path}: {missing} no longer exists (deleted or moved during the run)")
     if error.errno == errno.EFBIG:
