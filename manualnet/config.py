@@ -236,7 +236,8 @@ def apply_override(raw, override):
     except yaml.YAMLError:
         value = text
     except RecursionError:
-        raise ConfigError(f"--set {key.strip()}: nested too deeply (at most {MAX_NESTING} levels)") from None
+        raise ConfigError(f"--set {key.strip()}: nested too deeply (a config has at most {MAX_NESTING} "
+                          "levels)") from None
     parts = key.strip().split(".")
     node, model = raw, Config
     for i, part in enumerate(parts):
