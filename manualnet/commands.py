@@ -1,6 +1,7 @@
 """What each CLI subcommand does, given its parsed arguments."""
 
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -22,19 +23,36 @@ from manualnet.trainer import AuditFailed, Interrupted, Trainer
 def train(args):
     if hasattr(signal, "SIGXFSZ"):  # past `ulimit -f` a write then fails with EFBIG, reported, not a kill
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    config, state, resume_dir, base_dir = _inputs(args)
-    setup = build(config, device=args.device, base_dir=base_dir)
-    try:
-        with cluster_for(setup.device, config.train.dist_timeout_s, config.seed) as cluster, \
-                _claimed_run_dir(cluster, config.name, args.run_dir, resume_dir) as run_dir:
-            if cluster.is_main and not args.quiet:
-                print(f"run directory: {run_dir}", file=sys.stderr)
-            trainer = Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster)
-            cluster.broadcast_tensors(setup.model.param_buffers())  # one model: rank 0's weights everywhere
-            return _fit(trainer, run_dir, args.quiet)
-    except RankFailed as e:
-        print(f"manualnet: error: {e}", file=sys.stderr)
-        return 1
+    with _resume_lock(args.resume):
+        config, state, resume_dir, base_dir = _inputs(args)
+        setup = build(config, device=args.device, base_dir=base_dir)
+        try:
+            with cluster_for(setup.device, config.train.dist_timeout_s, config.seed) as cluster, \
+                    _claimed_run_dir(cluster, config.name, args.run_dir, resume_dir) as run_dir:
+                if cluster.is_main and not args.quiet:
+                    print(f"run directory: {run_dir}", file=sys.stderr)
+                try:
+                    trainer = Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster)
+                except OSError as e:  # metrics.jsonl or the event file cannot be opened for appending
+                    raise storage_error(e) from None
+                cluster.broadcast_tensors(setup.model.param_buffers())  # one model: rank 0's weights everywhere
+                return _fit(trainer, run_dir, args.quiet)
+        except RankFailed as e:
+            print(f"manualnet: error: {e}", file=sys.stderr)
+            return 1
+
+
+@contextlib.contextmanager
+def _resume_lock(resume):
+    """Hold the lock of the run directory ``resume`` (a path, or None for a new run) while the block runs:
+    taken before its checkpoint and config are read, so a resume never reads what another process is
+    about to replace. Only rank 0 of a torchrun launch (or a plain process) takes it."""
+    if not resume or not Path(resume).is_dir() or os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    with RunLock(resume):
+        clean_stale_files(Path(resume) / "checkpoints")  # only now: a running process's are not stale
+        yield
 
 
 def _inputs(args):
@@ -53,14 +71,16 @@ def _inputs(args):
 
 @contextlib.contextmanager
 def _claimed_run_dir(cluster, name, explicit, resume_dir):
-    """Rank 0 creates the run directory (or takes the resumed one) and holds its lock while the block runs,
-    before anything is written there; every rank gets its path, or rank 0's error about it."""
+    """The resumed directory (locked already: ``_resume_lock``), or a new one that rank 0 creates and holds
+    the lock of while the block runs, before anything is written there; every rank gets its path, or rank
+    0's error about it."""
+    if resume_dir is not None:
+        yield resume_dir
+        return
     lock, made = None, None
     if cluster.is_main:
         try:
-            lock = RunLock(resume_dir) if resume_dir else new_run_dir(name, explicit=explicit)
-            if resume_dir:  # only now: a running process's half-written files are not stale
-                clean_stale_files(resume_dir / "checkpoints")
+            lock = new_run_dir(name, explicit=explicit)
             made = ("path", str(lock.path))
         except (ManualnetError, OSError) as e:
             made = ("error", str(e))

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from manualnet.errors import StorageError
 
+_UMASK = os.umask(0o022)  # the only way to read the umask is to set it: read once, at import, set back at once
+os.umask(_UMASK)
+
 
 def atomic_write(path, write):
     """Call ``write(f)`` on a new binary file that then replaces ``path`` (fsynced, renamed, the directory
@@ -24,6 +27,7 @@ def atomic_write(path, write):
         raise storage_error(e, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would make it; mkstemp's 0600 hid config.yaml from others
             write(f)
             f.flush()
             os.fsync(f.fileno())
