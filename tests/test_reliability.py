@@ -203,6 +203,21 @@ def test_two_runs_started_together_in_one_directory_one_runs_one_is_refused(tmp_
         assert [row["epoch"] for row in metrics(run_dir) if "val/loss" in row] == [0, 1, 2]  # one run's rows
 
 
+def test_a_resume_of_a_directory_a_process_is_training_in_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    proc = start_cli("train", "--config", config_path("mlp"), "--run-dir", run_dir, "--quiet", *LONG)
+    try:
+        wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run_dir)]) == 2
+        assert f"manualnet: error: {run_dir} is in use: another manualnet process is training in it" \
+            in capsys.readouterr().err
+        assert proc.poll() is None  # the run it found there goes on
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
 def test_deleting_the_run_directory_stops_the_run_with_exit_3(tmp_path):
     run_dir = tmp_path / "run"
     proc = start_cli("train", "--config", config_path("mlp"), "--run-dir", run_dir, "--quiet", *LONG)
