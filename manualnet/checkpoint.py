@@ -4,6 +4,7 @@ A checkpoint is a dict of tensors, numbers and strings: ``model`` (the state dic
 ``schedule``, ``epoch``, ``batch`` (batches of that epoch already done), ``step``, ``rng``, ``config`` and
 the trainer's running ``progress``. It is written to a temporary file in the same directory, flushed and
 fsynced, then renamed over the old one, so a kill at any moment leaves the previous complete checkpoint.
+The zip's comment holds the SHA-256 of the rest of the file; ``load`` checks it and refuses a damaged file.
 """
 
 import hashlib
@@ -73,7 +74,7 @@ def link(source, path):
         raise storage_error(e, path) from None
 
 
-def make_folder(folder):
+def _make_folder(folder):
     """Create the checkpoints folder; not its parents: a run directory deleted during the run stays gone,
     and the write fails saying so."""
     try:
@@ -205,7 +206,7 @@ class Writer:
             data, paths = self._queue.get()
             try:
                 if self._error is None:
-                    make_folder(paths[0].parent)
+                    _make_folder(paths[0].parent)
                     _write_sealed(paths[0], data)
                     for path in paths[1:]:
                         link(paths[0], path)

@@ -1,7 +1,7 @@
 """The ``manualnet`` command: parse arguments, call the library, turn errors into exit codes.
 
 Exit codes: 0 done; 1 training failed (divergence) or a gradient check failed; 2 bad input (one line, no
-traceback); 128 + signal number when SIGINT/SIGTERM stopped a run after checkpointing it.
+traceback); 3 a run's file could not be written; 128 + signal number when SIGINT/SIGTERM stopped a run.
 """
 
 import argparse

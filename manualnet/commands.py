@@ -109,9 +109,13 @@ def _fit(trainer, run_dir, quiet):
         print(f"manualnet: {who}{e}", file=sys.stderr)
         return 1
     except Interrupted as e:
+        _quiet_signals()
         if cluster.is_main:  # every rank stopped at the same step; rank 0 saved it
             print(f"manualnet: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # a second signal (trainer.StoppedAtOnce): the CLI reports it
+        _quiet_signals()
+        raise
     except RankFailed:
         trainer.writer.flush()  # a checkpoint being written is whole on disk before we exit
         raise
@@ -120,6 +124,19 @@ def _fit(trainer, run_dir, quiet):
     if cluster.is_main and not quiet:
         print(summary_table(summary))
     return 0
+
+
+def _quiet_signals():
+    """The run stopped on a signal and the process is on its way out: another SIGINT or SIGTERM ends it at
+    once, with exit code 128 + its number (Python's KeyboardInterrupt, raised in teardown or in an atexit
+    hook, printed a traceback)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_at_once)
+
+
+def _exit_at_once(signum, frame):
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def _resume_state(run_dir):

@@ -7,9 +7,7 @@ bottom for the whole algorithm; the rest is bookkeeping (metrics, checkpoints, s
 import contextlib
 import json
 import math
-import os
 import signal
-import sys
 import time
 
 import torch
@@ -436,8 +434,7 @@ def _metrics(sums):
 
 class _catch_signals:
     """While training, SIGINT and SIGTERM only ask the loop to stop after the current step (and a run that
-    has trained its last step to finish); a second one stops at once (StoppedAtOnce), and once the run has
-    stopped on a signal, any later one ends the process (exit code 128 + signal number)."""
+    has trained its last step to finish); a second one stops at once (StoppedAtOnce)."""
 
     def __init__(self, trainer):
         self.trainer = trainer
@@ -451,14 +448,6 @@ class _catch_signals:
         self.trainer._stop_signal = signum
 
     def __exit__(self, *exc):
-        stopping = self.trainer._stop_signal is not None
         for s, handler in self.previous.items():
-            # A run stopped by a signal is on its way out: one more ends it at once and quietly (the default
-            # KeyboardInterrupt, raised in teardown or an atexit hook, printed a traceback).
-            signal.signal(s, _exit_at_once if stopping else handler)
+            signal.signal(s, handler)
         return False
-
-
-def _exit_at_once(signum, frame):
-    sys.stderr.flush()
-    os._exit(128 + signum)
