@@ -39,7 +39,7 @@ def train(args):
                     trainer = Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster)
                 except OSError as e:  # metrics.jsonl or the event file cannot be opened for appending
                     raise storage_error(e) from None
-                if cluster.is_main and state is not None:
+                if cluster.is_main and state is not None and not args.quiet:
                     print(f"resumed from {_where(state)}", file=sys.stderr)
                 cluster.broadcast_tensors(setup.optimizer.param_buffers())  # one model: rank 0's weights everywhere
                 return _fit(trainer, run_dir, args.quiet)

@@ -233,7 +233,7 @@ class InfInEval(manualnet.Module):
         self.evaluations = 0
 
     def forward(self, x):
-        if not self.training:
+        if not self.training and len(x) > 2:  # a validation pass, not the build's 2-row probe
             self.evaluations += 1
         return x * float("inf") if self.evaluations >= 2 else x
 
