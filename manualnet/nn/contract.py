@@ -121,9 +121,9 @@ def _checked_backward(backward):
         else:
             in_shapes = d["_in_shapes"]
             graph = d["_graph"] or _needs_no_grad(grads)
-            with torch.no_grad() if graph else contextlib.nullcontext():
-                with _trusted(False) if in_shapes is None else contextlib.nullcontext():
-                    result = backward(self, *grads, **kwargs)
+            with torch.no_grad() if graph else contextlib.nullcontext(), \
+                    _trusted(False) if in_shapes is None else contextlib.nullcontext():
+                result = backward(self, *grads, **kwargs)
             if in_shapes is not None:  # the first backward of a new input signature: check what it returns
                 _check_returned(self, result, in_shapes)
                 d["_in_shapes"] = None
