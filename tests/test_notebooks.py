@@ -4,15 +4,13 @@ outputs, so what a user opens is the exercise, not a stale result."""
 
 import os
 
+import ipykernel  # noqa: F401 - the kernel the notebooks run in (the dev extra installs it)
+import jupyter_client
+import nbclient
+import nbformat
 import pytest
 
 from tests.helpers import ROOT
-
-DEV = "the notebooks need the dev extra: pip install -e '.[dev]'"
-nbformat = pytest.importorskip("nbformat", reason=DEV)
-nbclient = pytest.importorskip("nbclient", reason=DEV)
-jupyter_client = pytest.importorskip("jupyter_client", reason=DEV)
-pytest.importorskip("ipykernel", reason=DEV)
 
 NOTEBOOKS = sorted((ROOT / "examples").glob("*.ipynb"))
 IDS = [path.stem for path in NOTEBOOKS]
