@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from manualnet.data.base import DATASETS, check_arguments
 from manualnet.data.dataset import COMMON_KEYS
 from manualnet.distributed import local_device
 from manualnet.errors import ConfigError
-from manualnet.nn import LAYERS, LOSSES
+from manualnet.nn import LAYERS, LOSSES, CrossEntropyLoss, NLLLoss, Softmax
 from manualnet.optim import OPTIMIZERS, SCHEDULES
 from manualnet.registry import Registry
 
@@ -245,12 +246,27 @@ def build(config, device=None, base_dir=None):
         data = data.flattened()
     model, out_features = build_model(raw["model"], data.sample_shape, config.seed, device, dtype)
     loss = build_loss(raw["loss"], out_features, data)
+    _warn_about_the_head(model, loss)
     targets = {split: loss_targets(raw["loss"]["type"], getattr(data, f"y_{split}"), out_features, dtype)
                for split in ("train", "val", "test")}
     optimizer = build_optimizer(config, model)
     steps_per_epoch = math.ceil(len(data.x_train) / config.train.batch_size)
     schedule = build_schedule(config, optimizer, steps_per_epoch)
     return Setup(config, device, dtype, data, model, loss, targets, optimizer, schedule)
+
+
+def _warn_about_the_head(model, loss):
+    """A learner's classic slip: a Softmax as the last layer before a loss that applies (log-)softmax itself
+    or wants log-probabilities. It trains, badly, so it is a warning, not an error."""
+    last = len(model) - 1
+    if last < 0 or not isinstance(model[last], Softmax):
+        return
+    if isinstance(loss, CrossEntropyLoss):
+        warnings.warn(f"model.{last}: a Softmax right before CrossEntropyLoss applies softmax twice (the loss takes "
+                      "logits and applies its own); remove the Softmax", UserWarning, stacklevel=3)
+    elif isinstance(loss, NLLLoss):
+        warnings.warn(f"model.{last}: NLLLoss takes log-probabilities, and a Softmax gives probabilities; use "
+                      "LogSoftmax (or drop it and use CrossEntropyLoss)", UserWarning, stacklevel=3)
 
 
 def build_optimizer(config, model):

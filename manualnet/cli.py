@@ -10,11 +10,13 @@ a second, and torch (seconds to import) is imported by the command that runs.
 import argparse
 import difflib
 import sys
+import warnings
 
 from manualnet.errors import ManualnetError
 
 
 def main(argv=None):
+    warnings.showwarning = _show_warning
     parser, commands = _parser()
     args, extra = parser.parse_known_args(argv)
     command = getattr(args, "command", None)
@@ -34,6 +36,11 @@ def main(argv=None):
     except KeyboardInterrupt as e:  # a second SIGINT/SIGTERM in training says which (trainer.StoppedAtOnce)
         print(f"manualnet: {e or 'interrupted'}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line, like the errors: ``manualnet: warning: ...`` (no file and line of the library)."""
+    print(f"manualnet: warning: {message}", file=file or sys.stderr)
 
 
 def _version():
