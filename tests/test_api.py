@@ -8,7 +8,7 @@ import torch
 import yaml
 
 import manualnet as mn
-from manualnet.cli import main
+from manualnet.cli.main import main
 from tests.helpers import config_path
 
 

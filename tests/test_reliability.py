@@ -16,10 +16,11 @@ import pytest
 import torch
 import yaml
 
-from manualnet import checkpoint, files
-from manualnet.cli import main
+from manualnet import files
+from manualnet.cli.main import main
 from manualnet.errors import CheckpointError, RunDirError, StorageError
-from manualnet.run_dir import RunLock
+from manualnet.train import checkpoint
+from manualnet.train.run_dir import RunLock
 from tests.helpers import ROOT, config_path, metrics, start_cli, summary
 
 QUICK = ["--set", "log.tensorboard=false", "--set", "log.histograms_every=0"]
@@ -307,7 +308,7 @@ def test_a_second_signal_exits_128_plus_its_number_without_a_traceback(tmp_path,
 
 
 def test_stopped_at_once_carries_the_signal_s_exit_code():
-    from manualnet.trainer import StoppedAtOnce
+    from manualnet.train.trainer import StoppedAtOnce
 
     assert StoppedAtOnce(signal.SIGTERM).exit_code == 143
     assert str(StoppedAtOnce(signal.SIGINT)) == "stopped at once by a second SIGINT; the previous checkpoint is kept"
