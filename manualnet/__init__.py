@@ -2,8 +2,8 @@
 
 Every layer implements an explicit forward and backward pass on torch tensors; autograd is used only to
 verify them (``manualnet.verify``). ``import manualnet as mn`` gives the modules (``mn.Linear``,
-``mn.Sequential``, ...) and the subpackages ``mn.nn``, ``mn.optim``, ``mn.data``, ``mn.verify``; they are
-imported when first used, so a command that does not need torch does not load it.
+``mn.Sequential``, ...), ``mn.train(config, ...)`` and the subpackages ``mn.nn``, ``mn.optim``, ``mn.data``,
+``mn.verify``; they are imported when first used, so a command that does not need torch does not load it.
 """
 
 import importlib
@@ -14,14 +14,15 @@ __version__ = "0.1.0"
 
 _SUBPACKAGES = ("nn", "optim", "data", "verify")
 _NN_NAMES = (
-    "GELU", "GPT", "LAYERS", "LOSSES", "MLP", "Add", "BCELoss", "BCEWithLogitsLoss", "Block", "CausalSelfAttention",
-    "Concat", "CrossEntropyLoss", "Dropout", "Embedding", "Flatten", "LayerNorm",
+    "LAYERS", "LOSSES", "AdaptiveAvgPool2d", "Add", "AvgPool2d", "BCELoss", "BatchNorm1d", "BatchNorm2d", "Conv2d",
+    "Dropout2d", "MaxPool2d", "BCEWithLogitsLoss", "Concat", "CrossEntropyLoss", "Dropout", "Flatten",
+    "GELU", "GPT", "MLP", "Block", "CausalSelfAttention", "Embedding", "LayerNorm",
     "Identity", "LeakyReLU", "Linear", "LogSoftmax", "Loss", "MSELoss", "MatMul", "Module", "ModuleList",
     "NLLLoss", "Parameter", "ReLU", "Residual", "Sequential", "Sigmoid", "Softmax", "Tanh", "register_layer",
     "register_loss",
 )
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "LayerError", "ManualnetError", "__version__",
+__all__ = ["CheckpointError", "ConfigError", "DataError", "LayerError", "ManualnetError", "__version__", "train",
            *_SUBPACKAGES, *_NN_NAMES]
 
 
@@ -30,6 +31,8 @@ def __getattr__(name):
         return importlib.import_module(f"manualnet.{name}")
     if name in _NN_NAMES:
         return getattr(importlib.import_module("manualnet.nn"), name)
+    if name == "train":
+        return importlib.import_module("manualnet.train.api").train
     raise AttributeError(f"module 'manualnet' has no attribute {name!r}")
 
 

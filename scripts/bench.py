@@ -4,12 +4,13 @@
 Three MLPs with ReLU (small 2-64-64-3 at batch 64, MNIST-size 784-512-256-10 at batch 128, large
 1024-4096-4096-10 at batch 512). For each, in one process, interleaved A B C A B C with warm-up, the median
 over rounds of:
-- manualnet: forward, CrossEntropy, backward (no input gradient; it sets the gradients, which is zero_grad
-  folded into the GEMMs), SGD step;
+- manualnet: the step a user writes, through the public API: ``opt.zero_grad()``, forward, CrossEntropy,
+  ``model.backward(loss.backward())``, ``opt.step()`` (the first Linear has ``needs_input_grad = False``: its
+  input is data, as autograd knows from ``requires_grad``);
 - autograd: the same network in torch.nn from the same weights with torch.optim.SGD;
 - floor: the step's matrix multiplies alone, into preallocated outputs (per Linear the forward product and
   the two backward products, minus the first layer's input gradient).
-Run ``python scripts/bench.py`` or ``manualnet bench``; ``--json FILE`` writes the rows. ``--trainer
+Run ``python scripts/bench.py``; ``--json FILE`` writes the rows. ``--trainer
 CONFIG`` also times ``manualnet train``'s loop against the same steps alone (its overhead). ``--gpt`` times a
 GPT's training step against torch.nn eager and torch.compile instead (scripts/bench_gpt.py; --help there).
 
@@ -53,7 +54,8 @@ def build_pair(sizes, device, dtype, seed=0):
         layers.append(mn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(mn.ReLU())
-    ours = mn.Sequential(*layers).to(device=device, dtype=dtype)
+    ours = mn.Sequential(*layers).to(device, dtype)
+    ours[0].needs_input_grad = False  # the input is data: nothing upstream wants its gradient
     theirs = torch.nn.Sequential(*[torch.nn.Linear(layer.in_features, layer.out_features)
                                    if isinstance(layer, mn.Linear) else torch.nn.ReLU() for layer in layers])
     theirs.to(device=device, dtype=dtype).load_state_dict(ours.state_dict())
@@ -68,14 +70,14 @@ def step_functions(sizes, batch, device, dtype):
     x = torch.randn(batch, sizes[0], generator=gen).to(device, dtype)
     t = torch.randint(0, sizes[-1], (batch,), generator=gen).to(device)
     loss_fn = mn.CrossEntropyLoss()
-    optimizer = SGD(ours, lr=LR, momentum=MOMENTUM)
+    optimizer = SGD(ours.parameters(), lr=LR, momentum=MOMENTUM)
     torch_optimizer = torch.optim.SGD(theirs.parameters(), lr=LR, momentum=MOMENTUM)
 
     def manualnet_step():
-        with torch.no_grad():  # as the trainer runs it: one grad-mode switch per step, not one per call
-            loss_fn.forward(ours.forward(x), t)
-            ours.backward(loss_fn.backward(), input_grad=False, accumulate=False)  # zero_grad folded in
-            optimizer.step()
+        optimizer.zero_grad()
+        loss_fn(ours(x), t)
+        ours.backward(loss_fn.backward())
+        optimizer.step()
 
     def autograd_step():
         torch_optimizer.zero_grad()
@@ -84,8 +86,8 @@ def step_functions(sizes, batch, device, dtype):
 
     def resident_bytes():
         """Bytes held between steps: parameters, gradients, optimizer buffers (and the batch)."""
-        ours_t = [*ours.parameters(), *(p.grad for p in ours.parameters()), *(b for bufs in (optimizer.state or {}).values()
-                                                                   for b in bufs)]
+        state = [b for g in optimizer.param_groups for bufs in (g.state or {}).values() for b in bufs]
+        ours_t = [*ours.parameters(), *(p.grad for p in ours.parameters()), *state]
         theirs_t = [*theirs.parameters(), *(p.grad for p in theirs.parameters() if p.grad is not None),
                     *(s for st in torch_optimizer.state.values() for s in st.values() if torch.is_tensor(s))]
         return {"manualnet": _nbytes(ours_t), "autograd": _nbytes(theirs_t)}
@@ -231,8 +233,8 @@ def trainer_overhead(config_path, rounds, overrides=()):
     median over rounds of (loop / pure steps) - 1, moves by several times as much from run to run.
     ``costs`` says where the overhead goes, by kind of step (see ``_costs``).
     """
-    from manualnet.config import load_config
-    from manualnet.threads import torch_threads
+    from manualnet.config.load import load_config
+    from manualnet.train.threads import torch_threads
 
     config, base_dir = load_config(config_path, overrides), Path(config_path).parent
     looped, pure, loops, validations = [], [], [], []
@@ -284,8 +286,8 @@ def _fit(config, base_dir):
     """A quiet Trainer's fit of ``config`` in a temporary run directory; returns it and the seconds from
     the loop's start to the first step, then from each step's start to the next one's (the last: to the
     loop's end), less the validation passes in them."""
-    from manualnet.assembly import build
-    from manualnet.trainer import Trainer
+    from manualnet.config.setup import build
+    from manualnet.train.trainer import Trainer
 
     setup = build(config, base_dir=base_dir)
     starts, validations = [], []
@@ -317,7 +319,7 @@ def _fit(config, base_dir):
 
 def _pure_work(config, base_dir):
     """A fresh build of ``config`` and copies of the batches its training run visits, in order."""
-    from manualnet.assembly import build
+    from manualnet.config.setup import build
     from manualnet.data import Batches
 
     setup = build(config, base_dir=base_dir)
@@ -331,10 +333,14 @@ def _pure_steps(setup, work, step_times=None):
     model, loss, optimizer, schedule = setup.model, setup.loss, setup.optimizer, setup.schedule
     model.train()
     start = step_start = time.perf_counter()
+    first = next(iter(model.children()), None)
+    if hasattr(first, "needs_input_grad"):  # as the trainer sets it
+        first.needs_input_grad = False
     with torch.no_grad():
         for xb, tb, _ in work:
-            loss.forward(model.forward(xb), tb)
-            model.backward(loss.backward(), input_grad=False, accumulate=False)
+            optimizer.zero_grad()
+            loss(model(xb), tb)
+            model.backward(loss.backward())
             optimizer.step()
             schedule.step()
             if step_times is not None:
@@ -370,12 +376,17 @@ def main(argv=None):
     if "--distributed" in argv:  # 1 against N processes: its own script, with its own options
         scaling = runpy.run_path(str(Path(__file__).resolve().with_name("bench_distributed.py")), run_name="scaling")
         return scaling["main"]([a for a in argv if a != "--distributed"])
+    if "--conv" in argv:  # conv nets' steps: their own script, with its own options
+        conv = runpy.run_path(str(Path(__file__).resolve().with_name("bench_conv.py")), run_name="conv")
+        return conv["main"]([a for a in argv if a != "--conv"])
     if "--gpt" in argv:  # a transformer's step: its own script, with its own options
         gpt = runpy.run_path(str(Path(__file__).resolve().with_name("bench_gpt.py")), run_name="bench_gpt")
         return gpt["main"]([a for a in argv if a != "--gpt"])
     parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.splitlines()[0])
     parser.add_argument("--distributed", action="store_true",
                         help="measure data-parallel scaling instead (scripts/bench_distributed.py; --help there)")
+    parser.add_argument("--conv", action="store_true",
+                        help="time conv nets' training steps instead (scripts/bench_conv.py; --help there)")
     parser.add_argument("--gpt", action="store_true",
                         help="time a GPT's training step instead (scripts/bench_gpt.py; --help there)")
     parser.add_argument("--sizes", default="small,mnist,large", help="comma-separated: small, mnist, large, tiny")
@@ -398,7 +409,7 @@ def main(argv=None):
         print("bench: error: --trainer-set overrides the --trainer config; give --trainer CONFIG too", file=sys.stderr)
         return 2
     if args.trainer:  # a bad config is said now, not after minutes of benchmarking
-        from manualnet.config import load_config
+        from manualnet.config.load import load_config
 
         try:
             load_config(args.trainer, args.trainer_set)

@@ -5,6 +5,7 @@ import runpy
 
 import torch
 
+import manualnet as mn
 from tests.helpers import ROOT, config_path
 
 BENCH = runpy.run_path(str(ROOT / "scripts" / "bench.py"), run_name="bench_under_test")
@@ -14,15 +15,15 @@ def test_both_steps_start_from_the_same_weights_and_give_the_same_update():
     functions, _ = BENCH["step_functions"]([3, 5, 4], 6, torch.device("cpu"), torch.float64)
     ours = functions["manualnet"].__closure__
     assert ours  # the closures hold the two models; compare them through one step each
-    manualnet_model = next(c.cell_contents for c in ours if hasattr(c.cell_contents, "layers"))
+    manualnet_model = next(c.cell_contents for c in ours if isinstance(c.cell_contents, mn.Sequential))
     torch_model = next(c.cell_contents for c in functions["autograd"].__closure__
                        if isinstance(c.cell_contents, torch.nn.Module))
     for name, p in torch_model.state_dict().items():
-        assert torch.equal(p, manualnet_model.params[name])
+        assert torch.equal(p, manualnet_model.state_dict()[name])
     functions["manualnet"]()
     functions["autograd"]()
     for name, p in torch_model.state_dict().items():
-        torch.testing.assert_close(p, manualnet_model.params[name], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(p, manualnet_model.state_dict()[name], rtol=1e-12, atol=1e-12)
 
 
 def test_bench_writes_rows_for_each_size_and_the_trainer_overhead(tmp_path, capsys):

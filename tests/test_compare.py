@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from manualnet import LayerError, Module, LeakyReLU, Linear, ReLU
+import manualnet as mn
+from manualnet import LayerError, LeakyReLU, Linear, Module, ReLU
 from manualnet.verify import (
     Row,
     Tolerance,
@@ -363,3 +364,48 @@ def test_table_has_the_columns_and_a_verdict():
     assert lines[-1] == "FAIL: 1 of 2 checks failed: 2:Linear(3->2) dbias (autograd)"
     assert verdict([row]) == "PASS: all 1 checks passed"
     assert verdict([]) == "FAIL: nothing was checked" and not all_passed([])
+
+
+# -- vector-Jacobian products, notebooks, awkward parameter names ------------------------------------------------
+
+def test_compare_takes_an_upstream_gradient_like_y_backward_of_gradients():
+    x, g = randn((3, 4), seed=0), randn((3, 4), seed=1)
+
+    def fn(x):
+        return {"out": torch.tanh(x)}
+
+    right = g * (1 - torch.tanh(x) ** 2)
+    assert compare(fn, {"x": x}, {"x": right}, upstream=g).ok
+    assert not compare(fn, {"x": x}, {"x": 1 - torch.tanh(x) ** 2}, upstream=g).ok   # the vjp without g
+    assert finite_differences(fn, {"x": x}, {"x": right}, upstream=g, quiet=True).ok
+    with pytest.raises(LayerError, match=r"upstream has shape \(4,\), the output has \(3, 4\)"):
+        compare(fn, {"x": x}, {"x": right}, upstream=torch.ones(4))
+
+
+def test_reports_render_as_html_tables_in_jupyter_and_text_in_a_terminal():
+    x = randn((2, 3), seed=0)
+    report = compare(lambda x: {"out": x * x}, {"x": x}, {"x": 2 * x})
+    rows = check_layer(Linear(3, 2).to(torch.float64), x)
+    for shown in (report, rows):
+        assert shown._repr_html_().startswith("<table>") and "PASS" in shown._repr_html_()
+        assert "<table>" not in str(shown) and "PASS" in repr(shown)
+
+
+def test_a_parameter_named_x_is_checked_beside_the_input_x():
+    class ScaleByX(Module):
+        def __init__(self):
+            super().__init__()
+            self.x = mn.Parameter(torch.tensor([1.5], dtype=torch.float64))
+
+        def forward(self, x):
+            self.cache = x
+            return x * self.x
+
+        def backward(self, dy):
+            x = self.take_cache()
+            self.x.grad += (dy * x).sum().reshape(1)
+            return dy * self.x
+
+    rows = check_layer(ScaleByX(), randn((3, 2), seed=0), fd=True)
+    assert all_passed(rows), format_table(rows)
+    assert {row.tensor for row in rows} >= {"dx", "d(x)"}

@@ -77,7 +77,7 @@ def test_every_loader_gives_float_features_and_labels_of_its_task(name, file_arg
     data = load_dataset({"dataset": name, **file_args.get(name, {})}, seed=3, dtype=torch.float64)
     sizes = [len(data.x_train), len(data.x_val), len(data.x_test)]
     for x, y in (data.split(s) for s in ("train", "val", "test")):
-        assert x.dtype == torch.float64 and x.shape[1:] == (data.in_features,) and len(y) == len(x)
+        assert x.dtype == torch.float64 and x[0].numel() == data.in_features and len(y) == len(x)
         if data.task == "classification":
             assert y.dtype == torch.int64 and y.ndim == 1
             assert data.out_features == data.num_classes and y.min() >= 0 and y.max() < data.num_classes
@@ -100,7 +100,7 @@ def test_every_loader_signature_documents_its_config_keys(name):
 def test_digits_are_sklearns_8x8_images_scaled_to_unit_range(digits):
     x = torch.cat([digits.x_train, digits.x_val, digits.x_test])
     y = torch.cat([digits.y_train, digits.y_val, digits.y_test])
-    assert x.shape == (1797, 64) and x.min() == 0 and x.max() == 1
+    assert x.shape == (1797, 1, 8, 8) and x.min() == 0 and x.max() == 1
     assert torch.bincount(y).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
 
 
@@ -149,7 +149,7 @@ def test_splits_are_disjoint_and_cover_every_sample(tmp_path):
     path = write_npz(tmp_path / "d.npz", n=50)
     data = load_dataset({"dataset": "npz", "path": str(path), "val_fraction": 0.2, "test_fraction": 0.3,
                          "standardize": False}, seed=0, dtype=torch.float64)
-    ids = [(x[:, 0] / 6).long().tolist() for x in (data.x_train, data.x_val, data.x_test)]
+    ids = [(x.flatten(1)[:, 0] / 6).long().tolist() for x in (data.x_train, data.x_val, data.x_test)]
     assert [len(i) for i in ids] == [25, 10, 15]
     assert sorted(ids[0] + ids[1] + ids[2]) == list(range(50))
     assert torch.equal(data.y_val, torch.tensor(ids[1]) % 3)  # each label stays with its sample
@@ -228,8 +228,8 @@ def test_idx_set_of_gzipped_and_raw_files_loads_with_its_own_test_split(name, tm
     train_x, train_y, test_x, test_y = write_idx_set(tmp_path / name)
     arrays = DATASETS.get(name)(root=str(tmp_path / name), download=False)
     assert arrays.x.dtype == torch.float32 and arrays.task == "classification" and arrays.num_classes == 10
-    assert np.allclose(arrays.x.numpy(), train_x.reshape(5, 784) / 255) and arrays.y.tolist() == train_y.tolist()
-    assert np.allclose(arrays.test[0].numpy(), test_x.reshape(3, 784) / 255)
+    assert np.allclose(arrays.x.numpy(), train_x.reshape(5, 1, 28, 28) / 255) and arrays.y.tolist() == train_y.tolist()
+    assert np.allclose(arrays.test[0].numpy(), test_x.reshape(3, 1, 28, 28) / 255)
     assert arrays.test[1].tolist() == test_y.tolist()
 
 
@@ -237,7 +237,7 @@ def test_test_fraction_zero_keeps_the_t10k_files_as_test_split_and_otherwise_poo
     _, _, test_x, test_y = write_idx_set(tmp_path / "mnist", n_train=20, n_test=6)
     cfg = {"dataset": "mnist", "root": str(tmp_path / "mnist"), "standardize": False, "val_fraction": 0.25}
     official = load_dataset({**cfg, "test_fraction": 0.0}, dtype=torch.float64)
-    assert torch.allclose(official.x_test, torch.from_numpy(test_x.reshape(6, 784) / 255))
+    assert torch.allclose(official.x_test, torch.from_numpy(test_x.reshape(6, 1, 28, 28) / 255))
     assert official.y_test.tolist() == test_y.tolist() and (len(official.x_train), len(official.x_val)) == (15, 5)
     pooled = load_dataset({**cfg, "test_fraction": 0.5}, dtype=torch.float64)
     assert [len(pooled.x_train), len(pooled.x_val), len(pooled.x_test)] == [7, 6, 13]
@@ -321,10 +321,10 @@ def test_idx_labels_that_do_not_match_the_images_are_a_data_error(tmp_path):
 # -- user files: npz and csv ----------------------------------------------------------------------------
 
 
-def test_npz_features_are_flattened_and_named_labels_renumbered(tmp_path):
+def test_npz_features_keep_their_shape_and_named_labels_are_renumbered(tmp_path):
     np.savez(tmp_path / "d.npz", images=np.ones((4, 2, 2)), kind=np.array(["b", "a", "c", "a"]))
     arrays = DATASETS.get("npz")(path=str(tmp_path / "d.npz"), features="images", label="kind")
-    assert arrays.x.shape == (4, 4) and arrays.y.tolist() == [1, 0, 2, 0] and arrays.classes == ["a", "b", "c"]
+    assert arrays.x.shape == (4, 2, 2) and arrays.y.tolist() == [1, 0, 2, 0] and arrays.classes == ["a", "b", "c"]
 
 
 def test_npz_regression_keeps_float_targets_as_columns(tmp_path):

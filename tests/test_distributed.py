@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from manualnet.distributed import RankFailed, restore_rng, shard_weight
+from manualnet.train.distributed import RankFailed, restore_rng, shard_weight
 from tests.helpers import ROOT, metrics, start_cli, summary
 
 CONFIG = {
@@ -141,7 +141,8 @@ def test_rank_0_alone_logs_the_global_metrics(runs):
     ours, theirs = metrics(ranks), metrics(alone)
     assert [m["step"] for m in ours] == [m["step"] for m in theirs]
     for mine, single in zip(ours, theirs, strict=True):
-        for key in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "grad_norm"):
+        for key in ("train/loss_step", "train/accuracy_step", "train/loss", "train/accuracy", "val/loss",
+                    "val/accuracy", "grad_norm"):
             if key in single:
                 assert mine[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), (mine["step"], key)
     assert summary(ranks)["test/accuracy"] == summary(alone)["test/accuracy"]
@@ -167,7 +168,7 @@ def test_a_run_started_in_one_process_resumes_on_two(runs):
     run_dir = runs["one-epoch"]
     train(2, run_dir, "--resume", run_dir, "--set", "train.epochs=2")
     assert max_difference(run_dir, runs["one-float64"]) <= TOLERANCE["float64"]
-    assert [m["epoch"] for m in metrics(run_dir) if "val/loss" in m] == [0, 1]
+    assert [m["epoch"] for m in metrics(run_dir) if "val/loss" in m] == [1, 2]
 
 
 def test_a_rank_that_dies_or_hangs_stops_the_other_with_one_line(configs, tmp_path):

@@ -5,9 +5,10 @@ import time
 
 import pytest
 import torch
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from manualnet.event_file import EventFile
-from manualnet.logger import MetricsLogger
+from manualnet.log.event_file import EventFile
+from manualnet.log.logger import MetricsLogger
 from tests.helpers import config_path
 
 
@@ -30,12 +31,20 @@ def test_flushed_events_are_readable_while_the_file_is_still_open(tmp_path):
     log.flush()
     assert losses(tmp_path) == [(10, 2.0)] and losses(tmp_path, "lr") == [(10, pytest.approx(0.1))]
     log.text("config", "a: 1")
-    log.hparams({"optim.lr": 0.1, "optim.type": "SGD"}, {"test/loss": 0.5, "best_epoch": 3, "note": "text"})
+    log.hparams({"optim": {"type": "SGD", "lr": 0.1}, "model": [{"type": "Linear", "out_features": 3}],
+                 "train": {"grad_clip": None, "threads": "auto"}, "plugins": []},
+                {"test/loss": 0.5, "note": "text"})
     events = accumulated(tmp_path)
     assert "config/text_summary" in events.Tags()["tensors"]
-    assert events.PluginTagToContent("hparams")  # the HPARAMS tab's experiment and session records
-    assert [e.value for e in events.Scalars("hparams/test/loss")] == [0.5]
-    assert "hparams/note" not in events.Tags()["scalars"]  # only numbers are metrics
+    content = events.PluginTagToContent("hparams")  # the HPARAMS tab's experiment and session records
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {h.name for h in experiment.hparam_infos} == {"optim.type", "optim.lr", "model.0.type",
+                                                         "model.0.out_features", "train.grad_clip",
+                                                         "train.threads", "plugins"}
+    assert [m.name.tag for m in experiment.metric_infos] == ["test/loss"]  # only numbers are metrics
+    session = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["train.grad_clip"].string_value == "null" and session.hparams["optim.lr"].number_value == 0.1
+    assert set(events.Tags()["scalars"]) == {"train/loss", "lr"}  # no one-point hparams/ charts
     log.close()
 
 
@@ -66,9 +75,9 @@ def test_two_files_opened_in_the_same_second_are_two_files(tmp_path):
 
 
 def test_a_checkpoint_is_written_after_the_events_up_to_its_step(tmp_path):
-    from manualnet.assembly import build
-    from manualnet.config import load_config
-    from manualnet.trainer import Trainer
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
+    from manualnet.train.trainer import Trainer
 
     setup = build(load_config(config_path("mlp"), ["train.epochs=2", "train.checkpoint_interval_s=0",
                                                    "log.every=5", "log.histograms_every=0"]))

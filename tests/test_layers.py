@@ -167,7 +167,9 @@ def test_layer_stays_finite_and_matches_autograd_at_1e4(layer_case, dtype):
     y = layer.forward(x)
     dx = layer.backward(randn(y.shape, seed=0, dtype=dtype))
     assert torch.isfinite(y).all() and torch.isfinite(dx).all()
-    rows = check_layer(layer, x, dtype=dtype)
+    # float32 sums of +-1e4 terms cancel: an entry near zero is rounding noise of the summands, so float32 is
+    # judged by the error relative to the tensor's largest entry (float64 keeps its 1e-10 rule)
+    rows = check_layer(layer, x, dtype=dtype, tol=1e-5 if dtype == torch.float32 else None)
     assert all_passed(rows), format_table(rows)
 
 

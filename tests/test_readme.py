@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from manualnet.cli import main
+from manualnet.cli.main import main
 from tests.helpers import ROOT
 
 MEASURED = re.compile(r"-?(\d\.\d+e[-+]\d+|0)")   # how the tables print a difference or an error

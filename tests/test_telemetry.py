@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import manualnet as mn
-from manualnet import telemetry
+from manualnet.log import telemetry
 
 
 def reference(v, bins):
@@ -53,16 +53,19 @@ def test_update_ratios_are_log10_of_the_update_std_over_the_parameter_std():
 
 
 def test_activation_histograms_are_the_outputs_of_the_steps_own_forward(tmp_path, monkeypatch):
-    from manualnet import trainer as trainer_module
-    from manualnet.assembly import build
-    from manualnet.config import load_config
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
+    from manualnet.train import trainer as trainer_module
     from tests.helpers import config_path
 
     setup = build(load_config(config_path("spirals"), ["log.histograms_every=3", "log.tensorboard=false"]))
     trainer = trainer_module.Trainer(setup, tmp_path, quiet=True)
-    seen, batches = [], []
+    seen, batches, befores = [], [], {}
     monkeypatch.setattr(trainer_module, "log_histograms",
-                        lambda log, model, activations, before, step: seen.append((activations, before, step)))
+                        lambda log, model, activations, step: seen.append((activations, befores[step], step)))
+    copy = trainer_module.parameters_before  # the weights each step's forward ran with, before its update
+    monkeypatch.setattr(trainer_module, "parameters_before",
+                        lambda model: befores.setdefault(trainer.step + 1, copy(model)))
     step = trainer.train_step
     trainer.train_step = lambda xb, tb, lb: (batches.append(xb.clone()), step(xb, tb, lb))
     with torch.no_grad():
@@ -72,11 +75,11 @@ def test_activation_histograms_are_the_outputs_of_the_steps_own_forward(tmp_path
     assert [step for _, _, step in seen] == [3, 6]
     twin = build(load_config(config_path("spirals"))).model
     for activations, before, step in seen:
-        twin.param_buffers()[0].copy_(before[0])  # the weights this step's forward ran with, before its update
-        expected, x = [], batches[step - 1]
-        for layer in twin.layers:
-            x = layer.forward(x)
-            expected.append(x)
-        assert len(activations) == len(expected)
-        for got, want in zip(activations, expected, strict=True):
-            torch.testing.assert_close(got, want, rtol=0, atol=0)
+        for p, b in zip(twin.parameters(), before, strict=True):
+            p.copy_(b)  # the weights this step's forward ran with, before its update
+        expected, x = {}, batches[step - 1]
+        for i, layer in enumerate(twin.layers):
+            x = expected[f"{i}.{type(layer).__name__}"] = layer.forward(x)
+        assert list(activations) == list(expected)
+        for tag, want in expected.items():
+            torch.testing.assert_close(activations[tag], want, rtol=0, atol=0)

@@ -1,13 +1,19 @@
-"""train.threads: the CPU threads a run trains on, "auto" choosing one for a step too small for more."""
+"""train.threads: the CPU threads a run trains on, "auto" choosing one for a step too small for more, and no
+core another process keeps busy."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 import manualnet as mn
-from manualnet.cli import main
-from manualnet.threads import SMALL_STEP_FLOPS, cpu_threads, torch_threads
+from manualnet.cli.main import main
+from manualnet.train import threads
+from manualnet.train.threads import SMALL_STEP_FLOPS, cpu_threads, torch_threads
 from tests.helpers import config_path
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -20,14 +26,39 @@ def mlp(*sizes):
     return mn.Sequential(*layers[:-1])
 
 
-def test_auto_is_one_thread_below_the_small_step_size_and_torchs_own_count_above():
+def test_auto_is_one_thread_below_the_small_step_size_and_the_free_cores_above():
     small, mnist = mlp(2, 64, 64, 3), mlp(784, 512, 256, 10)  # 4,547 and 535,818 parameters
-    assert cpu_threads("auto", small, 64, CPU) == 1  # 1.7 MFLOP a step
-    assert cpu_threads("auto", mnist, 128, CPU) is None  # 412 MFLOP: as many threads as torch runs
+    cores, own = os.cpu_count(), torch.get_num_threads()
+    assert cpu_threads("auto", small, 64, CPU, busy=0.0) == 1  # 1.7 MFLOP a step
+    assert cpu_threads("auto", mnist, 128, CPU, busy=0.0) == min(own, cores)  # 412 MFLOP: every free core
+    assert cpu_threads("auto", mnist, 128, CPU, busy=cores - 1) == 1  # the others' cores are left to them
+    assert cpu_threads("auto", mnist, 128, CPU, busy=cores - 1.3) == 1  # a core 30% busy is not free
+    assert cpu_threads("auto", mnist, 128, CPU, busy=cores - 1.8) == min(own, 2)  # one 20% busy is
+    assert cpu_threads("auto", mnist, 128, CPU, busy=cores + 2) == 1  # at least one
     rows = int(SMALL_STEP_FLOPS // (6 * 4547))  # the last batch size under the limit, and the first over it
-    assert (cpu_threads("auto", small, rows, CPU), cpu_threads("auto", small, rows + 1, CPU)) == (1, None)
+    assert (cpu_threads("auto", small, rows, CPU, busy=0.0), cpu_threads("auto", small, rows + 1, CPU, busy=0.0)) \
+        == (1, min(own, cores))
     assert cpu_threads(3, mnist, 128, CPU) == 3 and cpu_threads(2, small, 64, CPU) == 2  # a number is kept
     assert cpu_threads("auto", small, 64, CUDA) is None and cpu_threads(4, small, 64, CUDA) is None
+
+
+def test_busy_cores_is_the_share_of_the_machine_s_ticks_that_were_not_idle(monkeypatch):
+    readings = iter([(100, 1000), (130, 1040)])  # 30 of 40 ticks busy, over all cores
+    monkeypatch.setattr(threads, "_cpu_ticks", lambda: next(readings))
+    assert threads.busy_cores(0.0) == pytest.approx(os.cpu_count() * 0.75)
+    monkeypatch.setattr(threads, "_cpu_ticks", lambda: None)  # no /proc/stat: nothing is known to be busy
+    assert threads.busy_cores(0.0) == 0.0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="busy_cores reads /proc/stat")
+def test_busy_cores_sees_another_process_spinning():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # past its start-up
+        assert threads.busy_cores(0.5) >= 0.7  # at least the spinning core (other processes only add to it)
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_torch_threads_sets_the_count_inside_the_block_and_restores_it_after():

@@ -1,18 +1,21 @@
 """End-to-end training through the CLI: run directories, metrics, TensorBoard, resume, determinism."""
 
+import fcntl
 import json
 import os
 import pty
 import re
+import struct
 import subprocess
 import sys
+import termios
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from manualnet.cli import main
+from manualnet.cli.main import main
 from tests.helpers import ROOT, config_path, metrics, run_cli, summary
 
 FAST = ["--set", "train.epochs=2", "--set", "log.every=5", "--set", "log.histograms_every=7", "--quiet"]
@@ -37,7 +40,7 @@ def test_run_directory_holds_config_metrics_summary_checkpoints_and_events(tmp_p
     assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / "checkpoints" / "best.pt").is_file()
     assert list(run_dir.glob("events.out.tfevents.*"))
     epochs = [m for m in metrics(run_dir) if "val/loss" in m]
-    assert [m["epoch"] for m in epochs] == [0, 1]
+    assert [m["epoch"] for m in epochs] == [1, 2]  # as the progress lines, summary.json and best.pt count
 
 
 def test_tensorboard_events_hold_scalars_histograms_and_config(tmp_path):
@@ -47,14 +50,20 @@ def test_tensorboard_events_hold_scalars_histograms_and_config(tmp_path):
     events = EventAccumulator(str(run_dir), size_guidance={"histograms": 0, "scalars": 0, "tensors": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    for tag in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr", "grad_norm", "samples_per_sec"):
+    for tag in ("train/loss_step", "train/accuracy_step", "train/loss", "train/accuracy", "val/loss",
+                "val/accuracy", "lr", "grad_norm", "samples_per_sec", "epoch", "test/loss", "test/accuracy"):
         assert tag in scalars, tag
-    assert any(t.startswith("update_ratio/") for t in scalars)
+    assert not any(t.startswith("hparams/") for t in scalars)  # the HPARAMS tab reads the run's own scalars
     histograms = set(events.Tags()["histograms"])
     assert {"weights/0.weight", "grads/0.weight", "activations/1.ReLU"} <= histograms
     assert any("config" in t for t in events.Tags()["tensors"])
-    losses = [e.value for e in events.Scalars("train/loss")]
-    assert all(v == v and v > 0 for v in losses)
+    steps = lambda tag: [e.step for e in events.Scalars(tag)]  # noqa: E731
+    # 2 epochs of 20 steps, logging every 5: one curve per logging interval, one per epoch, never mixed.
+    assert steps("train/loss_step") == steps("update_ratio/0.weight") == steps("lr") == list(range(5, 41, 5))
+    assert steps("train/loss") == steps("val/loss") == steps("epoch") == [20, 40]
+    assert [e.value for e in events.Scalars("epoch")] == [1, 2]
+    assert steps("test/loss") == [40]
+    assert all(v == v and v > 0 for v in (e.value for e in events.Scalars("train/loss_step")))
 
 
 def test_same_config_and_seed_give_identical_metrics(tmp_path):
@@ -110,15 +119,20 @@ def test_plain_output_prints_one_line_per_epoch(tmp_path):
     assert result.returncode == 0, result.stderr
     epoch_lines = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"]
-    assert "val/accuracy" in epoch_lines[-1]
+    rows = [m for m in metrics(tmp_path / "r") if "val/loss" in m]
+    assert epoch_lines[-1] == (f"epoch 3/3  loss {rows[-1]['train/loss']:.4g}  acc {rows[-1]['train/accuracy']:.4g}  "
+                               f"val_loss {rows[-1]['val/loss']:.4g}  val_acc {rows[-1]['val/accuracy']:.4g}")
     assert "test/accuracy" in result.stdout
+    assert result.stdout.splitlines()[-1] == f"run directory: {tmp_path / 'r'}"  # no events: no tensorboard line
 
 
-def test_quiet_prints_only_the_summary_table(tmp_path):
+def test_quiet_prints_only_the_summary_table_the_run_directory_and_the_tensorboard_command(tmp_path):
     result = run_cli("train", "--config", config_path("mlp"), "--run-dir", tmp_path / "r", "--quiet",
-                     "--set", "train.epochs=1", "--set", "log.tensorboard=false")
+                     "--set", "train.epochs=1")
     assert result.returncode == 0, result.stderr
     assert result.stderr == "" and "test/accuracy" in result.stdout
+    run_dir = tmp_path / "r"
+    assert result.stdout.splitlines()[-2:] == [f"run directory: {run_dir}", f"tensorboard --logdir {run_dir}"]
 
 
 def test_default_run_directory_is_new_and_timestamped(tmp_path):
@@ -152,9 +166,9 @@ def test_an_optimizer_without_lr_in_the_config_trains_with_its_default(tmp_path)
 @pytest.mark.parametrize("every, counted", [(10, [10, 20, 30]), (100, [33])])
 def test_train_accuracy_is_counted_on_logging_steps_and_on_the_last_batch_only_when_none_logged(
         tmp_path, monkeypatch, every, counted):
-    from manualnet import trainer as trainer_module
-    from manualnet.assembly import build
-    from manualnet.config import load_config
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
+    from manualnet.train import trainer as trainer_module
 
     setup = build(load_config(config_path("spirals"), [f"log.every={every}", "log.tensorboard=false"]))
     trainer = trainer_module.Trainer(setup, tmp_path, quiet=True)
@@ -175,11 +189,16 @@ def test_every_epoch_reports_train_accuracy_even_when_no_step_logs(tmp_path):
     assert "train/accuracy" in summary(run_dir)
 
 
-def test_resuming_a_finished_run_keeps_its_metrics_and_time(tmp_path):
+def test_resuming_a_finished_run_has_nothing_to_do_and_keeps_its_metrics_and_time(tmp_path, capsys):
     _, run_dir = train(tmp_path, "mlp")
-    before = summary(run_dir)
+    before, rows = summary(run_dir), metrics(run_dir)
+    capsys.readouterr()
     assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"manualnet: {run_dir} has already trained its 2 epochs: nothing to do (to train "
+                                 "more, resume with --set train.epochs=N, N > 2)\n")
     after = summary(run_dir)
+    assert metrics(run_dir) == rows
     for key in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "test/loss", "epochs", "steps"):
         assert after[key] == before[key], key
     # The time is the training's, over both processes (not the few ms the second one spent), so the rate holds.
@@ -204,8 +223,9 @@ def test_a_relative_data_path_is_saved_absolute_so_resume_works_from_anywhere(tm
     assert again.returncode == 0, again.stderr
 
 
-def test_a_terminal_shows_the_step_bar_with_loss_accuracy_and_rate(tmp_path):
+def test_a_terminal_keeps_a_line_per_epoch_above_the_bars_and_nothing_is_wider_than_80_columns(tmp_path):
     primary, secondary = pty.openpty()  # tqdm draws its bars only on a terminal
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 24 rows, 80 columns
     proc = subprocess.Popen([sys.executable, "-m", "manualnet", "train", "--config", str(config_path("mlp")),
                              "--run-dir", str(tmp_path / "run"), "--set", "train.epochs=3", "--set", "log.every=5",
                              "--set", "log.tensorboard=false"],
@@ -224,14 +244,22 @@ def test_a_terminal_shows_the_step_bar_with_loss_accuracy_and_rate(tmp_path):
     os.close(primary)
     assert proc.wait(timeout=120) == 0, output.decode(errors="replace")
     text = output.decode(errors="replace")
-    assert re.search(r"epoch \d+:.*\d+/\d+ \[.*loss=[\d.]+, acc=[\d.]+, samples/s=[\d.e+]+", text), text[-2000:]
-    assert re.search(r"epochs: .*3/3.*loss=[\d.]+, acc=[\d.]+, val_loss=[\d.]+, val_acc=[\d.]+", text), text[-2000:]
+    drawn = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", part) for part in re.split(r"[\r\n]", text)]  # cursor moves out
+    assert max(len(line) for line in drawn) <= 80, max(drawn, key=len)
+    step_bar = r"epoch 2/3 \d+/20 \|.*\| ETA [\d:]+, loss [\d.]+ acc [\d.]+ [\d.]+k? samples/s"
+    assert re.search(step_bar, text), text[-2000:]
+    rows = [m for m in metrics(tmp_path / "run") if "val/loss" in m]
+    for epoch, row in enumerate(rows, 1):  # each epoch's line, written once, with the metrics.jsonl values
+        line = (f"epoch {epoch}/3  loss {row['train/loss']:.4g}  acc {row['train/accuracy']:.4g}  "
+                f"val_loss {row['val/loss']:.4g}  val_acc {row['val/accuracy']:.4g}")
+        assert drawn.count(line) == 1, (line, text[-2000:])
+    assert re.search(r"epochs: 100%.*3/3", text), text[-2000:]
 
 
 @pytest.mark.parametrize("interval, saves", [(0, 4), (1e6, 2)])  # 2: the first epoch and the last
 def test_epoch_checkpoints_are_at_most_one_per_interval_and_the_last_epoch_always_saves(tmp_path, monkeypatch,
                                                                                         interval, saves):
-    from manualnet import checkpoint
+    from manualnet.train import checkpoint
 
     written = []
     submit = checkpoint.Writer.submit
@@ -254,7 +282,7 @@ def test_epoch_checkpoints_are_at_most_one_per_interval_and_the_last_epoch_alway
 def test_histograms_are_written_with_their_statistics_and_bins(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from manualnet.logger import MetricsLogger
+    from manualnet.log.logger import MetricsLogger
 
     log = MetricsLogger(tmp_path, tensorboard=True)
     log.histograms({"a": torch.arange(10.0), "b": torch.full((3, 2), 2.0), "nan": torch.tensor([float("nan")])},
@@ -273,7 +301,7 @@ def test_histograms_are_written_with_their_statistics_and_bins(tmp_path):
 
 
 def test_metrics_rows_are_written_when_asked_when_due_and_at_close(tmp_path):
-    from manualnet.logger import MetricsLogger
+    from manualnet.log.logger import MetricsLogger
 
     def rows():
         return [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -314,9 +342,9 @@ def test_metrics_rows_are_written_when_asked_when_due_and_at_close(tmp_path):
 def test_an_epoch_of_a_second_or_more_writes_its_rows_at_its_end(tmp_path, long_epoch):
     import time
 
-    from manualnet.assembly import build
-    from manualnet.config import load_config
-    from manualnet.trainer import Trainer
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
+    from manualnet.train.trainer import Trainer
 
     setup = build(load_config(config_path("mlp"), ["log.tensorboard=false", "log.every=100000"]))
     trainer = Trainer(setup, tmp_path, quiet=True)
@@ -327,7 +355,7 @@ def test_an_epoch_of_a_second_or_more_writes_its_rows_at_its_end(tmp_path, long_
         trainer.train_epoch()
         trainer.end_epoch()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [row["epoch"] for row in rows if "val/loss" in row] == ([0] if long_epoch else [])
+    assert [row["epoch"] for row in rows if "val/loss" in row] == ([1] if long_epoch else [])
     trainer.log.close()
     assert len(metrics(tmp_path)) == 1  # written at close either way
 
@@ -336,7 +364,7 @@ def test_tensorboard_event_checksums_are_the_ones_tensorboard_computes(tmp_path)
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
     from tensorboard.summary.writer import record_writer
 
-    from manualnet.logger import MetricsLogger
+    from manualnet.log.logger import MetricsLogger
 
     MetricsLogger(tmp_path, tensorboard=True).close()  # installs the C checksum
     assert getattr(record_writer.masked_crc32c, "manualnet", False)
@@ -346,9 +374,9 @@ def test_tensorboard_event_checksums_are_the_ones_tensorboard_computes(tmp_path)
 
 
 def test_an_evaluation_pass_leaves_no_cache_behind(tmp_path):
-    from manualnet.assembly import build
-    from manualnet.config import load_config
-    from manualnet.evaluate import evaluate
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
+    from manualnet.train.evaluate import evaluate
 
     setup = build(load_config(config_path("mlp"), ["log.tensorboard=false"]))
     x, targets, labels = setup.split("val")
@@ -372,7 +400,7 @@ def test_with_eval_every_only_validated_epochs_can_be_best(tmp_path):
 
 
 def test_the_first_epoch_is_checkpointed_whatever_checkpoint_every_says(tmp_path, monkeypatch):
-    from manualnet import checkpoint
+    from manualnet.train import checkpoint
 
     steps = []
     submit = checkpoint.Writer.submit
@@ -388,6 +416,17 @@ def test_yaml_merge_keys_still_work(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("base: &base {type: Linear, out_features: 16}\n"
                       "model:\n  - <<: *base\n  - {type: ReLU}\n  - {type: Linear, out_features: 10}\n")
-    from manualnet.config import read_yaml
+    from manualnet.config.load import read_yaml
 
     assert read_yaml(config)["model"][0] == {"type": "Linear", "out_features": 16}
+
+
+def test_a_resumed_run_says_where_it_resumed_from(tmp_path, capsys):
+    from manualnet.cli.commands import _where
+
+    _, run_dir = train(tmp_path, "sigmoid_net")  # 2 epochs of 126 steps
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--set", "train.epochs=3", "--quiet"]) == 0
+    assert "resumed from the end of epoch 2 (step 252)\n" in capsys.readouterr().err
+    assert _where({"epoch": 2, "batch": 5, "step": 45}) == "epoch 3, after its batch 5 (step 45)"
+    assert [m["epoch"] for m in metrics(run_dir) if "val/loss" in m] == [1, 2, 3]

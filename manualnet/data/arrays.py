@@ -6,7 +6,6 @@ names the file and, where there is one, the array, column and line.
 """
 
 import csv as csv_module
-import math
 import zipfile
 from pathlib import Path
 from typing import Literal
@@ -28,8 +27,10 @@ def _existing(path, kind):
 
 
 def _arrays(x, labels, task, source):
-    """Arrays from (N, ...) features and N labels read from ``source``."""
+    """Arrays from (N, ...) features (kept in their shape: images stay images) and N labels read from ``source``."""
+    shape = np.shape(x)
     x = numeric_matrix(x, source, "features")
+    x = x.reshape(len(x), *shape[1:]) if len(shape) > 2 else x
     if len(labels) != len(x):
         raise DataError(f"{source}: {len(x)} samples of features but {len(labels)} labels")
     if task == "regression":
@@ -43,8 +44,8 @@ def _arrays(x, labels, task, source):
 
 @DATASETS.register("npz")
 def npz(path: str, features: str = "x", label: str = "y", task: Task = "classification") -> Arrays:
-    """Arrays ``features`` (N, ...) (flattened to (N, F)) and ``label`` (N,) (or (N, n_outputs) for
-    regression) of the .npz file at ``path`` (as written by ``numpy.savez``)."""
+    """Arrays ``features`` (N, ...) (in their own shape; an MLP gets them flattened) and ``label`` (N,) (or
+    (N, n_outputs) for regression) of the .npz file at ``path`` (as written by ``numpy.savez``)."""
     path = _existing(path, "npz")
     try:
         archive = np.load(path, allow_pickle=False)
@@ -70,6 +71,9 @@ def csv(path: str, label: str, features: list[str] | None = None, task: Task = "
         delimiter: str = ",") -> Arrays:
     """The ``features`` columns (default: every column but ``label``) and the ``label`` column of the CSV
     file at ``path``, whose first row names the columns. Features must be numbers; labels may be names."""
+    if len(delimiter) != 1 or delimiter in "\r\n\"":
+        raise DataError(f"data.delimiter: expected one character that separates the columns (not a quote or a "
+                        f"line break), got {delimiter!r}")
     path = _existing(path, "csv")
     header, rows, lines = _read_rows(path, delimiter)
     columns = {name: i for i, name in enumerate(header)}
@@ -84,11 +88,11 @@ def csv(path: str, label: str, features: list[str] | None = None, task: Task = "
         raise DataError(f"{path}: no feature columns: the header has only the label {label!r}")
     x = _numbers(rows, lines, [columns[c] for c in wanted], header, path)
     labels = [row[columns[label]].strip() for row in rows]
-    if task == "regression":
+    if task == "regression" or _all_floats(labels):  # numbers, one of them maybe inf or nan: an error naming it
         labels = _numbers(rows, lines, [columns[label]], header, path)
-    elif _all_numbers(labels):
-        labels = np.array(labels, dtype=np.float64)
-    return _arrays(x, labels, task, path)
+    arrays = _arrays(x, labels, task, path)
+    arrays.features = wanted
+    return arrays
 
 
 def _read_rows(path, delimiter):
@@ -138,12 +142,13 @@ def _number(text, line, column, path):
         raise DataError(f"{path}: line {line}, column {column!r}: {text.strip()!r} is not a number") from None
 
 
-def _is_finite_number(text):
+def _is_number(text):
     try:
-        return math.isfinite(float(text))
+        float(text)
+        return True
     except ValueError:
         return False
 
 
-def _all_numbers(texts):
-    return all(_is_finite_number(t) for t in texts)
+def _all_floats(texts):
+    return all(_is_number(t) for t in texts)

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from manualnet.components import typecheck
 from manualnet.errors import ConfigError, DataError
-from manualnet.registry import Registry, closest
+from manualnet.registry import Registry, closest, typecheck
 
 DATASETS = Registry("dataset")
 
@@ -28,7 +27,8 @@ RUNTIME = {"generator", "val_fraction", "test_fraction"}  # loader parameters lo
 class Arrays:
     """A whole data set before splitting.
 
-    x: (N, F) float features (float64; float32 where a float64 copy would be large: the image sets).
+    x: (N, *sample_shape) float features, (N, F) vectors or (N, C, H, W) images (float64; float32 where a
+    float64 copy would be large: the image sets).
     y: (N,) int64 class indices in 0..num_classes-1 (classification) or (N, n_outputs) float64 targets
     (regression). ``test``: the source's own (x, y) test split, if it ships one (MNIST's t10k files).
     ``classes`` names what each class index stood for in the source file, when the loader renumbered labels
@@ -43,6 +43,7 @@ class Arrays:
     num_classes: int | None = None
     classes: list | None = None
     test: tuple | None = None
+    features: list | None = None  # each column's name in the source (a CSV header), for errors
     val: tuple | None = None
     baseline: dict | None = None  # losses a model should beat, named as in summary.json ({"unigram_entropy": nats})
 
@@ -81,6 +82,9 @@ def class_indices(labels, source):
     if labels.ndim != 1:
         raise DataError(f"{source}: classification labels must be one value per sample, got shape "
                         f"{labels.shape}")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        at = int(np.flatnonzero(~np.isfinite(labels))[0])
+        raise DataError(f"{source}: classification labels must be finite, got {labels[at].item()} at sample {at}")
     if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
         raise DataError(f"{source}: classification labels must be whole numbers or names, got fractional "
                         f"values such as {labels[labels != np.round(labels)][0].item()!r}; use task: regression")

@@ -4,7 +4,9 @@
 per-dataset keys against the loader's signature, splits, standardises and moves the tensors.
 """
 
+import dataclasses
 import inspect
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +24,7 @@ class Standardizer:
     A feature whose train std is below ``min_std`` (constant pixels at the border of an image) is only
     centred (std := 1): it carries no information in train, and dividing by a tiny std would turn any
     val/test deviation into a huge input.
-    Shape: mean, std (F,); ``apply`` maps (N, F) -> (N, F).
+    Shape: mean, std have a sample's shape ((F,), or (C, H, W) per pixel); ``apply`` maps (N, *) -> (N, *).
     """
 
     def __init__(self, mean, std):
@@ -41,6 +43,9 @@ class Standardizer:
     def to(self, device, dtype):
         return Standardizer(self.mean.to(device, dtype), self.std.to(device, dtype))
 
+    def flattened(self):
+        return Standardizer(self.mean.flatten(), self.std.flatten())
+
     def state_dict(self):
         return {"mean": self.mean.cpu(), "std": self.std.cpu()}
 
@@ -51,7 +56,8 @@ class Standardizer:
 
 @dataclass(eq=False)  # tensors have no single truth value: compare splits with torch.equal
 class Dataset:
-    """Features (N, F) float on the device; labels (N,) int64 class indices or (N, n_outputs) float targets."""
+    """Features (N, *sample_shape) float on the device: (N, F) vectors, or (N, C, H, W) images until
+    ``flattened``; labels (N,) int64 class indices or (N, n_outputs) float targets."""
 
     name: str
     task: str  # "classification" | "regression"
@@ -67,8 +73,19 @@ class Dataset:
     baseline: dict | None = None  # losses a model should beat (a text's unigram entropy), for the summary
 
     @property
+    def sample_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+    @property
     def in_features(self):
-        return self.x_train.shape[1]
+        """Numbers per sample: an image's pixels, counted over its channels."""
+        return math.prod(self.sample_shape)
+
+    def flattened(self):
+        """This data set with every sample a vector of in_features numbers (views, no copies): what an MLP takes."""
+        flat = {f"x_{s}": getattr(self, f"x_{s}").flatten(1) for s in SPLITS}
+        standardizer = self.standardizer.flattened() if self.standardizer else None
+        return dataclasses.replace(self, **flat, standardizer=standardizer)
 
     @property
     def out_features(self):
@@ -93,7 +110,9 @@ class Dataset:
     def __str__(self):
         kind = f"{self.num_classes} classes" if self.task == "classification" else f"{self.out_features} targets"
         sizes = "/".join(str(len(getattr(self, f"x_{s}"))) for s in SPLITS)
-        return f"{self.name}: {self.task}, {self.in_features} features, {kind}, {sizes} train/val/test samples"
+        shape = "x".join(map(str, self.sample_shape))
+        features = f"{shape} images" if len(self.sample_shape) > 1 else f"{self.in_features} features"
+        return f"{self.name}: {self.task}, {features}, {kind}, {sizes} train/val/test samples"
 
 
 def split_indices(n, val_fraction, test_fraction, generator):
@@ -129,6 +148,25 @@ def split_arrays(arrays, val_fraction, test_fraction, generator):
     return splits
 
 
+def _check_range(arrays, dtype, name):
+    """A DataError naming the column if a feature (or regression target) is beyond ``dtype``'s range: it
+    would become infinite when cast, and the run would stop as diverged on its first step."""
+    largest = torch.finfo(dtype).max
+    sources = [("feature", arrays.x), ("target", arrays.y if arrays.task == "regression" else None)]
+    sources += [("feature", arrays.test[0])] if arrays.test is not None else []
+    for what, values in sources:
+        if values is None or not values.is_floating_point() or torch.finfo(values.dtype).max <= largest:
+            continue
+        flat = values.reshape(len(values), -1)
+        beyond = flat.abs() > largest
+        if beyond.any():
+            row, col = beyond.nonzero()[0].tolist()
+            column = arrays.features[col] if what == "feature" and arrays.features else col
+            raise DataError(f"data ({name}): {what} column {column!r} holds {flat[row, col]:g} (sample {row}), beyond "
+                            f"{str(dtype).removeprefix('torch.')}'s range (largest {largest:.3g}); rescale it, or "
+                            "set dtype: float64")
+
+
 def load_dataset(cfg=None, seed=0, device="cpu", dtype=torch.float32, **kwargs):
     """The data set a config's ``data`` section describes, split, standardised and on ``device``.
 
@@ -150,6 +188,7 @@ def load_dataset(cfg=None, seed=0, device="cpu", dtype=torch.float32, **kwargs):
                "test_fraction": test_fraction}
     args.update({k: v for k, v in runtime.items() if k in inspect.signature(loader).parameters})
     arrays = loader(**args)
+    _check_range(arrays, dtype, name)
     splits = split_arrays(arrays, val_fraction, test_fraction, seeded_generator(seed, "split"))
     tokens = not splits["train"][0].is_floating_point()  # token ids: neither cast nor standardised
     standardizer = Standardizer.fit(splits["train"][0]).to(device, dtype) if standardize and not tokens else None

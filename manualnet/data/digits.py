@@ -1,4 +1,4 @@
-"""scikit-learn's bundled 8x8 handwritten digits: 1797 samples, 64 pixels, 10 classes, no download."""
+"""scikit-learn's bundled 8x8 handwritten digits: 1797 one-channel 8x8 images, 10 classes, no download."""
 
 import importlib.util
 from pathlib import Path
@@ -14,9 +14,9 @@ GRAY_LEVELS = 16  # the digits' pixels are counts 0..16 of set bits in a 4x4 blo
 
 @DATASETS.register("digits")
 def digits() -> Arrays:
-    """x: (1797, 64) pixels scaled to [0, 1]; y: (1797,) digit 0..9."""
+    """x: (1797, 1, 8, 8) images, pixels scaled to [0, 1]; y: (1797,) digit 0..9."""
     table = np.loadtxt(_bundled_csv(), delimiter=",")
-    x = torch.from_numpy(table[:, :-1]) / GRAY_LEVELS
+    x = (torch.from_numpy(table[:, :-1]) / GRAY_LEVELS).reshape(-1, 1, 8, 8)   # each row is an image, row-major
     return Arrays(x, torch.from_numpy(table[:, -1]).long(), "classification", 10)
 
 

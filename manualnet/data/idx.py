@@ -139,7 +139,7 @@ def locate(name, directory, download_missing):
 
 
 def load_idx_set(name, root, download_missing):
-    """Arrays of the 60000 train images (flattened, scaled to [0, 1], float32) and labels of data set
+    """Arrays of the 60000 train images ((N, 1, H, W), scaled to [0, 1], float32) and labels of data set
     ``name``, with the 10000 t10k ones as its own test split."""
     found = locate(name, Path(root).expanduser(), download_missing)
     splits, size = [], None
@@ -147,7 +147,7 @@ def load_idx_set(name, root, download_missing):
         images = _images(read_idx(found[image_file]), found[image_file], size)
         size = images.shape[1:]
         labels = _labels(read_idx(found[label_file]), len(images), found[label_file])
-        x = images.reshape(len(images), -1).astype(np.float32) / 255  # float32: MNIST is 220 MB as float64
+        x = images[:, None].astype(np.float32) / 255  # one channel; float32: MNIST is 220 MB as float64
         splits.append((torch.from_numpy(x), torch.from_numpy(labels.astype(np.int64))))
     (x, y), test = splits
     return Arrays(x, y, "classification", 10, test=test)
@@ -173,13 +173,13 @@ def _labels(labels, n_images, path):
 
 @DATASETS.register("mnist")
 def mnist(root: str = "data/mnist", download: bool = True) -> Arrays:
-    """MNIST handwritten digits, files in ``root``. x: (60000, 784) in [0, 1]; y: (60000,) digit 0..9;
-    test: the (10000, 784) and (10000,) t10k images and labels."""
+    """MNIST handwritten digits, files in ``root``. x: (60000, 1, 28, 28) in [0, 1]; y: (60000,) digit 0..9;
+    test: the (10000, 1, 28, 28) and (10000,) t10k images and labels."""
     return load_idx_set("mnist", root, download)
 
 
 @DATASETS.register("fashion_mnist")
 def fashion_mnist(root: str = "data/fashion_mnist", download: bool = True) -> Arrays:
-    """Zalando's Fashion-MNIST, files in ``root``. x: (60000, 784) in [0, 1]; y: (60000,) class 0..9;
-    test: the (10000, 784) and (10000,) t10k images and labels."""
+    """Zalando's Fashion-MNIST, files in ``root``. x: (60000, 1, 28, 28) in [0, 1]; y: (60000,) class 0..9;
+    test: the (10000, 1, 28, 28) and (10000,) t10k images and labels."""
     return load_idx_set("fashion_mnist", root, download)

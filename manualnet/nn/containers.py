@@ -31,7 +31,7 @@ class Sequential(Module):
 
     def forward(self, x):
         for layer in self._modules.values():
-            x = layer(x)
+            x = layer.forward(x)
         return x
 
     def backward(self, dy):
@@ -72,7 +72,8 @@ class Sequential(Module):
         lines = ["Sequential("]
         for name, layer in self._modules.items():
             count = layer.num_parameters()
-            lines.append(f"  ({name}): " + repr(layer).replace("\n", "\n  ") + (f"  # {count:,} params" if count else ""))
+            note = f"  # {count:,} params" if count else ""
+            lines.append(f"  ({name}): " + repr(layer).replace("\n", "\n  ") + note)
         return "\n".join(lines) + f"\n)  # {self.num_parameters():,} parameters"
 
 

@@ -12,25 +12,15 @@ reads like its math. They run in full once per input signature (shapes, dtypes, 
 only dy's shape is compared.
 """
 
-import contextlib
-import functools
-import inspect
 from collections import OrderedDict
 
 import torch
 
 from manualnet.errors import LayerError
+from manualnet.nn import contract
 from manualnet.registry import Registry
 
 LAYERS = Registry("layer")
-SIGNATURES_KEPT = 8  # input signatures whose full checks passed (an epoch's short last batch is a second one)
-
-
-class _Autograd:
-    """Whether forwards may record an autograd graph: only while verify differentiates a module's own forward
-    (``manualnet.verify``); otherwise an input that requires grad gets outputs without a graph."""
-
-    through_forward = False
 
 
 def register_layer(name):
@@ -52,24 +42,6 @@ class Parameter(torch.nn.Parameter):
         return f"Parameter containing:\n{self.data!r}"
 
 
-@contextlib.contextmanager
-def autograd_through_forward():
-    """Inside: forwards build autograd graphs from inputs that require grad (verify's own-forward reference)."""
-    before, _Autograd.through_forward = _Autograd.through_forward, True
-    try:
-        yield
-    finally:
-        _Autograd.through_forward = before
-
-
-def _arity(forward):
-    """How many inputs ``forward`` takes (None for ``*inputs`` or defaults: any number)."""
-    params = list(inspect.signature(forward).parameters.values())[1:]
-    if any(p.kind is p.VAR_POSITIONAL or p.default is not p.empty for p in params):
-        return None
-    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
-
-
 class Module:
     """Base class of every layer, loss and model.
 
@@ -80,36 +52,33 @@ class Module:
     differentiates with autograd; without it, verify runs the module's own forward under autograd.
     """
 
-    _arity = None
-
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "cache", None)
-        object.__setattr__(self, "_checked", [])      # input signatures whose full checks passed
-        object.__setattr__(self, "_out_shapes", None)  # set by forward, taken by backward
-        object.__setattr__(self, "_in_shapes", None)   # set by a fully checked forward: backward checks its dx
+        contract.init(self)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "forward" in cls.__dict__:
-            cls.forward = _checked_forward(cls.__dict__["forward"])
-            cls._arity = _arity(cls.__dict__["forward"])
-        if "backward" in cls.__dict__:
-            cls.backward = _checked_backward(cls.__dict__["backward"])
+        contract.wrap(cls)
 
     # -- registration -----------------------------------------------------------------------------
 
     def __setattr__(self, name, value):
+        if name == "cache":  # set by every forward: the common case first
+            self.__dict__["cache"] = value
+            return
         # Registered values also live in __dict__, so reading self.weight in forward is a plain lookup.
         if isinstance(value, torch.nn.Parameter):
             if value.requires_grad:  # a torch.nn.Parameter as torch makes it: manualnet fills .grad by hand
                 value = Parameter(value.detach())
             self._parameters[name] = value
+            contract.structure_changed()
         elif isinstance(value, Module):
             self._modules[name] = value
+            contract.structure_changed()
         elif name in self._parameters or name in self._modules:
             raise LayerError(f"{type(self).__name__}.{name} is a registered "
                              f"{'parameter' if name in self._parameters else 'module'}; assign a "
@@ -120,6 +89,7 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
+        contract.structure_changed()
         for table in (self._parameters, self._buffers, self._modules):
             table.pop(name, None)
         object.__delattr__(self, name)
@@ -263,8 +233,8 @@ class Module:
 
     def take_cache(self):
         """Hand the cache to backward and forget it: one forward feeds one backward."""
-        cache = self.cache
-        object.__setattr__(self, "cache", None)
+        d = self.__dict__
+        cache, d["cache"] = d["cache"], None
         return cache
 
     def check_inputs(self, *inputs):
@@ -298,113 +268,3 @@ class Module:
         return "\n".join(lines) + "\n)"
 
 
-def _shapes(value):
-    """The shape of a tensor, or the tuple of shapes of a tuple's tensors (None for a non-tensor)."""
-    if isinstance(value, torch.Tensor):
-        return value.shape
-    return tuple(v.shape if isinstance(v, torch.Tensor) else None for v in value)
-
-
-def _signature(inputs, training):
-    return tuple((x.shape, x.dtype, x.device) if isinstance(x, torch.Tensor) else type(x) for x in inputs), training
-
-
-_NOTHING = contextlib.nullcontext()
-
-
-def _no_graph(tensors, module):
-    """``torch.no_grad()`` when a tensor among ``tensors`` (or among the inputs of the forward that backward
-    goes back through) requires grad, so no graph is built through manual math; a no-op otherwise: entering
-    no_grad on every call would cost microseconds a layer."""
-    if not torch.is_grad_enabled() or _Autograd.through_forward:
-        return _NOTHING
-    graph = any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
-    if module.__dict__.get("_in_forward"):  # forward: remember for its backward, whose cache holds the inputs
-        object.__setattr__(module, "_graph_inputs", graph)
-    return torch.no_grad() if graph or module.__dict__.get("_graph_inputs") else _NOTHING
-
-
-def _checked_forward(forward):
-    @functools.wraps(forward)
-    def checked(self, *inputs, **kwargs):
-        if self.__dict__.get("_in_forward"):  # a subclass's forward calling super().forward: checked already
-            return forward(self, *inputs, **kwargs)
-        signature = _signature(inputs, self.training)
-        object.__setattr__(self, "_in_forward", True)
-        try:
-            with _no_graph(inputs, self):
-                if signature in self._checked:
-                    out, in_shapes = forward(self, *inputs, **kwargs), None
-                else:
-                    self.check_inputs(*inputs)
-                    out, in_shapes = forward(self, *inputs, **kwargs), _shapes(inputs)
-        finally:
-            object.__setattr__(self, "_in_forward", False)
-        if in_shapes is not None:
-            if len(self._checked) == SIGNATURES_KEPT:
-                self._checked.pop(0)
-            self._checked.append(signature)
-        if torch.is_inference_mode_enabled():  # nothing to go back through: keep no cache
-            object.__setattr__(self, "cache", None)
-            object.__setattr__(self, "_out_shapes", None)
-        else:
-            object.__setattr__(self, "_out_shapes", _shapes(out))
-            object.__setattr__(self, "_in_shapes", in_shapes)
-        return out
-
-    return checked
-
-
-def _checked_backward(backward):
-    @functools.wraps(backward)
-    def checked(self, *grads, **kwargs):
-        if self.__dict__.get("_in_backward"):  # a subclass's backward calling super().backward: checked already
-            return backward(self, *grads, **kwargs)
-        expected = self._out_shapes
-        if expected is None:
-            raise self.fail("backward called without a forward to go back through (call forward first; each "
-                            "forward feeds one backward, and forward under torch.inference_mode() keeps none)")
-        if grads and _grad_shapes(grads, expected) != expected:
-            got = _grad_shapes(grads, expected)
-            raise self.fail(f"backward got gradients of shape {_show(got)}, expected the outputs' {_show(expected)}")
-        object.__setattr__(self, "_out_shapes", None)
-        for p in self._parameters.values():
-            if p.grad is None:  # dropped by zero_grad(set_to_none=True), torch.optim's default
-                p.grad = torch.zeros_like(p)
-        object.__setattr__(self, "_in_backward", True)
-        try:
-            with _no_graph(grads, self):
-                result = backward(self, *grads, **kwargs)
-        finally:
-            object.__setattr__(self, "_in_backward", False)
-        if self._in_shapes is not None:  # the first backward of a new input signature: check what it returns
-            _check_returned(self, result)
-            object.__setattr__(self, "_in_shapes", None)
-        return result
-
-    return checked
-
-
-def _grad_shapes(grads, expected):
-    if isinstance(expected, tuple) and not isinstance(expected, torch.Size):
-        return tuple(g.shape if isinstance(g, torch.Tensor) else None for g in grads)
-    g = grads[0]
-    if len(grads) == 1 and isinstance(g, (int, float)) and not isinstance(g, bool):
-        return torch.Size([])  # a loss's backward(dloss) takes its upstream gradient as a number too
-    return g.shape if isinstance(g, torch.Tensor) and len(grads) == 1 else tuple(map(type, grads))
-
-
-def _check_returned(module, result):
-    """A backward's input gradients have the inputs' shapes (torch itself refuses a .grad of the wrong shape)."""
-    returned = result if isinstance(result, tuple) else (result,)
-    for i, (dx, shape) in enumerate(zip(returned, module._in_shapes, strict=False)):
-        if dx is not None and shape is not None and (not isinstance(dx, torch.Tensor) or dx.shape != shape):
-            got = tuple(dx.shape) if isinstance(dx, torch.Tensor) else type(dx).__name__
-            raise module.fail(f"backward returned a gradient of shape {got} for input {i}, "
-                              f"which has shape {tuple(shape)}")
-
-
-def _show(shapes):
-    if isinstance(shapes, torch.Size):
-        return str(tuple(shapes))
-    return ", ".join(str(tuple(s)) if isinstance(s, torch.Size) else str(s) for s in shapes)

@@ -1,20 +1,22 @@
 """Check gradients derived by hand for any function written with torch ops, the way the notebooks do.
 
 ``fn(**inputs)`` returns a dict of named tensors, its intermediates and its output ``out``; ``manual`` holds
-the user's d out/d name for some of those names and of the inputs' (a non-scalar ``out`` is summed, i.e.
-gets ones as its upstream gradient). ``compare`` checks them against autograd, ``finite_differences`` the
+the user's d L/d name for some of those names and of the inputs', where L = sum(upstream * out): the
+vector-Jacobian product with ``upstream`` (the seeds' ``y.backward(gradients)``), ones by default (a
+non-scalar ``out`` is summed). ``compare`` checks them against autograd, ``finite_differences`` the
 inputs' against central differences, printing its table. Integer inputs stay integer (they may be indices or
 labels), so they have no gradient: cast the ones that hold numbers to float first, ``x.double()``.
 """
 
 import dataclasses
+import html
 
 import torch
 
 from manualnet.errors import LayerError
 from manualnet.registry import closest
 from manualnet.verify import finite_diff
-from manualnet.verify.report import FINITE_DIFF, Tolerance, compare_tensors, failed_row, mismatch, verdict
+from manualnet.verify.report import FINITE_DIFF, Tolerance, compare_tensors, failed_row, html_table, mismatch, verdict
 
 
 @dataclasses.dataclass(repr=False)
@@ -29,13 +31,20 @@ class Report:
         return bool(self.rows) and all(row.passed for row in self.rows)
 
     def __str__(self):
-        header = ("name", "shape", "exact", "approximate", "maxdiff")
-        lines = [header] + [(row.tensor, "x".join(map(str, row.shape)) or "()", str(row.exact), str(row.passed),
-                             f"{row.max_abs_diff:.3g}" + (f"  ({row.note})" if row.note else "")) for row in self.rows]
-        return _aligned(lines) + "\n" + verdict(self.rows)
+        header, body = self._table()
+        return _aligned([header, *body]) + "\n" + verdict(self.rows)
 
     def __repr__(self):
         return str(self)
+
+    def _repr_html_(self):
+        """The same table as HTML, for Jupyter."""
+        return html_table(*self._table()) + f"<p>{html.escape(verdict(self.rows))}</p>"
+
+    def _table(self):
+        header = ("name", "shape", "exact", "approximate", "maxdiff")
+        return header, [(row.tensor, "x".join(map(str, row.shape)) or "()", str(row.exact), str(row.passed),
+                         f"{row.max_abs_diff:.3g}" + (f"  ({row.note})" if row.note else "")) for row in self.rows]
 
 
 @dataclasses.dataclass(repr=False)
@@ -46,10 +55,14 @@ class FiniteDiffReport(Report):
     coordinates: list = dataclasses.field(default_factory=list)
     skipped: list = dataclasses.field(default_factory=list)
 
-    def __str__(self):
+    def _table(self):
         header = ("name", "index", "analytic", "numeric", "difference")
-        lines = [header] + [(name, str(index), f"{a:.10g}", f"{n:.10g}", f"{a - n:.3g}")
-                            for name, index, a, n in self.coordinates]
+        return header, [(name, str(index), f"{a:.10g}", f"{n:.10g}", f"{a - n:.3g}")
+                        for name, index, a, n in self.coordinates]
+
+    def __str__(self):
+        header, body = self._table()
+        lines = [header, *body]
         extra = [f"{row.tensor}: {row.note}" for row in self.rows if row.note]
         if self.skipped:
             names = ", ".join(self.skipped)
@@ -58,8 +71,8 @@ class FiniteDiffReport(Report):
         return "\n".join([_aligned(lines), *extra, verdict(self.rows)])
 
 
-def compare(fn, inputs, manual, output="out", *, rtol=1e-5, atol=1e-8):
-    """Each ``manual[name]`` against autograd's d out/d name, one row each.
+def compare(fn, inputs, manual, output="out", upstream=None, *, rtol=1e-5, atol=1e-8):
+    """Each ``manual[name]`` against autograd's d L/d name, L = sum(upstream * out), one row each.
 
     Autograd runs in the dtype of the manual gradient, on copies of ``inputs`` cast to it, with every
     intermediate's gradient retained: a float32 gradient (the notebooks' default) is compared with what
@@ -69,7 +82,8 @@ def compare(fn, inputs, manual, output="out", *, rtol=1e-5, atol=1e-8):
     max|manual - autograd|.
     """
     manual = {name: _as_tensor(grad) for name, grad in manual.items()}
-    graphs = {dtype: _autograd(fn, inputs, output, dtype) for dtype in dict.fromkeys(g.dtype for g in manual.values())}
+    graphs = {dtype: _autograd(fn, inputs, output, dtype, upstream)
+              for dtype in dict.fromkeys(g.dtype for g in manual.values())}
     tolerance, rows = Tolerance(rtol=rtol, atol=atol), []
     for name, grad in manual.items():
         expected = _gradient(graphs[grad.dtype], name, output)
@@ -78,19 +92,21 @@ def compare(fn, inputs, manual, output="out", *, rtol=1e-5, atol=1e-8):
     return Report(rows)
 
 
-def finite_differences(fn, inputs, manual, output="out", h=finite_diff.H, *, seed=0, quiet=False):
-    """Each ``manual[name]`` of an input against central differences of sum(fn(**inputs)[output]) in float64
-    with step ``h``: all coordinates up to 10,000 elements, a seeded sample beyond; rule
-    |a - n| <= 1e-5 + 1e-3|n|. Prints the table (analytic | numeric | difference per coordinate, then the
-    verdict) unless ``quiet``, and returns it as a FiniteDiffReport. Names of intermediates are listed as
-    skipped."""
+def finite_differences(fn, inputs, manual, output="out", upstream=None, h=finite_diff.H, *, seed=0,
+                       quiet=False):
+    """Each ``manual[name]`` of an input against central differences of sum(upstream * fn(**inputs)[output])
+    in float64 (upstream: ones by default) with step ``h``: all coordinates up to 10,000 elements, a seeded
+    sample beyond; rule |a - n| <= 1e-5 + 1e-3|n|. Prints the table (analytic | numeric | difference per
+    coordinate, then the verdict) unless ``quiet``, and returns it as a FiniteDiffReport. Names of
+    intermediates are listed as skipped."""
     tensors = {name: _leaf(value, torch.float64, grad=False) for name, value in inputs.items()}
     known = None  # fn's values, computed once if a manual gradient names something other than an input
     generator, rows, coordinates, skipped = torch.Generator().manual_seed(seed), [], [], []
 
     def objective():
         with torch.no_grad():
-            return float(_call(fn, tensors, output)[output].sum())
+            out = _call(fn, tensors, output)[output]
+            return float((out * _upstream(upstream, out)).sum())
 
     for name, grad in manual.items():
         if name not in tensors:  # an intermediate (checked to be one of fn's values) or a misspelling
@@ -119,8 +135,8 @@ def finite_differences(fn, inputs, manual, output="out", h=finite_diff.H, *, see
     return report
 
 
-def _autograd(fn, inputs, output, dtype):
-    """fn's values and its inputs (floating ones as ``dtype`` leaves), after ``out.backward(ones)``."""
+def _autograd(fn, inputs, output, dtype, upstream):
+    """fn's values and its inputs (floating ones as ``dtype`` leaves), after ``out.backward(upstream)``."""
     with torch.inference_mode(False), torch.enable_grad():
         leaves = {name: _leaf(value, dtype, grad=True) for name, value in inputs.items()}
         values = _call(fn, leaves, output)
@@ -131,8 +147,19 @@ def _autograd(fn, inputs, output, dtype):
         if not isinstance(out, torch.Tensor) or not out.requires_grad:
             raise LayerError(f"compare: {output!r} does not depend on any floating input, so it has no gradient"
                              f"{_integer_hint(leaves)}")
-        out.backward(torch.ones_like(out))
+        out.backward(_upstream(upstream, out))
     return {**values, **leaves}
+
+
+def _upstream(upstream, out):
+    """dL/d out: ones, or the given gradient (a tensor or number) in out's dtype; its shape must be out's."""
+    if upstream is None:
+        return torch.ones_like(out)
+    grad = torch.as_tensor(upstream, device=out.device).to(out.dtype)
+    if grad.shape != out.shape:
+        raise LayerError(f"compare: upstream has shape {tuple(grad.shape)}, the output has {tuple(out.shape)}; "
+                         "they must match")
+    return grad
 
 
 def _gradient(known, name, output):

@@ -19,7 +19,7 @@ import torch
 from manualnet.errors import LayerError
 from manualnet.verify import finite_diff
 from manualnet.verify.reference import Replay, describe, differentiate, reference_of, with_leaf_parameters
-from manualnet.verify.report import FINITE_DIFF, compare_tensors, failed_row, mismatch, tolerance_for
+from manualnet.verify.report import FINITE_DIFF, Rows, compare_tensors, failed_row, mismatch, tolerance_for
 
 
 def check_module(module, *inputs, grads=None, dtype=torch.float64, fd=False, seed=0, tol=None, index=None):
@@ -33,7 +33,7 @@ def check_module(module, *inputs, grads=None, dtype=torch.float64, fd=False, see
         rows = _module_vs_autograd(module, inputs, grads, dtype, seed, tolerance, label)
         if fd:
             rows += _module_vs_finite_diff(module, inputs, grads, seed, label)
-    return rows
+    return Rows(rows)
 
 
 def check_layer(layer, x, dy=None, *, dtype=torch.float64, fd=False, seed=0, tol=None, index=None):
@@ -50,7 +50,7 @@ def check_loss(loss, pred, target, *, dtype=torch.float64, fd=False, seed=0, tol
         rows = _loss_vs_autograd(loss, pred, target, dtype, seed, tolerance_for(dtype or pred.dtype, tol), label)
         if fd:
             rows += _loss_vs_finite_diff(loss, pred, target, seed, label)
-    return rows
+    return Rows(rows)
 
 
 def check_model(model, loss, x, target, *, dtype=torch.float64, fd=False, seed=0, tol=None):
@@ -69,7 +69,7 @@ def check_model(model, loss, x, target, *, dtype=torch.float64, fd=False, seed=0
     rows += check_loss(loss, output, target, dtype=dtype, fd=fd, seed=seed + len(reached), tol=tol, index="loss")
     with _isolated(x.device):
         rows += _model_vs_autograd(model, loss, x, target, dtype, seed, tolerance_for(dtype or x.dtype, tol))
-    return rows
+    return Rows(rows)
 
 
 def inputs_reaching(model, x, dtype):
@@ -179,9 +179,7 @@ def _backward(run):
 def _module_vs_finite_diff(module, inputs, grads, seed, label):
     work = _working_copy(module, torch.float64)
     inputs = [_cast(x, torch.float64) for x in inputs]
-    kink, moved = getattr(module, "kink", None), 0
-    if kink is not None:
-        inputs[0], moved = finite_diff.move_off_kink(inputs[0], kink)
+    inputs[0], note = finite_diff.keep_off_kinks(module, inputs[0])
     replay = Replay([work], inputs[0].device)
     out = work.forward(*inputs)
     outs = out if isinstance(out, tuple) else (out,)
@@ -197,7 +195,6 @@ def _module_vs_finite_diff(module, inputs, grads, seed, label):
 
     tensors = {**{names[i]: x for i, x in _floating(inputs)},
                **{names[p]: t for p, t in work.named_parameters()}}
-    note = f"{moved} input(s) within {finite_diff.KINK_MARGIN:g} of the kink at {kink:g} moved away" if moved else ""
     return _fd_rows(objective, tensors, manual, seed, label, "; ".join(filter(None, [note, crash])))
 
 

@@ -64,3 +64,29 @@ def move_off_kink(x, kink):
         return x, 0
     side = torch.where(x >= kink, 1.0, -1.0).to(x.dtype)
     return torch.where(near, kink + side * KINK_OFFSET, x), count
+
+
+def spread_ties(x, tie_dims):
+    """x with entries that nearly tie moved apart, and how many moved. Within each slice over x's last
+    ``tie_dims`` dims (a max-pool's (H, W) plane), the sorted entries are pushed up until each is at least
+    KINK_OFFSET above the one below it, keeping their order: a max whose runner-up lies within a stencil's
+    reach has a derivative that jumps there, as ReLU's does at its kink."""
+    flat = x.reshape(*x.shape[:x.dim() - tie_dims], -1)
+    values, order = flat.sort(-1)
+    steps = KINK_OFFSET * torch.arange(values.shape[-1], dtype=x.dtype, device=x.device)
+    spread = torch.cummax(values - steps, -1).values + steps   # w_i = max_{j<=i} v_j + (i - j) * offset
+    count = int((spread != values).sum())
+    return torch.empty_like(flat).scatter_(-1, order, spread).reshape(x.shape), count
+
+
+def keep_off_kinks(layer, x):
+    """x moved where ``layer``'s derivative jumps no longer lies within a stencil of it, and a note saying
+    what moved: a ``kink`` (a point, ReLU's 0) or ties within ``tie_dims`` trailing dims (MaxPool2d)."""
+    kink, tie_dims = getattr(layer, "kink", None), getattr(layer, "tie_dims", None)
+    if kink is not None:
+        x, moved = move_off_kink(x, kink)
+        return x, f"{moved} input(s) within {KINK_MARGIN:g} of the kink at {kink:g} moved away" if moved else ""
+    if tie_dims:
+        x, moved = spread_ties(x, tie_dims)
+        return x, f"{moved} input(s) spread {KINK_OFFSET:g} apart from near-ties a max could flip on" if moved else ""
+    return x, ""

@@ -11,7 +11,8 @@ import contextlib
 import torch
 
 from manualnet.errors import LayerError
-from manualnet.nn.module import Module, autograd_through_forward
+from manualnet.nn.contract import autograd_through_forward
+from manualnet.nn.module import Module
 
 
 class NoReference(LayerError):

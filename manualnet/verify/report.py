@@ -5,6 +5,7 @@ Rows are plain dataclasses: ``row_as_json(row)`` is ``dataclasses.asdict(row)`` 
 """
 
 import dataclasses
+import html
 import math
 
 import torch
@@ -203,3 +204,28 @@ def _cells(row):
 
 def _where(row):
     return row.layer if row.index is None else f"{row.index}:{row.layer}"
+
+
+def html_table(header, rows):
+    """An HTML table of strings: what Jupyter shows for a report (``_repr_html_``)."""
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class Rows(list):
+    """The rows a check returns: a list of Row that prints as ``format_table`` in a terminal and as an HTML
+    table in Jupyter."""
+
+    def __str__(self):
+        return format_table(self)
+
+    __repr__ = __str__
+
+    def __add__(self, other):
+        return Rows(list.__add__(self, other))
+
+    def _repr_html_(self):
+        columns = COLUMNS + (("note",) if any(row.note for row in self) else ())
+        return html_table(columns, [_cells(row)[:len(columns)] for row in self]) + \
+            f"<p>{html.escape(verdict(self))}</p>"

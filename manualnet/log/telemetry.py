@@ -1,10 +1,14 @@
-"""TensorBoard histograms: weights, gradients, activations and update-to-data ratios, per layer."""
+"""TensorBoard histograms: weights, gradients, activations and update-to-data ratios, per layer; and the first
+conv layer's filters as an image grid."""
 
 import math
 
 import torch
 
+from manualnet.nn import Conv2d
 
+FILTER_SCALE = 8   # a 3x3 kernel drawn as 24x24 pixels: TensorBoard shows images at their own size
+MAX_TILES = 256
 
 def record_outputs(model, x, outputs):
     """``model(x)``, with a copy of each top-level child's output put in ``outputs`` (``"0.Linear"`` -> tensor):
@@ -31,20 +35,46 @@ def _recording(child, tag, outputs):
     return recorded
 
 
-def log_histograms(log, model, activations, before, step):
+def log_update_ratios(log, model, before, step):
+    """Each parameter's update ratio as the scalar ``update_ratio/<name>``; ``before`` is
+    ``parameters_before(model)``, taken before this step's update."""
+    ratios = zip((name for name, _ in model.named_parameters()), update_ratios(model, before), strict=True)
+    log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios if math.isfinite(value)}, step)
+
+
+def log_histograms(log, model, activations, step):
     """Histograms of every parameter, its gradient and each top-level layer's output (``activations``, from
-    ``record_outputs``), and each parameter's update ratio; ``before`` is ``parameters_before(model)``,
-    taken before this step's update."""
-    tensors, names = {}, []
+    ``record_outputs``)."""
+    tensors = {}
     for name, param in model.named_parameters():
         tensors[f"weights/{name}"] = param
         if param.grad is not None:
             tensors[f"grads/{name}"] = param.grad
-        names.append(name)
-    ratios = zip(names, update_ratios(model, before), strict=True)
-    log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios if math.isfinite(value)}, step)
     tensors.update({f"activations/{tag}": output for tag, output in activations.items()})
     log.histograms(tensors, step)
+    first_conv = next(((path, m) for path, m in model.named_modules() if isinstance(m, Conv2d)), None)
+    if first_conv:
+        log.images({f"filters/{first_conv[0] or 'conv'}.weight": filter_grid(first_conv[1].weight)}, step)
+
+
+def filter_grid(weight, scale=FILTER_SCALE, pad=1):
+    """A conv weight (O, C, kh, kw) as one (H, W, 3) image in [0, 1]: a grid of tiles on grey, one per filter
+    in colour when C is 3 (an RGB input's filters), else one grey tile per (filter, channel); each tile
+    min-max scaled on its own (its pattern, not its size, is what it shows), enlarged ``scale`` times."""
+    w = weight.detach().float().cpu()
+    o, c, kh, kw = w.shape
+    tiles = (w if c == 3 else w.reshape(o * c, 1, kh, kw))[:MAX_TILES]
+    lo, hi = tiles.amin((1, 2, 3), keepdim=True), tiles.amax((1, 2, 3), keepdim=True)
+    tiles = ((tiles - lo) / (hi - lo).clamp_min(1e-12)).expand(-1, 3, -1, -1)
+    tiles = tiles.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+    th, tw = kh * scale + pad, kw * scale + pad
+    cols = math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    grid = torch.full((3, rows * th + pad, cols * tw + pad), 0.5)
+    for i, tile in enumerate(tiles):
+        r, col = divmod(i, cols)
+        grid[:, pad + r * th:(r + 1) * th, pad + col * tw:(col + 1) * tw] = tile
+    return grid.permute(1, 2, 0)
 
 
 def parameters_before(model):

@@ -1,117 +1,14 @@
-"""The run config: one YAML file, validated by pydantic before any training starts.
+"""Reading a config: YAML with guards, --set overrides, and validation that reports every problem at once."""
 
-Every key is spelled once, here. ``load_config(path, overrides)`` returns a validated ``Config`` or raises a
-ConfigError whose message has one line per problem, each naming the key path and what was expected (with
-the closest valid name for a typo). Component sections (``model`` items, ``loss``, ``optim``, ``schedule``,
-``data``) name a registered ``type``/``dataset`` and pass the other keys to it as keyword arguments; those are
-checked against its signature in ``manualnet.components``.
-"""
-
-import re
-from functools import partial
 from pathlib import Path
-from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ValidationError
 
+from manualnet.config.check import component_problems
+from manualnet.config.schema import MAX_CONFIG_BYTES, MAX_NESTING, Config
 from manualnet.errors import ConfigError
 from manualnet.registry import closest
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class Component(BaseModel):
-    """A registered thing by name plus its keyword arguments (checked later against its signature)."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-
-
-class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="allow")  # per-dataset keys, checked against the loader's signature
-    dataset: str = "digits"
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    test_fraction: float = Field(0.2, ge=0, lt=1)
-    standardize: bool = True
-
-    @model_validator(mode="after")
-    def _leaves_training_data(self):
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction must be < 1, "
-                             f"got {self.val_fraction} + {self.test_fraction}")
-        return self
-
-
-# Counts are strict ints (``epochs: true`` or ``epochs: 2.5`` is an error, not 1 or 2) and the numbers
-# finite (``grad_clip: .inf`` is an error, not "no clipping").
-Count = partial(Field, strict=True)
-Finite = partial(Field, allow_inf_nan=False)
-
-
-class TrainConfig(Section):
-    epochs: int = Count(30, ge=1)
-    batch_size: int = Count(64, ge=1)
-    grad_clip: float | None = Finite(None, gt=0)
-    eval_every: int = Count(1, ge=1)
-    checkpoint_every: int = Count(1, ge=1)
-    checkpoint_interval_s: float = Finite(1.0, ge=0)  # at most one epoch-end checkpoint per this many seconds
-    dist_timeout_s: float = Finite(300, gt=0)  # how long a rank waits for the others under torchrun
-    threads: Literal["auto"] | int = "auto"  # torch's CPU threads (auto: ``threads.cpu_threads``)
-
-    @field_validator("threads", mode="before")
-    @classmethod
-    def _threads(cls, value):
-        if value != "auto" and (type(value) is not int or value < 1):
-            raise ValueError("expected auto or a number of threads (an integer >= 1)")
-        return value
-
-
-class LogConfig(Section):
-    tensorboard: bool = True
-    every: int = Count(10, ge=1)
-    histograms_every: int = Count(100, ge=0)
-
-
-class VerifyConfig(Section):
-    every: int = Count(0, ge=0)
-    at_start: bool = False
-
-
-class Config(Section):
-    name: str = "run"
-    seed: int = Count(0)
-    device: str = "auto"
-    dtype: Literal["float32", "float64"] = "float32"
-    plugins: list[str] = []
-    data: DataConfig = DataConfig()
-    model: list[Component] = Field(min_length=1)
-    loss: Component = Component(type="CrossEntropyLoss")
-    optim: Component = Component(type="SGD", lr=0.1)
-    schedule: Component = Component(type="constant")
-    train: TrainConfig = TrainConfig()
-    log: LogConfig = LogConfig()
-    verify: VerifyConfig = VerifyConfig()
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value):
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
-            raise ValueError("expected a run name (the directory under runs/): letters, digits, '.', '_' and '-', "
-                             "starting with a letter or digit")
-        return value
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value):
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-            raise ValueError("expected auto, cpu, cuda or cuda:N")
-        return value
-
-    def to_dict(self):
-        return self.model_dump(mode="json")
 
 
 def load_config(path, overrides=()):
@@ -120,7 +17,7 @@ def load_config(path, overrides=()):
     raw = read_yaml(path)
     for override in overrides:
         apply_override(raw, override)
-    return validate(raw, source=str(path), base_dir=Path(path).parent)
+    return validate(raw, source=str(path), base_dir=Path(path).parent, overrides=overrides)
 
 
 def read_yaml(path):
@@ -128,17 +25,36 @@ def read_yaml(path):
     if not path.is_file():
         raise ConfigError(f"config file {path} not found" if not path.exists() else f"{path} is not a file")
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size} bytes is too large for a config (at most {MAX_CONFIG_BYTES}); "
+                              "is it the right file?")
+        raw = _nesting_checked(yaml.load(path.read_text(), Loader=_UniqueKeyLoader), str(path))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: YAML syntax error{where}: {e.problem}") from None
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
         raise ConfigError(f"{path}: cannot read YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply (a config has at most {MAX_NESTING} levels)") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys (name, data, model, ...), "
                           f"got {type(raw).__name__}")
     return raw
+
+
+def _nesting_checked(value, source):
+    """``value``, if its lists and mappings nest at most MAX_NESTING deep (else a ConfigError): deeper
+    values would overflow the stack of what reads them next (pydantic, yaml.safe_dump)."""
+    level, seen = [value], set()  # seen: a YAML alias repeats one object; walk it once, not exponentially often
+    for _ in range(MAX_NESTING + 1):
+        containers = [item for item in level if isinstance(item, dict | list) and id(item) not in seen]
+        seen.update(map(id, containers))
+        level = [v for item in containers for v in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return value
+    raise ConfigError(f"{source}: nested too deeply (a config has at most {MAX_NESTING} levels)")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -160,21 +76,35 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def validate(raw, source="config", base_dir=None):
+def validate(raw, source="config", base_dir=None, overrides=()):
     """A validated Config from a plain dict, or a ConfigError listing every problem: the schema's and the
     components' (``assembly.component_problems``: layers, loss, optimizer, schedule and data set by name,
-    with their arguments), so that one run of the command shows them all."""
-    from manualnet.assembly import component_problems  # the registries it reads import this module
-
+    with their arguments), so that one run of the command shows them all. A problem with a key that an
+    override of ``overrides`` (``--set`` values) set is reported as that ``--set``'s, not ``source``'s."""
     try:
         config, lines = Config.model_validate(raw), []
     except ValidationError as e:
         config, lines = None, [_describe(err, raw) for err in e.errors()]
-    lines += component_problems(raw, base_dir)
+    lines = [_attributed(line, overrides) for line in lines + component_problems(raw, base_dir)]
+    if len(lines) == 1 and lines[0].startswith("--set "):
+        raise ConfigError(lines[0])
     if lines:
         raise ConfigError(f"{source}: " + "\n".join(lines) if len(lines) == 1 else
                           f"{source}: {len(lines)} problems\n" + "\n".join(lines))
     return config
+
+
+def _attributed(line, overrides):
+    """``line`` ("key.path: problem") as the problem of the ``--set`` that set that key, or of a section
+    above it, when one did."""
+    where, sep, problem = line.partition(": ")
+    path = where.split(" (")[0]  # "optim (SGD)": a component's section
+    for override in overrides:
+        key = override.partition("=")[0].strip()
+        argument = key.startswith(path + ".") and f" argument {key.rpartition('.')[2]}=" in problem
+        if sep and (path == key or path.startswith(key + ".") or argument):
+            return f"--set {override}: {where + ': ' if path != key else ''}{problem}"
+    return line
 
 
 def _describe(err, raw):
@@ -208,23 +138,34 @@ def apply_override(raw, override):
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: expected key.path=value, e.g. --set optim.lr=0.05")
     try:
-        value = yaml.safe_load(text)
+        value = _nesting_checked(yaml.safe_load(text), f"--set {key.strip()}")
     except yaml.YAMLError:
         value = text
-    parts = key.strip().split(".")
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}: nested too deeply (a config has at most {MAX_NESTING} "
+                          "levels)") from None
+    set_value(raw, key.strip(), value)
+
+
+def set_value(raw, key, value, where=None):
+    """Set the config key ``key`` (a dotted path, ``optim.lr``) of the raw config dict to ``value``, making
+    the sections on the way; an unknown key is a ConfigError naming the closest one, said to be ``where``'s
+    (``--set KEY`` by default)."""
+    where = where or f"--set {key}"
+    parts = key.split(".")
     node, model = raw, Config
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} has {len(node)} items, "
+                raise ConfigError(f"{where}: {'.'.join(parts[:i])} has {len(node)} items, "
                                   f"{part!r} is not an index 0..{len(node) - 1}")
             part = int(part)
         elif not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is a value, not a section")
+            raise ConfigError(f"{where}: {'.'.join(parts[:i])} is a value, not a section")
         elif model is not None and part not in node and part not in model.model_fields and _is_strict(model):
-            where = ".".join(parts[:i]) or "the top level"
-            raise ConfigError(f"--set {key}: unknown key {part!r} in {where}{closest(part, model.model_fields)}")
+            section = ".".join(parts[:i]) or "the top level"
+            raise ConfigError(f"{where}: unknown key {part!r} in {section}{closest(part, model.model_fields)}")
         if last:
             node[part] = value
             return

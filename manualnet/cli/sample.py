@@ -4,12 +4,12 @@ from pathlib import Path
 
 import torch
 
-from manualnet import checkpoint
-from manualnet.assembly import build
-from manualnet.config import load_config
+from manualnet.config.load import load_config
+from manualnet.config.setup import build
 from manualnet.data.text import encode, load_vocabulary
 from manualnet.errors import CheckpointError, ConfigError, DataError
 from manualnet.nn.models.generate import generate
+from manualnet.train import checkpoint
 
 
 def sample_run(args):

@@ -12,20 +12,21 @@ import time
 
 import torch
 
-from manualnet import checkpoint
 from manualnet.data import Batches
 from manualnet.data.text import save_vocabulary
-from manualnet.distributed import Single, restore_rng
-from manualnet.divergence import Diverged, diagnose, diagnose_parameters
 from manualnet.errors import CheckpointError, ManualnetError
-from manualnet.evaluate import accuracy_count, evaluate
-from manualnet.lm_telemetry import log_language_model
-from manualnet.logger import MetricsLogger
+from manualnet.files import write_text
+from manualnet.log.language_model import log_language_model
+from manualnet.log.logger import MetricsLogger
+from manualnet.log.progress import Progress
+from manualnet.log.telemetry import log_histograms, log_update_ratios, parameters_before, record_outputs
 from manualnet.optim import clip_grad_norm, grad_norm
-from manualnet.progress import Progress, summary_table
-from manualnet.run_dir import write_config
-from manualnet.telemetry import log_histograms, parameters_before, record_outputs
-from manualnet.threads import cpu_threads, torch_threads
+from manualnet.train import checkpoint
+from manualnet.train.distributed import Single, restore_rng
+from manualnet.train.divergence import Diverged, diagnose, diagnose_parameters
+from manualnet.train.evaluate import accuracy_count, evaluate
+from manualnet.train.run_dir import write_config
+from manualnet.train.threads import cpu_threads, torch_threads
 from manualnet.verify import check_model, format_table, verdict
 
 
@@ -36,6 +37,14 @@ class Interrupted(Exception):
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint saved. "
                          f"Resume with: manualnet train --resume {run_dir}")
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM: the run stops without writing a checkpoint (exit code 128 + signal)."""
+
+    def __init__(self, signum):
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped at once by a second {signal.Signals(signum).name}; the previous checkpoint is kept")
 
 
 class AuditFailed(Exception):
@@ -111,8 +120,6 @@ class Trainer:
         if self._stop_signal is not None and self.cluster.is_main:
             self.progress.message(f"manualnet: {signal.Signals(self._stop_signal).name} arrived as the run was "
                                   "finishing; it finished")
-        if self.quiet and self.cluster.is_main:
-            print(summary_table(summary))
         return summary
 
     def _keep_what_was_done(self):
@@ -123,7 +130,7 @@ class Trainer:
     def train_epoch(self):
         self.model.train()
         self._epoch_started = time.perf_counter()
-        self.progress.start_epoch(self.epoch, self.batch)
+        self.progress.start_epoch(self.epoch + 1, self.batch)
         for xb, tb, lb in self.batches.epoch(self.epoch, start_batch=self.batch):
             self.train_step(xb, tb, lb)
             self.batch += 1
@@ -138,15 +145,15 @@ class Trainer:
         weight = self.cluster.shard_weight(len(xb), size, self.loss.reduction) if self.parallel else 1.0
         step = self.step + 1  # this step's number, counted from 1
         histograms = self.every["histograms"] and step % self.every["histograms"] == 0 and self.cluster.is_main
+        logging = step % self.every["log"] == 0
         activations = {} if histograms else None  # each top-level layer's output, for its histogram
-        self.optimizer.zero_grad()
         pred = record_outputs(self.model, xb, activations) if histograms else self.model(xb)
         loss = self.loss(pred, tb)
         value = loss.item() * weight
         if not (self.parallel or math.isfinite(value)):  # before backward: the last step's gradients are
             self.diverged(xb, tb, value)                  # still there, to tell which layer went non-finite
+        self.optimizer.zero_grad()
         self.model.backward(self.loss.backward(weight))
-        logging = step % self.every["log"] == 0
         # Train accuracy is measured on the logging steps' batches, and on an epoch's last batch when none of
         # its batches was (so every epoch has one): counting every batch costs a few ops a step, as much as a
         # small network's layer.
@@ -174,20 +181,22 @@ class Trainer:
                 self.diverged(xb, tb, value, norm)
         if self.every["verify"] and step % self.every["verify"] == 0:
             self.audit(xb, tb)
-        before = parameters_before(self.model) if histograms else None
+        # The update ratios of every logging step and the histograms need the parameters before the update.
+        before = parameters_before(self.model) if histograms or (logging and self.cluster.is_main) else None
         self.optimizer.step()
         self.schedule.step()
         self.step = step
         self.running.add(value, correct if sampled else None, size)
         if logging:
             metrics = self.running.interval_metrics(self.optimizer.lr, norm)
-            self.log.scalars(metrics, step, self.epoch)
-            shown = {"loss": "train/loss", "acc": "train/accuracy", "samples/s": "samples_per_sec"}
-            self.progress.step(**{label: metrics[key] for label, key in shown.items() if key in metrics})
+            self.log.scalars(metrics, step, self.epoch + 1)
+            self.progress.step(metrics)
+            if before is not None:
+                log_update_ratios(self.log, self.model, before, step)
         elif self.progress.tty:
             self.progress.step()
         if histograms:
-            log_histograms(self.log, self.model, activations, before, step)
+            log_histograms(self.log, self.model, activations, step)
 
     def end_epoch(self):
         metrics = self.running.epoch_metrics()
@@ -200,12 +209,13 @@ class Trainer:
                                f"{metrics['val/loss']:g} while the training loss was finite. Lower optim.lr "
                                "or set train.grad_clip")
         self.check_weights()  # before the best weights are copied or a checkpoint is written
-        self.log.scalars(metrics, self.step, self.epoch)
+        self.log.scalars(metrics, self.step, self.epoch + 1)  # epochs count from 1, as the progress lines do
+        self.log.tensorboard_scalars({"epoch": self.epoch + 1}, self.step)
         if validated and self.language_model and self.cluster.is_main:
             log_language_model(self.log, self.model, self.s.data, self.step, self.cfg.seed)
         if time.perf_counter() - self._epoch_started >= self.log.handoff_s:  # the next chance may be an epoch
             self.log.write_rows()                                                # away: the rows go out now
-        self.progress.end_epoch(self.epoch, metrics)
+        self.progress.end_epoch(self.epoch + 1, metrics)
         self.epoch, self.batch = self.epoch + 1, 0
         self.running.new_epoch()
         # The best epoch by validation loss among validated epochs; by train loss when there is no val split.
@@ -235,7 +245,7 @@ class Trainer:
             if row.index in modules:
                 tag = f"verify/{row.index}.{type(modules[row.index]).__name__}"
                 worst[tag] = max(worst.get(tag, 0.0), row.max_rel_err)
-        self.log.scalars(worst, self.step, self.epoch)
+        self.log.scalars(worst, self.step, self.epoch + 1)
         failed = [row for row in rows if not row.passed]
         if self.cluster.sum([len(failed)])[0]:  # every rank stops when any rank's shard failed
             self.stop_cleanly()
@@ -258,7 +268,9 @@ class Trainer:
         final = {**self.last_metrics, **(self.s.data.baseline or {})}
         self.writer.flush()
         if self.cluster.is_main:  # the only rank that wrote (and so can read) the best checkpoint
-            final.update(self.test_metrics())
+            test = self.test_metrics()
+            self.log.scalars(test, self.step, self.epoch)
+            final.update(test)
         samples = self.running.samples_total
         final.update({"best_epoch": self.best["epoch"], "epochs": self.epoch, "steps": self.step,
                       "wall_time_s": round(wall_time, 3),
@@ -266,11 +278,9 @@ class Trainer:
         if self.s.device.type == "cpu":  # what a CPU run's speed depends on: train.threads as it resolved
             final["threads"] = torch.get_num_threads()
         if self.cluster.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(final, indent=2) + "\n")
-        hparams = {"optim.type": self.cfg.optim.type, "optim.lr": getattr(self.schedule, "base_lr", self.optimizer.lr),
-                   "train.batch_size": self.cfg.train.batch_size, "train.epochs": self.cfg.train.epochs,
-                   "seed": self.cfg.seed}
-        self.log.hparams(hparams, final)
+            write_text(self.run_dir / "summary.json", json.dumps(final, indent=2) + "\n")
+        results = {k: v for k, v in final.items() if k.split("/")[0] in ("train", "val", "test")}
+        self.log.hparams(self.cfg.to_dict(), results)
         return final
 
     def test_metrics(self):
@@ -345,6 +355,12 @@ class Trainer:
             self.optimizer.load_state_dict(state["optim"])
             self.schedule.load_state_dict(state["schedule"])
             self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+            saved_batch_size = state["config"]["train"]["batch_size"]
+            if self.batch and saved_batch_size != self.cfg.train.batch_size:  # the epoch's order is cut in batches
+                raise CheckpointError(f"the checkpoint is {self.batch} batches into epoch {self.epoch + 1}, with "
+                                      f"train.batch_size = {saved_batch_size}; it cannot go on with "
+                                      f"{self.cfg.train.batch_size} mid-epoch (resume with batch size "
+                                      f"{saved_batch_size} and change it once the epoch is done)")
             if self.epoch > self.cfg.train.epochs:
                 raise CheckpointError(f"the run has already trained {self.epoch} epochs, more than train.epochs = "
                                       f"{self.cfg.train.epochs}; resume with --set train.epochs={self.epoch} "
@@ -394,7 +410,9 @@ class _Running:
                 acc[4] += samples
 
     def interval_metrics(self, lr, norm):
-        metrics = _metrics(self.interval)
+        """The logging interval's mean loss and accuracy (``train/loss_step``, ``train/accuracy_step``: the
+        epoch's are ``train/loss`` and ``train/accuracy``), learning rate, samples/s and gradient norm."""
+        metrics = {f"{k}_step": v for k, v in _metrics(self.interval).items()}
         now = time.perf_counter()
         metrics.update({"lr": lr, "samples_per_sec": self.interval[2] / max(now - self._interval_start, 1e-9)})
         metrics["grad_norm"] = norm
@@ -431,7 +449,7 @@ def _metrics(sums):
 
 class _catch_signals:
     """While training, SIGINT and SIGTERM only ask the loop to stop after the current step (and a run that
-    has trained its last step to finish); a second one stops at once."""
+    has trained its last step to finish); a second one stops at once (StoppedAtOnce)."""
 
     def __init__(self, trainer):
         self.trainer = trainer
@@ -441,7 +459,7 @@ class _catch_signals:
 
     def _handle(self, signum, frame):
         if self.trainer._stop_signal is not None:  # asked twice: stop now, without the checkpoint
-            raise KeyboardInterrupt
+            raise StoppedAtOnce(signum)
         self.trainer._stop_signal = signum
 
     def __exit__(self, *exc):

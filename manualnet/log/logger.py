@@ -1,17 +1,18 @@
 """Where metrics go: ``metrics.jsonl`` always, TensorBoard when ``log.tensorboard`` is on.
 
-Tags are the config's and summary.json's names (``train/loss``, ``val/accuracy``, ``lr``, ...).
+Tags are the config's and summary.json's names (``train/loss``, ``val/accuracy``, ``lr``, ...); a logging
+interval's mean loss and accuracy are ``train/loss_step`` and ``train/accuracy_step``.
 """
 
 import json
 import math
-import os
 import time
 
 import torch
 
-from manualnet.event_file import EventFile
-from manualnet.telemetry import bucket_limits, histogram_data
+from manualnet.files import atomic_write, naming
+from manualnet.log.event_file import EventFile
+from manualnet.log.telemetry import bucket_limits, histogram_data
 
 
 class MetricsLogger:
@@ -32,7 +33,8 @@ class MetricsLogger:
     def __init__(self, run_dir, tensorboard=True, purge_step=None, handoff_s=1.0):
         if run_dir and purge_step is not None:
             _drop_rows_after(run_dir / "metrics.jsonl", purge_step)
-        self.jsonl = open(run_dir / "metrics.jsonl", "a") if run_dir else None  # noqa: SIM115 - as long as the run
+        self.jsonl_path = run_dir / "metrics.jsonl" if run_dir else None
+        self.jsonl = open(self.jsonl_path, "a") if run_dir else None  # noqa: SIM115 - as long as the run
         self.handoff_s, self._rows, self._pending, self._handed_at = handoff_s, [], [], time.monotonic()
         purge_from = None if purge_step is None else purge_step + 1  # TensorBoard's: the first step it drops
         self.events = EventFile(run_dir, purge_from) if tensorboard and run_dir else None
@@ -64,6 +66,12 @@ class MetricsLogger:
             self._pending.append((_histogram_summary, data, step, time.time()))
             self._hand_off_when_due()
 
+    def images(self, images, step):
+        """Each (H, W, 3) tensor in [0, 1] of ``images`` (tag -> tensor) as a TensorBoard image, one event."""
+        if self.events and images:
+            self._pending.append((_image_summary, images, step, time.time()))
+            self._hand_off_when_due()
+
     def _hand_off_when_due(self):
         if time.monotonic() - self._handed_at >= self.handoff_s:
             self.flush()
@@ -72,8 +80,9 @@ class MetricsLogger:
         """Write the metrics.jsonl lines logged since the last call, flushed to the OS."""
         rows, self._rows = self._rows, []  # taken first: a Ctrl-C inside the write cannot write them twice
         if self.jsonl is not None and rows:
-            self.jsonl.write("".join(_json_line(*row) for row in rows))
-            self.jsonl.flush()
+            with naming(self.jsonl_path):  # a full disk's error names the file
+                self.jsonl.write("".join(_json_line(*row) for row in rows))
+                self.jsonl.flush()
 
     def flush(self):
         """Write the pending metrics.jsonl lines and TensorBoard events, flushed to the OS."""
@@ -82,7 +91,8 @@ class MetricsLogger:
         if self.events:
             for build, payload, step, walltime in pending:
                 self.events.add_summary(build(payload), step, walltime)
-            self.events.flush()
+            with naming(self.events.path):
+                self.events.flush()
 
     def text(self, tag, text, step=0):
         """``text`` as TensorBoard text (Markdown, shown as a code block) at ``step``, written now."""
@@ -92,16 +102,18 @@ class MetricsLogger:
             self.events.add_summary(text_summary(tag, f"```\n{text}\n```"), step)
             self.events.flush()
 
-    def hparams(self, hparams, metrics):
-        """Hyperparameters with the final metrics, in this run's own event file (the HPARAMS tab)."""
+    def hparams(self, config, results):
+        """The HPARAMS tab's record of this run: every key of ``config`` (``Config.to_dict()``), flattened to
+        its ``--set`` path (``optim.lr``, ``model.0.out_features``), and the numbers of ``results`` as its
+        metrics. TensorBoard reads a metric's value from the run's scalar of that tag, so each must be one
+        the run logs (``test/loss``, ``val/accuracy``, ...); no scalar is written here."""
         if not self.events:
             return
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-        metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
-        for summary in hparams_summary(hparams, metrics):
+        metrics = {k: v for k, v in results.items() if isinstance(v, int | float) and math.isfinite(v)}
+        for summary in hparams_summary(flat_hparams(config), metrics):
             self.events.add_summary(summary)
-        self.tensorboard_scalars({f"hparams/{tag}": value for tag, value in metrics.items()}, 0)
         self.flush()
 
     def close(self):
@@ -116,23 +128,38 @@ class MetricsLogger:
                 self.events = None
 
 
+def flat_hparams(config, prefix=""):
+    """``config``'s values by dotted path; a list of plain values, or None, as its YAML text (TensorBoard's
+    hyperparameters are numbers, strings and booleans)."""
+    flat = {}
+    items = config.items() if isinstance(config, dict) else enumerate(config)
+    for key, value in items:
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) or (isinstance(value, list) and value and isinstance(value[0], dict)):
+            flat.update(flat_hparams(value, path + "."))
+        elif isinstance(value, bool | int | float | str):
+            flat[path] = value
+        else:
+            flat[path] = json.dumps(value)  # [] or [10, 20]; null
+    return flat
+
+
 def _drop_rows_after(path, step):
     """Resuming from a checkpoint at ``step``: drop the rows a killed process logged after it (they are
     logged again), as TensorBoard's purge_step drops its events; the file is replaced atomically."""
     if not path.is_file():
         return
-    lines = path.read_text().splitlines(keepends=True)
+    lines = path.read_bytes().splitlines(keepends=True)
     kept = [line for line in lines if _row_step(line) <= step]
     if len(kept) < len(lines):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: f.write(b"".join(kept)))
 
 
 def _row_step(line):
     try:
         return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):  # a line a kill cut short: dropped with the rows after it
+    # A line a kill cut short, bytes that are not UTF-8, a step of 1e999: dropped with the rows after it.
+    except (ValueError, KeyError, TypeError, OverflowError):
         return math.inf
 
 
@@ -159,6 +186,14 @@ def _histogram_summary(data):
                                                          bucket_limit=bucket_limits(lo, hi, len(counts)),
                                                          bucket=counts))
     return summary
+
+
+def _image_summary(images):
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard.summary import image
+
+    return Summary(value=[value for tag, hwc in images.items()
+                          for value in image(tag, hwc.numpy(), dataformats="HWC").value])
 
 
 def _json_number(value):

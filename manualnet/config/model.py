@@ -4,25 +4,29 @@ import inspect
 
 import torch
 
-from manualnet.components import construct
 from manualnet.errors import ConfigError, ManualnetError
 from manualnet.nn import LAYERS, LOSSES, Sequential
+from manualnet.registry import construct
 
 CLASS_INDEX_LOSSES = ("CrossEntropyLoss", "NLLLoss")
 DATA_SIZES = ("vocab_size", "block_size")  # a language model's sizes, fixed by its data when a config omits them
 
 
-def build_model(specs, in_features, seed, device="cpu", dtype=torch.float32, probe=None, sizes=None):
-    """A Sequential from ``[{type: Name, **kwargs}, ...]``, weights drawn after ``torch.manual_seed(seed)``.
+def build_model(specs, sample_shape, seed, device="cpu", dtype=torch.float32, probe=None, sizes=None):
+    """A Sequential from ``[{type: Name, **kwargs}, ...]`` for samples of ``sample_shape`` (an int: vectors
+    of that size), weights drawn after ``torch.manual_seed(seed)``.
 
-    ``in_features`` of a layer that takes it is inferred from the previous layer's output; a given one
-    that does not match is an error naming the layer. An argument that is itself a layer spec, or a list of
-    them (``{type: Residual, block: [...]}``), is built the same way, at the input its module gets. A probe
-    batch checks that the sizes chain: zeros, or ``probe`` (a few rows of the data: token ids for a GPT).
-    ``sizes``: ``{vocab_size, block_size}`` from the data, given to a layer that takes them and was not.
+    The sizes in ``INFERRED`` (``in_features``, ``in_channels``, ``num_features``) of a layer that takes them
+    are inferred from the previous layer's output; a given one that does not match is an error naming the
+    layer. An argument that is itself a layer spec, or a list of them (``{type: Residual, block: [...]}``),
+    is built the same way, at the input its module gets. A probe batch (in eval mode: BatchNorm's running
+    statistics stay untouched) checks that the sizes chain: zeros, or ``probe`` (a few rows of the data: a
+    GPT's token ids). ``sizes``: ``{vocab_size, block_size}`` from the data, for a layer that takes them and
+    whose spec does not give them.
     """
     torch.manual_seed(seed)
-    probe = torch.zeros(2, in_features, device=device, dtype=dtype) if probe is None else probe
+    sample_shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
+    probe = torch.zeros(2, *sample_shape, device=device, dtype=dtype) if probe is None else probe
     model, probe = _build_chain(specs, probe, "model", device, dtype, sizes or {})
     return model, probe.shape[-1]
 
@@ -44,19 +48,21 @@ def _build_layer(spec, probe, where, device, dtype, sizes):
                                        device, dtype, sizes)[0]
     accepted = inspect.signature(cls.__init__).parameters
     kwargs.update({k: v for k, v in sizes.items() if k in accepted and kwargs.get(k) is None})
-    features = probe.shape[-1]
-    given = kwargs.get("in_features")
-    if given is not None and given != features:
-        raise ConfigError(f"{where}: {spec['type']} expects {given} input features, gets {features}")
-    if takes_in_features(cls):
-        kwargs["in_features"] = features
+    for key in inferred_arguments(cls):
+        size = INFERRED[key](probe)
+        given = kwargs.get(key)
+        if given is not None and given != size:
+            what = f"{given} input features, gets {size}" if key == "in_features" else f"{key} {given}, gets {size}"
+            raise ConfigError(f"{where}: layer {where[len('model.'):]} ({spec['type']}) expects {what}")
+        kwargs[key] = size
     layer = construct(cls, kwargs, where).to(device=device, dtype=dtype)
     try:
         with torch.inference_mode():
-            probe = layer.forward(probe)
+            probe = layer.eval().forward(probe)
     except ManualnetError as e:
-        raise ConfigError(f"{where}: {spec['type']} cannot take the previous output: {e}") from None
-    return layer, probe
+        raise ConfigError(f"{where}: layer {where[len('model.'):]} ({spec['type']}) cannot take the previous output: "
+                          f"{e}") from None
+    return layer.train(), probe
 
 
 def is_layer_specs(value):
@@ -65,9 +71,27 @@ def is_layer_specs(value):
     return bool(items) and all(isinstance(v, dict) and "type" in v for v in items)
 
 
-def takes_in_features(cls):
-    """Whether layer class ``cls`` takes ``in_features`` (the model builder infers it from the data)."""
-    return "in_features" in inspect.signature(cls.__init__).parameters
+INFERRED = {  # a layer's size argument -> how the builder reads it off the input the layer gets
+    "in_features": lambda x: x.shape[-1],
+    "in_channels": lambda x: x.shape[1],
+    "num_features": lambda x: x.shape[1],
+}
+
+
+def inferred_arguments(cls):
+    """Which of ``INFERRED``'s sizes layer class ``cls`` takes (the model builder fills them in)."""
+    return [key for key in INFERRED if key in inspect.signature(cls.__init__).parameters]
+
+
+def wants_images(specs):
+    """Whether a model takes samples in their own shape ((C, H, W) images) rather than flattened to vectors:
+    its first layer that is sized by its input sizes channels (Conv2d) rather than features (Linear: an MLP,
+    as every config before image layers was)."""
+    for spec in specs:
+        sizes = inferred_arguments(LAYERS.get(spec["type"], where="model.type"))
+        if "in_channels" in sizes or "in_features" in sizes:
+            return "in_channels" in sizes
+    return False
 
 
 def build_loss(spec, out_features, data):

@@ -1,0 +1,164 @@
+"""The manualnet command: parse arguments, call the library, turn errors into exit codes.
+
+Exit codes: 0 done; 1 training failed (divergence) or a gradient check failed; 2 bad input (one line, no
+traceback); 3 a run's file could not be written; 128 + signal number when SIGINT/SIGTERM stopped a run.
+
+Only the standard library is imported here: --help, --version and a mistyped argument answer in a tenth of
+a second, and torch (seconds to import) is imported by the command that runs.
+"""
+
+import argparse
+import difflib
+import sys
+import warnings
+
+from manualnet.errors import ManualnetError
+
+
+def main(argv=None):
+    warnings.showwarning = _show_warning
+    parser, commands = _parser()
+    args, extra = parser.parse_known_args(argv)
+    command = getattr(args, "command", None)
+    if extra:
+        return _unknown_arguments(commands.get(command, parser), extra)
+    if not command:
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except ManualnetError as e:
+        for line in str(e).splitlines():
+            print(f"manualnet: error: {line}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt as e:  # a second SIGINT/SIGTERM in training says which (trainer.StoppedAtOnce)
+        print(f"manualnet: {e or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line, like the errors: ``manualnet: warning: ...`` (no file and line of the library)."""
+    print(f"manualnet: warning: {message}", file=file or sys.stderr)
+
+
+def _version():
+    from manualnet import __version__
+
+    return f"manualnet {__version__}"
+
+
+def _parser():
+    """The top-level parser and each subcommand's, by name."""
+    parser = argparse.ArgumentParser(prog="manualnet", description="Neural networks whose gradients are "
+                                     "written by hand: train, evaluate and verify them.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command")
+    t = sub.add_parser("train", help="train a model from a YAML config",
+                       description="Train a model from a YAML config, or resume a run. Every config key is set "
+                                   "with --set KEY=VALUE (e.g. --set train.epochs=3 --set optim.lr=0.05).")
+    t.add_argument("--config", help="the YAML config (not needed with --resume)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.lr=0.05 (repeatable)")
+    t.add_argument("--run-dir", help="write the run here (must be new or empty)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
+    t.add_argument("--quiet", action="store_true",
+                   help="print only the final summary, the run directory and the tensorboard command")
+    t.set_defaults(handler=_train)
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint on its validation and test splits",
+                       description="Evaluate a run's checkpoint on its validation and test splits.")
+    e.add_argument("--run", required=True, metavar="RUN_DIR",
+                   help="the run directory (runs/<name>/<timestamp>, or the --run-dir it was trained with)")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="best: the epoch with the lowest val/loss; last: the latest checkpoint (default: best)")
+    e.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    e.set_defaults(handler=_eval)
+    v = sub.add_parser("verify", help="check every hand-written gradient against autograd (and finite differences)",
+                       description="Check every hand-written gradient against autograd (and finite differences).")
+    v.add_argument("--config", help="check the model this config trains, on a real batch of its data")
+    v.add_argument("--all-layers", action="store_true",
+                   help="self-test every registered layer and loss on its own (float64, finite differences)")
+    v.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="with --all-layers: a user file that registers layers (repeatable)")
+    v.add_argument("--fd", action="store_true",
+                   help="also compare with central finite differences in float64 (--all-layers always does)")
+    v.add_argument("--dtype", choices=["float64", "float32"], help="--config: the dtype of the check (float64)")
+    v.add_argument("--layer", metavar="NAME",
+                   help="only the layers of this registered type (with --all-layers: only this layer or loss)")
+    v.add_argument("--json", metavar="FILE", help="write the rows and the verdict as JSON")
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="--config: override a key")
+    v.add_argument("--device", help="--config: auto, cpu, cuda or cuda:N")
+    v.set_defaults(handler=_verify)
+    s = sub.add_parser("sample", help="generate text from a language model run's checkpoint",
+                       description="Generate text from a language model run's checkpoint (a text data set's run).")
+    s.add_argument("--run", required=True, metavar="RUN_DIR")
+    s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    s.add_argument("--prompt", default="", help="the text to continue (default: a newline)")
+    s.add_argument("--tokens", type=int, default=500, help="how many characters to generate")
+    s.add_argument("--temperature", type=float, default=1.0, help="divides the logits: below 1 is more conservative")
+    s.add_argument("--top-k", type=int, help="draw only from the k likeliest characters")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    s.set_defaults(handler=_sample)
+    return parser, {"train": t, "eval": e, "verify": v, "sample": s}
+
+
+def _unknown_arguments(parser, extra):
+    """Exit code 2 with ``parser``'s usage and a hint: the --set that sets a config key given as a flag
+    (``--epochs 3``: ``--set train.epochs=3``), else the closest option of the command."""
+    flag, _, value = extra[0].partition("=")
+    if not value and len(extra) > 1 and not extra[1].startswith("-"):
+        value = extra[1]
+    options = [o for action in parser._actions for o in action.option_strings]
+    key = _config_key(flag) if flag.startswith("--") and "--set" in options else None
+    if key:
+        hint = f"use --set {key}={value or 'VALUE'}"
+    else:
+        close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"{parser.prog} --help lists the options"
+    parser.print_usage(sys.stderr)
+    print(f"{parser.prog}: error: unrecognized argument {flag}: {hint}", file=sys.stderr)
+    return 2
+
+
+def _config_key(flag):
+    """The config key a flag such as ``--epochs`` or ``--batch-size`` names (``train.epochs``), or None."""
+    from manualnet.config.schema import Config  # pydantic, not torch: a tenth of a second, on this error path only
+
+    name = flag.removeprefix("--").replace("-", "_")
+    keys = []
+    for field, info in Config.model_fields.items():
+        default = info.default
+        section = default.model_dump() if hasattr(default, "model_dump") else None
+        keys += [f"{field}.{k}" for k in section or {}] if section is not None else [field]
+    matches = [k for k in keys if k.rpartition(".")[2] == name]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _verify(args):
+    from manualnet.verify.command import run
+
+    return run(args)
+
+
+
+def _train(args):
+    from manualnet.cli.commands import train
+
+    return train(args)
+
+
+def _sample(args):
+    from manualnet.cli.sample import sample_run
+
+    return sample_run(args)
+
+
+def _eval(args):
+    from manualnet.cli.commands import evaluate_run
+
+    return evaluate_run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Training from Python, as in a notebook: ``mn.train("configs/mlp.yaml", epochs=...)``."""
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+from manualnet.config.load import read_yaml, set_value, validate
+from manualnet.config.setup import build
+from manualnet.errors import ConfigError
+from manualnet.train.run_dir import new_run_dir
+
+
+@dataclass
+class Run:
+    """What ``train`` returns: the run's summary (``summary.json``'s values) and its directory."""
+
+    summary: dict
+    run_dir: Path
+
+
+def train(config, *, run_dir=None, device=None, quiet=False, **overrides):
+    """Train the model of ``config`` (a YAML path or a dict shaped like one) as ``manualnet train`` does and
+    return a ``Run``. Overrides are config keys, ``__`` standing for the dot: ``train__epochs=3`` is
+    ``--set train.epochs=3``. ``run_dir``: where to write the run (new or empty), else ``runs/<name>/<time>``.
+    A problem with the config is a ConfigError listing every problem; a divergence raises ``Diverged``."""
+    from manualnet.train.trainer import Trainer  # the training loop's imports, only when a run starts
+
+    if isinstance(config, (str, Path)):
+        raw, source, base_dir = read_yaml(config), str(config), Path(config).parent
+    elif isinstance(config, dict):
+        raw, source, base_dir = copy.deepcopy(config), "config", Path.cwd()
+    else:
+        raise ConfigError(f"train: config must be a YAML path or a dict, got {type(config).__name__}")
+    for key, value in overrides.items():
+        set_value(raw, key.replace("__", "."), value, where=f"train(..., {key}=...)")
+    settings = validate(raw, source=source, base_dir=base_dir, overrides=[k.replace("__", ".") for k in overrides])
+    setup = build(settings, device=device, base_dir=base_dir)
+    with new_run_dir(settings.name, explicit=run_dir) as lock:  # one run per directory, as manualnet train
+        summary = Trainer(setup, lock.path, quiet=quiet).fit()
+    return Run(summary=summary, run_dir=lock.path)

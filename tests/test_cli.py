@@ -1,0 +1,69 @@
+"""The command line itself: --version, help text, hints for mistyped flags, start-up without torch."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import manualnet
+from manualnet.cli.main import _parser, main
+from tests.helpers import ROOT, run_cli
+
+CONFIG = {"name": "t", "data": {"dataset": "xor"}, "model": [{"type": "Linear", "out_features": 2}]}
+
+
+def test_version_prints_the_package_version():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"manualnet {manualnet.__version__}"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["train", "--help"], ["train", "--epochs", "3"]])
+def test_help_version_and_argument_errors_do_not_import_torch(args):
+    code = ("import sys\nfrom manualnet.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
+                            env={"PYTHONPATH": str(ROOT), "PATH": ""}, timeout=60)
+    assert result.stderr.splitlines()[-1] == "no torch", result.stderr
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["--epochs", "3"], "unrecognized argument --epochs: use --set train.epochs=3"),
+    (["--lr=0.05"], "unrecognized argument --lr: use --set optim.lr=0.05"),
+    (["--batch-size", "8"], "unrecognized argument --batch-size: use --set train.batch_size=8"),
+    (["--seed"], "unrecognized argument --seed: use --set seed=VALUE"),
+    (["--configs", "c.yaml"], "unrecognized argument --configs: did you mean --config?"),
+    (["--frobnicate"], "unrecognized argument --frobnicate: manualnet train --help lists the options"),
+])
+def test_a_flag_that_does_not_exist_gets_a_hint_under_the_command_s_usage(capsys, args, hint):
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: manualnet train ") and err.splitlines()[-1] == f"manualnet train: error: {hint}"
+
+
+def test_a_bad_set_value_is_attributed_to_set_not_to_the_file(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    assert main(["train", "--config", str(path), "--set", "train.epochs=lots", "--set", "optim.lr=fast"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"manualnet: error: {path}: 2 problems",
+        "manualnet: error: --set train.epochs=lots: input should be a valid integer, got 'lots'",
+        "manualnet: error: --set optim.lr=fast: input should be a valid number, unable to parse string as a "
+        "number, got 'fast'"]
+    assert main(["train", "--config", str(path), "--set", "train.epochs=0"]) == 2
+    assert capsys.readouterr().err == ("manualnet: error: --set train.epochs=0: input should be greater than or "
+                                       "equal to 1, got 0\n")
+
+
+def test_eval_help_documents_run_and_checkpoint_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--run RUN_DIR the run directory" in out and "(default: best)" in out
+
+
+def test_help_text_is_plain_text(capsys):
+    parser, commands = _parser()
+    for p in (parser, *commands.values()):
+        text = p.format_help()
+        assert "``" not in text and "`" not in text, p.prog
