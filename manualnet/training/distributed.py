@@ -20,7 +20,7 @@ import torch
 
 from manualnet.data.base import seeded_generator
 from manualnet.errors import ConfigError
-from manualnet.train import checkpoint
+from manualnet.training import checkpoint
 
 BUCKET_ELEMENTS = 8 * 2**20  # elements per all-reduce: a few collectives per step, not one per tensor
 
