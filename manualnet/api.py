@@ -7,7 +7,7 @@ from pathlib import Path
 from manualnet.assembly import build
 from manualnet.config import read_yaml, set_value, validate
 from manualnet.errors import ConfigError
-from manualnet.run_dir import new_run_dir
+from manualnet.run_dir import RunLock, new_run_dir
 
 
 @dataclass
@@ -36,5 +36,6 @@ def train(config, *, run_dir=None, device=None, quiet=False, **overrides):
     settings = validate(raw, source=source, base_dir=base_dir, overrides=[k.replace("__", ".") for k in overrides])
     setup = build(settings, device=device, base_dir=base_dir)
     directory = new_run_dir(settings.name, explicit=run_dir)
-    summary = Trainer(setup, directory, quiet=quiet).fit()
+    with RunLock(directory):  # one run per directory, as manualnet train holds it
+        summary = Trainer(setup, directory, quiet=quiet).fit()
     return Run(summary=summary, run_dir=directory)

@@ -68,6 +68,8 @@ def resolve_device(requested):
         device = torch.device(requested)
     except RuntimeError:
         raise ConfigError(f"device: {requested!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):  # mps, xla, ...: torch knows them, manualnet runs on neither
+        raise ConfigError(f"device: {requested!r} is not supported; expected auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device: {requested!r} was asked for, but CUDA is not available on this machine "
@@ -105,8 +107,10 @@ def _run_plugin(name, path):
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except (Exception, SystemExit) as e:  # a user's file can fail in any way; report it in one line
+    except BaseException as e:  # a user's file can fail in any way, a BaseException of its own included
         del sys.modules[name]
+        if isinstance(e, KeyboardInterrupt):
+            raise
         raise ConfigError(f"plugins: {path} failed to import: {type(e).__name__}: {e}") from None
     return [(table, key, obj) for table, old in zip(Registry.tables, before, strict=False)
             for key, obj in table.entries.items() if old.get(key) is not obj]
@@ -177,6 +181,8 @@ def component_problems(raw, base_dir=None):
             if kwargs.get(key) is None:
                 kwargs[key] = 1  # inferred from the data when the config leaves it out (or null)
         problems += argument_problems(factory, kwargs, where, fixed=FIXED.get(where, ()))
+        if registry is OPTIMIZERS:
+            problems += _overflowing(kwargs, where, raw.get("dtype", "float32"))
     data = raw.get("data", {})
     name = data.get("dataset", "digits") if isinstance(data, dict) else None
     if isinstance(name, str) and all(isinstance(k, str) for k in data):
@@ -200,6 +206,28 @@ def _layer_sections(specs, where):
             if key != "type" and is_layer_specs(value):
                 sections += _layer_sections(value if isinstance(value, list) else [value], f"{where}.{i}.{key}")
     return sections
+
+
+def _overflowing(kwargs, where, dtype_name):
+    """A line for each number in ``kwargs`` beyond the largest value of the run's dtype: an optimizer scales
+    the parameters' updates by them in that dtype, where they would be infinite."""
+    dtype = getattr(torch, dtype_name, None) if isinstance(dtype_name, str) else None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        return []  # the schema reports the dtype
+    largest = torch.finfo(dtype).max
+    return [f"{where}.{key}: {value} overflows {dtype_name} (largest {largest:.3g})" for key, value in kwargs.items()
+            if math.isfinite(number := _number(value)) and abs(number) > largest]
+
+
+def _number(value):
+    """``value`` as a float if it is a number or a string of one (``--set optim.lr=1e39`` is the string
+    '1e39' to YAML, a float to the argument check); else NaN."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return math.nan
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        return math.nan
 
 
 FIXED = {"optim": ("params",), "schedule": ("optimizer", "steps_per_epoch", "epochs")}  # supplied by build()

@@ -1,7 +1,7 @@
 """The manualnet command: parse arguments, call the library, turn errors into exit codes.
 
 Exit codes: 0 done; 1 training failed (divergence) or a gradient check failed; 2 bad input (one line, no
-traceback); 128 + signal number when SIGINT/SIGTERM stopped a run after checkpointing it.
+traceback); 3 a run's file could not be written; 128 + signal number when SIGINT/SIGTERM stopped a run.
 
 Only the standard library is imported here: --help, --version and a mistyped argument answer in a tenth of
 a second, and torch (seconds to import) is imported by the command that runs.
@@ -30,10 +30,10 @@ def main(argv=None):
     except ManualnetError as e:
         for line in str(e).splitlines():
             print(f"manualnet: error: {line}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("manualnet: interrupted", file=sys.stderr)
-        return 130
+        return e.exit_code
+    except KeyboardInterrupt as e:  # a second SIGINT/SIGTERM in training says which (trainer.StoppedAtOnce)
+        print(f"manualnet: {e or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
 
 
 def _version():

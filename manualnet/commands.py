@@ -1,41 +1,64 @@
 """What each CLI subcommand does, given its parsed arguments."""
 
+import contextlib
+import os
+import signal
 import sys
 from pathlib import Path
 
 from manualnet import checkpoint
 from manualnet.assembly import build
 from manualnet.checkpoint import clean_stale_files
-from manualnet.config import load_config
+from manualnet.config import apply_override, load_config, read_yaml, validate
 from manualnet.distributed import RankFailed, cluster_for
 from manualnet.divergence import Diverged
-from manualnet.errors import CheckpointError, ConfigError
+from manualnet.errors import CheckpointError, ConfigError, ManualnetError, RunDirError
 from manualnet.evaluate import evaluate
+from manualnet.files import storage_error
 from manualnet.progress import summary_table
-from manualnet.run_dir import new_run_dir
+from manualnet.run_dir import RunLock, new_run_dir
 from manualnet.trainer import AuditFailed, Interrupted, Trainer
 
 
 def train(args):
-    config, state, run_dir, base_dir = _inputs(args)
-    if state is not None and _finished(state, config, run_dir):
-        print(f"manualnet: {run_dir} has already trained its {config.train.epochs} epochs: nothing to do (to train "
-              f"more, resume with --set train.epochs=N, N > {config.train.epochs})", file=sys.stderr)
-        return 0
-    setup = build(config, device=args.device, base_dir=base_dir)
-    try:
-        with cluster_for(setup.device, config.train.dist_timeout_s, config.seed) as cluster:
-            run_dir = run_dir or _shared_run_dir(cluster, config.name, args.run_dir)
-            if cluster.is_main and not args.quiet:
-                print(f"run directory: {run_dir}", file=sys.stderr)
-            trainer = Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster)
-            if cluster.is_main and state is not None:
-                print(f"resumed from {_where(state)}", file=sys.stderr)
-            cluster.broadcast_tensors(setup.optimizer.param_buffers())  # one model: rank 0's weights everywhere
-            return _fit(trainer, run_dir, args.quiet)
-    except RankFailed as e:
-        print(f"manualnet: error: {e}", file=sys.stderr)
-        return 1
+    if hasattr(signal, "SIGXFSZ"):  # past `ulimit -f` a write then fails with EFBIG, reported, not a kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    with _resume_lock(args.resume):
+        config, state, resume_dir, base_dir = _inputs(args)
+        if state is not None and _finished(state, config, resume_dir):
+            print(f"manualnet: {resume_dir} has already trained its {config.train.epochs} epochs: nothing to do (to "
+                  f"train more, resume with --set train.epochs=N, N > {config.train.epochs})", file=sys.stderr)
+            return 0
+        setup = build(config, device=args.device, base_dir=base_dir)
+        try:
+            with cluster_for(setup.device, config.train.dist_timeout_s, config.seed) as cluster, \
+                    _claimed_run_dir(cluster, config.name, args.run_dir, resume_dir) as run_dir:
+                if cluster.is_main and not args.quiet:
+                    print(f"run directory: {run_dir}", file=sys.stderr)
+                try:
+                    trainer = Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster)
+                except OSError as e:  # metrics.jsonl or the event file cannot be opened for appending
+                    raise storage_error(e) from None
+                if cluster.is_main and state is not None:
+                    print(f"resumed from {_where(state)}", file=sys.stderr)
+                cluster.broadcast_tensors(setup.optimizer.param_buffers())  # one model: rank 0's weights everywhere
+                return _fit(trainer, run_dir, args.quiet)
+        except RankFailed as e:
+            print(f"manualnet: error: {e}", file=sys.stderr)
+            return 1
+
+
+@contextlib.contextmanager
+def _resume_lock(resume):
+    """Hold the lock of the run directory ``resume`` (a path, or None for a new run) while the block runs:
+    taken before its checkpoint and config are read, so a resume never reads what another process is
+    about to replace. Only rank 0 of a torchrun launch (or a plain process) takes it."""
+    if not resume or not Path(resume).is_dir() or os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    with RunLock(resume):
+        clean_stale_files(Path(resume) / "checkpoints")  # only now: a running process's are not stale
+        yield
 
 
 def _inputs(args):
@@ -46,26 +69,35 @@ def _inputs(args):
                               "combined with it (change a value with --set KEY=VALUE)")
         run_dir = Path(args.resume)
         state = _resume_state(run_dir)
-        clean_stale_files(run_dir / "checkpoints")
-        config = load_config(run_dir / "config.yaml", args.set)
-        return config, state, run_dir, run_dir
+        return _run_config(run_dir, state, args.set), state, run_dir, run_dir
     if not args.config:
         raise ConfigError("train needs --config PATH (or --resume RUN_DIR)")
     return load_config(args.config, args.set), None, None, Path(args.config).parent
 
 
-def _shared_run_dir(cluster, name, explicit):
-    """Rank 0 creates the run directory; every rank gets its path, or rank 0's error about it."""
-    made = None
+@contextlib.contextmanager
+def _claimed_run_dir(cluster, name, explicit, resume_dir):
+    """The resumed directory (locked already: ``_resume_lock``), or a new one that rank 0 creates and holds
+    the lock of while the block runs, before anything is written there; every rank gets its path, or rank
+    0's error about it."""
+    if resume_dir is not None:
+        yield resume_dir
+        return
+    lock, made = None, None
     if cluster.is_main:
         try:
-            made = ("path", str(new_run_dir(name, explicit=explicit)))
-        except (ConfigError, OSError) as e:
+            lock = new_run_dir(name, explicit=explicit)
+            made = ("path", str(lock.path))
+        except (ManualnetError, OSError) as e:
             made = ("error", str(e))
     kind, text = cluster.broadcast(made)
     if kind == "error":
-        raise ConfigError(text)
-    return Path(text)
+        raise RunDirError(text)
+    try:
+        yield Path(text)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _fit(trainer, run_dir, quiet):
@@ -83,12 +115,18 @@ def _fit(trainer, run_dir, quiet):
         print(f"manualnet: {who}{e}", file=sys.stderr)
         return 1
     except Interrupted as e:
+        _quiet_signals()
         if cluster.is_main:  # every rank stopped at the same step; rank 0 saved it
             print(f"manualnet: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # a second signal (trainer.StoppedAtOnce): the CLI reports it
+        _quiet_signals()
+        raise
     except RankFailed:
         trainer.writer.flush()  # a checkpoint being written is whole on disk before we exit
         raise
+    except OSError as e:  # a metrics or event file the run appends to (a checkpoint's says so itself)
+        raise storage_error(e) from None
     if cluster.is_main:
         print(summary_table(summary))
         print(f"run directory: {run_dir}")
@@ -111,24 +149,55 @@ def _where(state):
     return f"epoch {epoch + 1}, after its batch {batch} (step {step})"
 
 
+def _quiet_signals():
+    """The run stopped on a signal and the process is on its way out: another SIGINT or SIGTERM ends it at
+    once, with exit code 128 + its number (Python's KeyboardInterrupt, raised in teardown or in an atexit
+    hook, printed a traceback)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_at_once)
+
+
+def _exit_at_once(signum, frame):
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
 def _resume_state(run_dir):
     if not run_dir.is_dir():
         raise CheckpointError(f"--resume {run_dir}: no such run directory")
-    if not (run_dir / "config.yaml").is_file():
-        raise CheckpointError(f"--resume {run_dir}: not a run directory (no config.yaml)")
     last = run_dir / "checkpoints" / "last.pt"
+    if not (run_dir / "config.yaml").exists() and not last.exists():
+        raise CheckpointError(f"--resume {run_dir}: not a run directory (no config.yaml)")
     if not last.is_file():
         raise CheckpointError(f"--resume {run_dir}: no checkpoint to resume from ({last} does not exist)")
     return checkpoint.load(last)
 
 
+def _run_config(run_dir, state, overrides=()):
+    """The run's config.yaml with ``overrides``; when config.yaml is missing or unreadable (a kill while an
+    older version rewrote it in place), the config the checkpoint ``state`` holds, with a warning."""
+    path = run_dir / "config.yaml"
+    try:
+        raw = read_yaml(path)
+    except ConfigError as e:
+        saved = state.get("config")
+        if not isinstance(saved, dict):
+            raise
+        print(f"manualnet: warning: {e}; using the config saved in the checkpoint", file=sys.stderr)
+        raw = saved
+    for override in overrides:
+        apply_override(raw, override)
+    return validate(raw, source=str(path), base_dir=run_dir)
+
+
 def evaluate_run(args):
     run_dir = Path(args.run)
-    if not (run_dir / "config.yaml").is_file():
+    path = run_dir / "checkpoints" / f"{args.checkpoint}.pt"
+    if not (run_dir / "config.yaml").exists() and not path.exists():
         raise CheckpointError(f"--run {run_dir}: not a run directory (no config.yaml)")
-    config = load_config(run_dir / "config.yaml")
+    state = checkpoint.load(path)
+    config = _run_config(run_dir, state)
     setup = build(config, device=args.device, base_dir=run_dir)
-    state = checkpoint.load(run_dir / "checkpoints" / f"{args.checkpoint}.pt")
     try:
         setup.model.load_state_dict(state["model"])
     except Exception as e:

@@ -29,6 +29,9 @@ def construct(factory, kwargs, where, fixed=None):
         raise ConfigError(f"{where} ({_name(factory)}): {e}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where} ({_name(factory)}): {e}") from None
+    except (RuntimeError, MemoryError) as e:  # torch refusing a size: a negative one, or memory it cannot have
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{where} ({_name(factory)}): cannot be built with these arguments: {first}") from None
 
 
 def argument_problems(factory, kwargs, where, fixed=()):

@@ -45,6 +45,11 @@ class DataConfig(BaseModel):
         return self
 
 
+MAX_TIMEOUT_S = 7 * 24 * 3600  # a week: torch.distributed keeps its timeout in milliseconds; 1e300 s overflows
+MAX_THREADS = 1024  # OpenMP fails to start 16384 threads, and segfaults at 100000
+MAX_CONFIG_BYTES = 1_000_000  # a config is a few kB; a 24 MB YAML list took minutes to load before it failed
+MAX_NESTING = 64  # sections in sections; PyYAML recurses once per level and overflows Python's stack near 600
+
 # Counts are strict ints (``epochs: true`` or ``epochs: 2.5`` is an error, not 1 or 2) and the numbers
 # finite (``grad_clip: .inf`` is an error, not "no clipping").
 Count = partial(Field, strict=True)
@@ -58,14 +63,14 @@ class TrainConfig(Section):
     eval_every: int = Count(1, ge=1)
     checkpoint_every: int = Count(1, ge=1)
     checkpoint_interval_s: float = Finite(1.0, ge=0)  # at most one epoch-end checkpoint per this many seconds
-    dist_timeout_s: float = Finite(300, gt=0)  # how long a rank waits for the others under torchrun
+    dist_timeout_s: float = Finite(300, gt=0, le=MAX_TIMEOUT_S)  # how long a rank waits for the others (torchrun)
     threads: Literal["auto"] | int = "auto"  # torch's CPU threads (auto: ``threads.cpu_threads``)
 
     @field_validator("threads", mode="before")
     @classmethod
     def _threads(cls, value):
-        if value != "auto" and (type(value) is not int or value < 1):
-            raise ValueError("expected auto or a number of threads (an integer >= 1)")
+        if value != "auto" and (type(value) is not int or not 1 <= value <= MAX_THREADS):
+            raise ValueError(f"expected auto or a number of threads (an integer from 1 to {MAX_THREADS})")
         return value
 
 
@@ -82,7 +87,7 @@ class VerifyConfig(Section):
 
 class Config(Section):
     name: str = "run"
-    seed: int = Count(0)
+    seed: int = Count(0, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     device: str = "auto"
     dtype: Literal["float32", "float64"] = "float32"
     plugins: list[str] = []
@@ -128,17 +133,36 @@ def read_yaml(path):
     if not path.is_file():
         raise ConfigError(f"config file {path} not found" if not path.exists() else f"{path} is not a file")
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size} bytes is too large for a config (at most {MAX_CONFIG_BYTES}); "
+                              "is it the right file?")
+        raw = _nesting_checked(yaml.load(path.read_text(), Loader=_UniqueKeyLoader), str(path))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: YAML syntax error{where}: {e.problem}") from None
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
         raise ConfigError(f"{path}: cannot read YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply (a config has at most {MAX_NESTING} levels)") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys (name, data, model, ...), "
                           f"got {type(raw).__name__}")
     return raw
+
+
+def _nesting_checked(value, source):
+    """``value``, if its lists and mappings nest at most MAX_NESTING deep (else a ConfigError): deeper
+    values would overflow the stack of what reads them next (pydantic, yaml.safe_dump)."""
+    level, seen = [value], set()  # seen: a YAML alias repeats one object; walk it once, not exponentially often
+    for _ in range(MAX_NESTING + 1):
+        containers = [item for item in level if isinstance(item, dict | list) and id(item) not in seen]
+        seen.update(map(id, containers))
+        level = [v for item in containers for v in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return value
+    raise ConfigError(f"{source}: nested too deeply (a config has at most {MAX_NESTING} levels)")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -224,9 +248,12 @@ def apply_override(raw, override):
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: expected key.path=value, e.g. --set optim.lr=0.05")
     try:
-        value = yaml.safe_load(text)
+        value = _nesting_checked(yaml.safe_load(text), f"--set {key.strip()}")
     except yaml.YAMLError:
         value = text
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}: nested too deeply (a config has at most {MAX_NESTING} "
+                          "levels)") from None
     set_value(raw, key.strip(), value)
 
 

@@ -30,7 +30,8 @@ class EventFile:
         _fast_event_checksums()
         self._event = Event
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_uid)}"
-        self._file = open(os.path.join(log_dir, name), "ab")  # noqa: SIM115 - open as long as the run
+        self.path = os.path.join(log_dir, name)
+        self._file = open(self.path, "ab")  # noqa: SIM115 - open as long as the run
         self._framed = io.BytesIO()  # the records added since the last flush
         self._records = RecordWriter(self._framed)
         self.add(Event(wall_time=time.time(), file_version="brain.Event:2"))

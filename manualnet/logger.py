@@ -6,12 +6,12 @@ interval's mean loss and accuracy are ``train/loss_step`` and ``train/accuracy_s
 
 import json
 import math
-import os
 import time
 
 import torch
 
 from manualnet.event_file import EventFile
+from manualnet.files import atomic_write, naming
 from manualnet.telemetry import bucket_limits, histogram_data
 
 
@@ -33,7 +33,8 @@ class MetricsLogger:
     def __init__(self, run_dir, tensorboard=True, purge_step=None, handoff_s=1.0):
         if run_dir and purge_step is not None:
             _drop_rows_after(run_dir / "metrics.jsonl", purge_step)
-        self.jsonl = open(run_dir / "metrics.jsonl", "a") if run_dir else None  # noqa: SIM115 - as long as the run
+        self.jsonl_path = run_dir / "metrics.jsonl" if run_dir else None
+        self.jsonl = open(self.jsonl_path, "a") if run_dir else None  # noqa: SIM115 - as long as the run
         self.handoff_s, self._rows, self._pending, self._handed_at = handoff_s, [], [], time.monotonic()
         purge_from = None if purge_step is None else purge_step + 1  # TensorBoard's: the first step it drops
         self.events = EventFile(run_dir, purge_from) if tensorboard and run_dir else None
@@ -79,8 +80,9 @@ class MetricsLogger:
         """Write the metrics.jsonl lines logged since the last call, flushed to the OS."""
         rows, self._rows = self._rows, []  # taken first: a Ctrl-C inside the write cannot write them twice
         if self.jsonl is not None and rows:
-            self.jsonl.write("".join(_json_line(*row) for row in rows))
-            self.jsonl.flush()
+            with naming(self.jsonl_path):  # a full disk's error names the file
+                self.jsonl.write("".join(_json_line(*row) for row in rows))
+                self.jsonl.flush()
 
     def flush(self):
         """Write the pending metrics.jsonl lines and TensorBoard events, flushed to the OS."""
@@ -89,7 +91,8 @@ class MetricsLogger:
         if self.events:
             for build, payload, step, walltime in pending:
                 self.events.add_summary(build(payload), step, walltime)
-            self.events.flush()
+            with naming(self.events.path):
+                self.events.flush()
 
     def text(self, tag, text):
         """``text`` as TensorBoard text (Markdown, shown as a code block), written now."""
@@ -146,18 +149,17 @@ def _drop_rows_after(path, step):
     logged again), as TensorBoard's purge_step drops its events; the file is replaced atomically."""
     if not path.is_file():
         return
-    lines = path.read_text().splitlines(keepends=True)
+    lines = path.read_bytes().splitlines(keepends=True)
     kept = [line for line in lines if _row_step(line) <= step]
     if len(kept) < len(lines):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: f.write(b"".join(kept)))
 
 
 def _row_step(line):
     try:
         return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):  # a line a kill cut short: dropped with the rows after it
+    # A line a kill cut short, bytes that are not UTF-8, a step of 1e999: dropped with the rows after it.
+    except (ValueError, KeyError, TypeError, OverflowError):
         return math.inf
 
 

@@ -1,21 +1,65 @@
-"""Run directories: ``runs/<name>/<timestamp>/``, never shared by two runs."""
+"""Run directories: ``runs/<name>/<timestamp>/``, never shared by two runs.
 
+A process that trains in a directory holds an exclusive ``flock`` on it (``RunLock``) until it ends; the OS
+drops the lock when the process dies, SIGKILL included, so a lock is never left stale. A second run in the
+same directory, started together with the first or resumed alongside it, is refused.
+"""
+
+import fcntl
+import os
 import time
 from pathlib import Path
 
 from manualnet.config import dump_yaml
-from manualnet.errors import ConfigError
+from manualnet.errors import RunDirError
+from manualnet.files import write_text
+
+
+class RunLock:
+    """An exclusive lock on the run directory ``path``, held until ``release`` (or the process's end)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise RunDirError(f"cannot open the run directory {self.path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self._fd)
+            if isinstance(e, BlockingIOError):
+                raise RunDirError(f"{self.path} is in use: another manualnet process is training in it (it holds "
+                                  "the directory's lock); wait for it to end, or use another directory") from None
+            raise RunDirError(f"cannot lock the run directory {self.path}: {e.strerror or e}") from None
+
+    def release(self):
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
 
 
 def new_run_dir(name, root="runs", explicit=None):
-    """A fresh directory for a run: ``explicit`` if given (it must be empty), else a new timestamped one."""
+    """A fresh directory for a run, locked: ``explicit`` if given (it must be empty), else a new timestamped
+    one. Returns its RunLock."""
     if explicit is not None:
         path = Path(explicit)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise ConfigError(f"--run-dir {path} is not empty; runs never overwrite each other "
-                              f"(use --resume {path} to continue it, or pick a new directory)")
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"--run-dir {path} is a file, not a directory; pick a new directory")
         _make(path, parents=True, exist_ok=True)
-        return path
+        lock = RunLock(path)  # before the emptiness check: of two runs started together only one passes it
+        if any(path.iterdir()):
+            lock.release()
+            raise RunDirError(f"--run-dir {path} is not empty; runs never overwrite each other "
+                              f"(use --resume {path} to continue it, or pick a new directory)")
+        return lock
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(root) / name
     _make(base, parents=True, exist_ok=True)
@@ -23,10 +67,10 @@ def new_run_dir(name, root="runs", explicit=None):
         path = base / (stamp if n == 0 else f"{stamp}-{n}")
         try:
             _make(path)
-            return path
+            return RunLock(path)
         except FileExistsError:
             continue
-    raise ConfigError(f"cannot create a new run directory under {base}")
+    raise RunDirError(f"cannot create a new run directory under {base}")
 
 
 def _make(path, **kwargs):
@@ -35,10 +79,11 @@ def _make(path, **kwargs):
     except FileExistsError:
         if not kwargs.get("exist_ok"):  # a timestamp taken by another run: the caller tries the next one
             raise
-        raise ConfigError(f"cannot create the run directory {path}: a file of that name is in the way") from None
+        raise RunDirError(f"cannot create the run directory {path}: a file of that name is in the way") from None
     except OSError as e:
-        raise ConfigError(f"cannot create the run directory {path}: {e.strerror or e}") from None
+        raise RunDirError(f"cannot create the run directory {path}: {e.strerror or e}") from None
 
 
 def write_config(run_dir, config):
-    (Path(run_dir) / "config.yaml").write_text(dump_yaml(config))
+    """The run's resolved config as ``config.yaml``, replaced atomically (a kill never leaves it empty)."""
+    write_text(Path(run_dir) / "config.yaml", dump_yaml(config))

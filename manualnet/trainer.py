@@ -18,6 +18,7 @@ from manualnet.distributed import Single, restore_rng
 from manualnet.divergence import Diverged, diagnose, diagnose_parameters
 from manualnet.errors import CheckpointError, ManualnetError
 from manualnet.evaluate import accuracy_count, evaluate
+from manualnet.files import write_text
 from manualnet.logger import MetricsLogger
 from manualnet.optim import clip_grad_norm, grad_norm
 from manualnet.progress import Progress
@@ -34,6 +35,14 @@ class Interrupted(Exception):
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint saved. "
                          f"Resume with: manualnet train --resume {run_dir}")
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM: the run stops without writing a checkpoint (exit code 128 + signal)."""
+
+    def __init__(self, signum):
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped at once by a second {signal.Signals(signum).name}; the previous checkpoint is kept")
 
 
 class AuditFailed(Exception):
@@ -260,7 +269,7 @@ class Trainer:
         if self.s.device.type == "cpu":  # what a CPU run's speed depends on: train.threads as it resolved
             final["threads"] = torch.get_num_threads()
         if self.cluster.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(final, indent=2) + "\n")
+            write_text(self.run_dir / "summary.json", json.dumps(final, indent=2) + "\n")
         results = {k: v for k, v in final.items() if k.split("/")[0] in ("train", "val", "test")}
         self.log.hparams(self.cfg.to_dict(), results)
         return final
@@ -337,6 +346,12 @@ class Trainer:
             self.optimizer.load_state_dict(state["optim"])
             self.schedule.load_state_dict(state["schedule"])
             self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+            saved_batch_size = state["config"]["train"]["batch_size"]
+            if self.batch and saved_batch_size != self.cfg.train.batch_size:  # the epoch's order is cut in batches
+                raise CheckpointError(f"the checkpoint is {self.batch} batches into epoch {self.epoch + 1}, with "
+                                      f"train.batch_size = {saved_batch_size}; it cannot go on with "
+                                      f"{self.cfg.train.batch_size} mid-epoch (resume with batch size "
+                                      f"{saved_batch_size} and change it once the epoch is done)")
             if self.epoch > self.cfg.train.epochs:
                 raise CheckpointError(f"the run has already trained {self.epoch} epochs, more than train.epochs = "
                                       f"{self.cfg.train.epochs}; resume with --set train.epochs={self.epoch} "
@@ -425,7 +440,7 @@ def _metrics(sums):
 
 class _catch_signals:
     """While training, SIGINT and SIGTERM only ask the loop to stop after the current step (and a run that
-    has trained its last step to finish); a second one stops at once."""
+    has trained its last step to finish); a second one stops at once (StoppedAtOnce)."""
 
     def __init__(self, trainer):
         self.trainer = trainer
@@ -435,7 +450,7 @@ class _catch_signals:
 
     def _handle(self, signum, frame):
         if self.trainer._stop_signal is not None:  # asked twice: stop now, without the checkpoint
-            raise KeyboardInterrupt
+            raise StoppedAtOnce(signum)
         self.trainer._stop_signal = signum
 
     def __exit__(self, *exc):

@@ -213,3 +213,105 @@ def test_resume_refuses_fewer_epochs_than_the_run_has_done(tmp_path, capsys):
     assert main(["train", "--config", str(write_config(tmp_path, raw)), "--run-dir", str(run_dir), "--quiet"]) == 0
     expect_error(capsys, "the run has already trained 3 epochs, more than train.epochs = 2; resume with "
                  "--set train.epochs=3 or more", "train", "--resume", run_dir, "--set", "train.epochs=2")
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "verify"])
+@pytest.mark.parametrize("device", ["mps", "xla", "meta"])
+def test_a_device_torch_knows_but_manualnet_does_not_run_on(tmp_path, capsys, command, device):
+    path = write_config(tmp_path, BASE)
+    if command == "eval":
+        assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
+    args = {"train": ["--config", path, "--run-dir", tmp_path / "new"], "eval": ["--run", tmp_path / "run"],
+            "verify": ["--config", path]}[command]
+    expect_error(capsys, f"device: {device!r} is not supported; expected auto, cpu, cuda or cuda:N",
+                 command, *args, "--device", device)
+
+
+def csv_file(tmp_path, rows):
+    path = tmp_path / "data.csv"
+    path.write_text("a,b,y\n" + "".join(f"{a},{b},{y}\n" for a, b, y in rows))
+    return path
+
+
+XOR_ROWS = [(i % 2, i // 2 % 2, (i % 2) ^ (i // 2 % 2)) for i in range(20)]
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"seed": 2**64}, "seed: input should be less than or equal to 18446744073709551615"),
+    ({"model__0__out_features": -3},
+     "model.0 (Linear): cannot be built with these arguments: Trying to create tensor with negative dimension -3"),
+    ({"model__0__out_features": 10**13}, "model.0 (Linear): cannot be built with these arguments: "),
+    ({"train__dist_timeout_s": 1e300}, "train.dist_timeout_s: input should be less than or equal to 604800"),
+    ({"train__threads": 100000}, "train.threads: expected auto or a number of threads (an integer from 1 to 1024)"),
+    ({"optim": {"type": "SGD", "lr": 1e39}}, "optim.lr: 1e+39 overflows float32 (largest 3.4e+38)"),
+    ({"optim": {"type": "SGD", "lr": "1e39"}}, "optim.lr: 1e39 overflows float32 (largest 3.4e+38)"),
+])
+def test_absurd_numbers_are_refused_before_training(tmp_path, capsys, changes, fragment):
+    expect_error(capsys, fragment, "train", "--config", write_config(tmp_path, with_changes(**changes)),
+                 "--run-dir", tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("delimiter", ["", ";;", '"', "\n"])
+def test_a_csv_delimiter_must_be_one_character(tmp_path, capsys, delimiter):
+    raw = with_changes(data={"dataset": "csv", "path": str(csv_file(tmp_path, XOR_ROWS)), "label": "y",
+                             "delimiter": delimiter})
+    expect_error(capsys, f"data.delimiter: expected one character that separates the columns (not a quote or a "
+                 f"line break), got {delimiter!r}", "train", "--config", write_config(tmp_path, raw))
+
+
+@pytest.mark.parametrize("label", ["inf", "-inf", "nan"])
+def test_a_label_that_is_not_finite_names_its_line(tmp_path, capsys, label):
+    rows = [*XOR_ROWS[:4], (1, 1, label), *XOR_ROWS[4:]]
+    raw = with_changes(data={"dataset": "csv", "path": str(csv_file(tmp_path, rows)), "label": "y"})
+    expect_error(capsys, f"line 6, column 'y': {label!r} is not a finite number", "train", "--config",
+                 write_config(tmp_path, raw))
+
+
+def test_infinite_npz_labels_name_the_sample(tmp_path, capsys):
+    import numpy as np
+
+    y = np.array([0.0, 1.0] * 10)
+    y[3] = np.inf
+    np.savez(tmp_path / "d.npz", x=np.arange(40.0).reshape(20, 2), y=y)
+    raw = with_changes(data={"dataset": "npz", "path": str(tmp_path / "d.npz")})
+    expect_error(capsys, "classification labels must be finite, got inf at sample 3", "train", "--config",
+                 write_config(tmp_path, raw))
+
+
+def test_a_feature_beyond_float32_is_bad_input_naming_its_column(tmp_path, capsys):
+    rows = [*XOR_ROWS[:7], (0, "1e39", 1), *XOR_ROWS[7:]]
+    raw = with_changes(data={"dataset": "csv", "path": str(csv_file(tmp_path, rows)), "label": "y"})
+    expect_error(capsys, "data (csv): feature column 'b' holds 1e+39 (sample 7), beyond float32's range (largest "
+                 "3.4e+38); rescale it, or set dtype: float64", "train", "--config", write_config(tmp_path, raw))
+    raw["dtype"] = "float64"  # where it fits, it trains
+    assert main(["train", "--config", str(write_config(tmp_path, raw)), "--run-dir", str(tmp_path / "run"),
+                 "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("depth", [100, 600, 5000])
+def test_yaml_nested_too_deeply(tmp_path, capsys, depth):
+    text = yaml.safe_dump(BASE) + "extra: " + "[" * depth + "]" * depth + "\n"
+    expect_error(capsys, "nested too deeply (a config has at most 64 levels)", "train", "--config",
+                 write_config(tmp_path, text=text))
+    expect_error(capsys, "--set data.x: nested too deeply (a config has at most 64 levels)", "train", "--config",
+                 write_config(tmp_path, BASE), "--set", "data.x=" + "[" * depth + "]" * depth)
+
+
+def test_a_config_file_of_megabytes_is_refused_at_once(tmp_path, capsys):
+    path = write_config(tmp_path, text=yaml.safe_dump(BASE) + "big: [" + "0, " * 400_000 + "0]\n")
+    expect_error(capsys, f"{path}: {path.stat().st_size} bytes is too large for a config (at most 1000000)",
+                 "train", "--config", path)
+
+
+def test_verify_json_to_a_path_that_cannot_be_written(tmp_path, capsys):
+    target = tmp_path / "no" / "such" / "dir" / "report.json"
+    expect_error(capsys, f"--json {target}: cannot write the report: No such file or directory", "verify",
+                 "--config", write_config(tmp_path, BASE), "--json", target)
+
+
+def test_a_plugin_raising_its_own_base_exception(tmp_path, capsys):
+    plugin = tmp_path / "odd.py"
+    plugin.write_text("class Odd(BaseException):\n    pass\n\n\nraise Odd('not an Exception')\n")
+    expect_error(capsys, f"plugins: {plugin} failed to import: Odd: not an Exception", "train", "--config",
+                 write_config(tmp_path, with_changes(plugins=[str(plugin)])))

@@ -6,7 +6,6 @@ names the file and, where there is one, the array, column and line.
 """
 
 import csv as csv_module
-import math
 import zipfile
 from pathlib import Path
 from typing import Literal
@@ -72,6 +71,9 @@ def csv(path: str, label: str, features: list[str] | None = None, task: Task = "
         delimiter: str = ",") -> Arrays:
     """The ``features`` columns (default: every column but ``label``) and the ``label`` column of the CSV
     file at ``path``, whose first row names the columns. Features must be numbers; labels may be names."""
+    if len(delimiter) != 1 or delimiter in "\r\n\"":
+        raise DataError(f"data.delimiter: expected one character that separates the columns (not a quote or a "
+                        f"line break), got {delimiter!r}")
     path = _existing(path, "csv")
     header, rows, lines = _read_rows(path, delimiter)
     columns = {name: i for i, name in enumerate(header)}
@@ -86,11 +88,11 @@ def csv(path: str, label: str, features: list[str] | None = None, task: Task = "
         raise DataError(f"{path}: no feature columns: the header has only the label {label!r}")
     x = _numbers(rows, lines, [columns[c] for c in wanted], header, path)
     labels = [row[columns[label]].strip() for row in rows]
-    if task == "regression":
+    if task == "regression" or _all_floats(labels):  # numbers, one of them maybe inf or nan: an error naming it
         labels = _numbers(rows, lines, [columns[label]], header, path)
-    elif _all_numbers(labels):
-        labels = np.array(labels, dtype=np.float64)
-    return _arrays(x, labels, task, path)
+    arrays = _arrays(x, labels, task, path)
+    arrays.features = wanted
+    return arrays
 
 
 def _read_rows(path, delimiter):
@@ -140,12 +142,13 @@ def _number(text, line, column, path):
         raise DataError(f"{path}: line {line}, column {column!r}: {text.strip()!r} is not a number") from None
 
 
-def _is_finite_number(text):
+def _is_number(text):
     try:
-        return math.isfinite(float(text))
+        float(text)
+        return True
     except ValueError:
         return False
 
 
-def _all_numbers(texts):
-    return all(_is_finite_number(t) for t in texts)
+def _all_floats(texts):
+    return all(_is_number(t) for t in texts)

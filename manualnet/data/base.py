@@ -40,6 +40,7 @@ class Arrays:
     num_classes: int | None = None
     classes: list | None = None
     test: tuple | None = None
+    features: list | None = None  # each column's name in the source (a CSV header), for errors
 
 
 def loader_arguments(name):
@@ -76,6 +77,9 @@ def class_indices(labels, source):
     if labels.ndim != 1:
         raise DataError(f"{source}: classification labels must be one value per sample, got shape "
                         f"{labels.shape}")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        at = int(np.flatnonzero(~np.isfinite(labels))[0])
+        raise DataError(f"{source}: classification labels must be finite, got {labels[at].item()} at sample {at}")
     if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
         raise DataError(f"{source}: classification labels must be whole numbers or names, got fractional "
                         f"values such as {labels[labels != np.round(labels)][0].item()!r}; use task: regression")

@@ -139,6 +139,25 @@ def split_arrays(arrays, val_fraction, test_fraction, generator):
     return splits
 
 
+def _check_range(arrays, dtype, name):
+    """A DataError naming the column if a feature (or regression target) is beyond ``dtype``'s range: it
+    would become infinite when cast, and the run would stop as diverged on its first step."""
+    largest = torch.finfo(dtype).max
+    sources = [("feature", arrays.x), ("target", arrays.y if arrays.task == "regression" else None)]
+    sources += [("feature", arrays.test[0])] if arrays.test is not None else []
+    for what, values in sources:
+        if values is None or not values.is_floating_point() or torch.finfo(values.dtype).max <= largest:
+            continue
+        flat = values.reshape(len(values), -1)
+        beyond = flat.abs() > largest
+        if beyond.any():
+            row, col = beyond.nonzero()[0].tolist()
+            column = arrays.features[col] if what == "feature" and arrays.features else col
+            raise DataError(f"data ({name}): {what} column {column!r} holds {flat[row, col]:g} (sample {row}), beyond "
+                            f"{str(dtype).removeprefix('torch.')}'s range (largest {largest:.3g}); rescale it, or "
+                            "set dtype: float64")
+
+
 def load_dataset(cfg=None, seed=0, device="cpu", dtype=torch.float32, **kwargs):
     """The data set a config's ``data`` section describes, split, standardised and on ``device``.
 
@@ -159,6 +178,7 @@ def load_dataset(cfg=None, seed=0, device="cpu", dtype=torch.float32, **kwargs):
     if "generator" in inspect.signature(loader).parameters:
         args["generator"] = seeded_generator(seed, "data")
     arrays = loader(**args)
+    _check_range(arrays, dtype, name)
     splits = split_arrays(arrays, val_fraction, test_fraction, seeded_generator(seed, "split"))
     standardizer = Standardizer.fit(splits["train"][0]).to(device, dtype) if standardize else None
     label_dtype = torch.int64 if arrays.task == "classification" else dtype

@@ -85,7 +85,10 @@ def report(rows, json_path=None):
         print(f"first failure: {_where(failed[0])}, tensor {failed[0].tensor}")
     if json_path:
         result = {"verdict": verdict(rows), "passed": all_passed(rows), "rows": [row_as_json(r) for r in rows]}
-        Path(json_path).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+        try:
+            Path(json_path).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+        except OSError as e:
+            raise ConfigError(f"--json {json_path}: cannot write the report: {e.strerror or e}") from None
     return 0 if all_passed(rows) else 1
 
 

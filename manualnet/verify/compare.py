@@ -95,8 +95,8 @@ def compare(fn, inputs, manual, output="out", upstream=None, *, rtol=1e-5, atol=
 def finite_differences(fn, inputs, manual, output="out", upstream=None, h=finite_diff.H, *, seed=0,
                        quiet=False):
     """Each ``manual[name]`` of an input against central differences of sum(upstream * fn(**inputs)[output])
-    in float64 (upstream: ones by default) with step ``h``: all coordinates up to 10,000 elements, a seeded sample beyond; rule
-    |a - n| <= 1e-5 + 1e-3|n|. Prints the table (analytic | numeric | difference per coordinate, then the
+    in float64 (upstream: ones by default) with step ``h``: all coordinates up to 10,000 elements, a seeded
+    sample beyond; rule |a - n| <= 1e-5 + 1e-3|n|. Prints the table (analytic | numeric | difference per coordinate, then the
     verdict) unless ``quiet``, and returns it as a FiniteDiffReport. Names of intermediates are listed as
     skipped."""
     tensors = {name: _leaf(value, torch.float64, grad=False) for name, value in inputs.items()}
