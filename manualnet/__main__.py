@@ -1,5 +1,5 @@
 import sys
 
-from manualnet.cli import main
+from manualnet.cli.main import main
 
 sys.exit(main())

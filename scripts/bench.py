@@ -10,7 +10,7 @@ over rounds of:
 - autograd: the same network in torch.nn from the same weights with torch.optim.SGD;
 - floor: the step's matrix multiplies alone, into preallocated outputs (per Linear the forward product and
   the two backward products, minus the first layer's input gradient).
-Run ``python scripts/bench.py`` or ``manualnet bench``; ``--json FILE`` writes the rows. ``--trainer
+Run ``python scripts/bench.py``; ``--json FILE`` writes the rows. ``--trainer
 CONFIG`` also times ``manualnet train``'s loop against the same steps alone (its overhead).
 
 The autograd baseline lives here, outside the package: manualnet itself never calls autograd.
@@ -232,8 +232,8 @@ def trainer_overhead(config_path, rounds, overrides=()):
     median over rounds of (loop / pure steps) - 1, moves by several times as much from run to run.
     ``costs`` says where the overhead goes, by kind of step (see ``_costs``).
     """
-    from manualnet.config import load_config
-    from manualnet.threads import torch_threads
+    from manualnet.config.load import load_config
+    from manualnet.train.threads import torch_threads
 
     config, base_dir = load_config(config_path, overrides), Path(config_path).parent
     looped, pure, loops, validations = [], [], [], []
@@ -285,8 +285,8 @@ def _fit(config, base_dir):
     """A quiet Trainer's fit of ``config`` in a temporary run directory; returns it and the seconds from
     the loop's start to the first step, then from each step's start to the next one's (the last: to the
     loop's end), less the validation passes in them."""
-    from manualnet.assembly import build
-    from manualnet.trainer import Trainer
+    from manualnet.config.setup import build
+    from manualnet.train.trainer import Trainer
 
     setup = build(config, base_dir=base_dir)
     starts, validations = [], []
@@ -318,7 +318,7 @@ def _fit(config, base_dir):
 
 def _pure_work(config, base_dir):
     """A fresh build of ``config`` and copies of the batches its training run visits, in order."""
-    from manualnet.assembly import build
+    from manualnet.config.setup import build
     from manualnet.data import Batches
 
     setup = build(config, base_dir=base_dir)
@@ -403,7 +403,7 @@ def main(argv=None):
         print("bench: error: --trainer-set overrides the --trainer config; give --trainer CONFIG too", file=sys.stderr)
         return 2
     if args.trainer:  # a bad config is said now, not after minutes of benchmarking
-        from manualnet.config import load_config
+        from manualnet.config.load import load_config
 
         try:
             load_config(args.trainer, args.trainer_set)

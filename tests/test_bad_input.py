@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from manualnet.cli import main
+from manualnet.cli.main import main
 from tests.helpers import run_cli
 
 BASE = {
@@ -155,8 +155,8 @@ def test_run_dir_that_cannot_be_created(tmp_path, capsys, where):
 
 
 def test_random_bytes_are_a_corrupted_checkpoint_not_an_unsafe_one(tmp_path):
-    from manualnet import checkpoint
     from manualnet.errors import CheckpointError
+    from manualnet.train import checkpoint
 
     path = tmp_path / "last.pt"
     path.write_bytes(bytes(range(256)) * 4)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import manualnet
-from manualnet.cli import _parser, main
+from manualnet.cli.main import _parser, main
 from tests.helpers import ROOT, run_cli
 
 CONFIG = {"name": "t", "data": {"dataset": "xor"}, "model": [{"type": "Linear", "out_features": 2}]}

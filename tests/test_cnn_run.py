@@ -4,8 +4,8 @@ TensorBoard as an image grid, and (slow) the full run reaches the accuracy the R
 import pytest
 import torch
 
-from manualnet.cli import main
-from manualnet.telemetry import filter_grid
+from manualnet.cli.main import main
+from manualnet.log.telemetry import filter_grid
 from tests.helpers import config_path, summary
 
 

@@ -7,7 +7,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from manualnet.config import apply_override, load_config, validate
+from manualnet.config.load import apply_override, load_config, validate
 from manualnet.errors import ConfigError
 from tests.helpers import ROOT
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from manualnet.event_file import EventFile
-from manualnet.logger import MetricsLogger
+from manualnet.log.event_file import EventFile
+from manualnet.log.logger import MetricsLogger
 from tests.helpers import config_path
 
 
@@ -75,9 +75,9 @@ def test_two_files_opened_in_the_same_second_are_two_files(tmp_path):
 
 
 def test_a_checkpoint_is_written_after_the_events_up_to_its_step(tmp_path):
-    from manualnet.assembly import build
-    from manualnet.config import load_config
-    from manualnet.trainer import Trainer
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
+    from manualnet.train.trainer import Trainer
 
     setup = build(load_config(config_path("mlp"), ["train.epochs=2", "train.checkpoint_interval_s=0",
                                                    "log.every=5", "log.histograms_every=0"]))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import manualnet as mn
-from manualnet.build import build_model, wants_images
+from manualnet.config.model import build_model, wants_images
 from manualnet.data import load_dataset
 from manualnet.errors import ConfigError
 
@@ -51,8 +51,8 @@ def test_builder_names_a_given_channel_count_that_does_not_fit():
 
 
 def test_cnn_config_trains_on_images(tmp_path):
-    from manualnet.assembly import build
-    from manualnet.config import load_config
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
 
     config = load_config("configs/cnn_digits.yaml", ["train.epochs=1"])
     setup = build(config, device="cpu")

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from manualnet.cli import main
+from manualnet.cli.main import main
 from tests.helpers import ROOT
 
 DOCUMENTS = ["README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]

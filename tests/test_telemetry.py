@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import manualnet as mn
-from manualnet import telemetry
+from manualnet.log import telemetry
 
 
 def reference(v, bins):
@@ -53,9 +53,9 @@ def test_update_ratios_are_log10_of_the_update_std_over_the_parameter_std():
 
 
 def test_activation_histograms_are_the_outputs_of_the_steps_own_forward(tmp_path, monkeypatch):
-    from manualnet import trainer as trainer_module
-    from manualnet.assembly import build
-    from manualnet.config import load_config
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
+    from manualnet.train import trainer as trainer_module
     from tests.helpers import config_path
 
     setup = build(load_config(config_path("spirals"), ["log.histograms_every=3", "log.tensorboard=false"]))

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import manualnet as mn
-from manualnet import threads
-from manualnet.cli import main
-from manualnet.threads import SMALL_STEP_FLOPS, cpu_threads, torch_threads
+from manualnet.cli.main import main
+from manualnet.train import threads
+from manualnet.train.threads import SMALL_STEP_FLOPS, cpu_threads, torch_threads
 from tests.helpers import config_path
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

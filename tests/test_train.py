@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from manualnet.cli import main
+from manualnet.cli.main import main
 from tests.helpers import ROOT, config_path, metrics, run_cli, summary
 
 FAST = ["--set", "train.epochs=2", "--set", "log.every=5", "--set", "log.histograms_every=7", "--quiet"]
@@ -166,9 +166,9 @@ def test_an_optimizer_without_lr_in_the_config_trains_with_its_default(tmp_path)
 @pytest.mark.parametrize("every, counted", [(10, [10, 20, 30]), (100, [33])])
 def test_train_accuracy_is_counted_on_logging_steps_and_on_the_last_batch_only_when_none_logged(
         tmp_path, monkeypatch, every, counted):
-    from manualnet import trainer as trainer_module
-    from manualnet.assembly import build
-    from manualnet.config import load_config
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
+    from manualnet.train import trainer as trainer_module
 
     setup = build(load_config(config_path("spirals"), [f"log.every={every}", "log.tensorboard=false"]))
     trainer = trainer_module.Trainer(setup, tmp_path, quiet=True)
@@ -259,7 +259,7 @@ def test_a_terminal_keeps_a_line_per_epoch_above_the_bars_and_nothing_is_wider_t
 @pytest.mark.parametrize("interval, saves", [(0, 4), (1e6, 2)])  # 2: the first epoch and the last
 def test_epoch_checkpoints_are_at_most_one_per_interval_and_the_last_epoch_always_saves(tmp_path, monkeypatch,
                                                                                         interval, saves):
-    from manualnet import checkpoint
+    from manualnet.train import checkpoint
 
     written = []
     submit = checkpoint.Writer.submit
@@ -282,7 +282,7 @@ def test_epoch_checkpoints_are_at_most_one_per_interval_and_the_last_epoch_alway
 def test_histograms_are_written_with_their_statistics_and_bins(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from manualnet.logger import MetricsLogger
+    from manualnet.log.logger import MetricsLogger
 
     log = MetricsLogger(tmp_path, tensorboard=True)
     log.histograms({"a": torch.arange(10.0), "b": torch.full((3, 2), 2.0), "nan": torch.tensor([float("nan")])},
@@ -301,7 +301,7 @@ def test_histograms_are_written_with_their_statistics_and_bins(tmp_path):
 
 
 def test_metrics_rows_are_written_when_asked_when_due_and_at_close(tmp_path):
-    from manualnet.logger import MetricsLogger
+    from manualnet.log.logger import MetricsLogger
 
     def rows():
         return [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -342,9 +342,9 @@ def test_metrics_rows_are_written_when_asked_when_due_and_at_close(tmp_path):
 def test_an_epoch_of_a_second_or_more_writes_its_rows_at_its_end(tmp_path, long_epoch):
     import time
 
-    from manualnet.assembly import build
-    from manualnet.config import load_config
-    from manualnet.trainer import Trainer
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
+    from manualnet.train.trainer import Trainer
 
     setup = build(load_config(config_path("mlp"), ["log.tensorboard=false", "log.every=100000"]))
     trainer = Trainer(setup, tmp_path, quiet=True)
@@ -364,7 +364,7 @@ def test_tensorboard_event_checksums_are_the_ones_tensorboard_computes(tmp_path)
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
     from tensorboard.summary.writer import record_writer
 
-    from manualnet.logger import MetricsLogger
+    from manualnet.log.logger import MetricsLogger
 
     MetricsLogger(tmp_path, tensorboard=True).close()  # installs the C checksum
     assert getattr(record_writer.masked_crc32c, "manualnet", False)
@@ -374,9 +374,9 @@ def test_tensorboard_event_checksums_are_the_ones_tensorboard_computes(tmp_path)
 
 
 def test_an_evaluation_pass_leaves_no_cache_behind(tmp_path):
-    from manualnet.assembly import build
-    from manualnet.config import load_config
-    from manualnet.evaluate import evaluate
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
+    from manualnet.train.evaluate import evaluate
 
     setup = build(load_config(config_path("mlp"), ["log.tensorboard=false"]))
     x, targets, labels = setup.split("val")
@@ -400,7 +400,7 @@ def test_with_eval_every_only_validated_epochs_can_be_best(tmp_path):
 
 
 def test_the_first_epoch_is_checkpointed_whatever_checkpoint_every_says(tmp_path, monkeypatch):
-    from manualnet import checkpoint
+    from manualnet.train import checkpoint
 
     steps = []
     submit = checkpoint.Writer.submit
@@ -416,13 +416,13 @@ def test_yaml_merge_keys_still_work(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("base: &base {type: Linear, out_features: 16}\n"
                       "model:\n  - <<: *base\n  - {type: ReLU}\n  - {type: Linear, out_features: 10}\n")
-    from manualnet.config import read_yaml
+    from manualnet.config.load import read_yaml
 
     assert read_yaml(config)["model"][0] == {"type": "Linear", "out_features": 16}
 
 
 def test_a_resumed_run_says_where_it_resumed_from(tmp_path, capsys):
-    from manualnet.commands import _where
+    from manualnet.cli.commands import _where
 
     _, run_dir = train(tmp_path, "sigmoid_net")  # 2 epochs of 126 steps
     capsys.readouterr()

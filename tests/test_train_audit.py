@@ -5,7 +5,7 @@ import textwrap
 import pytest
 import yaml
 
-from manualnet.cli import main
+from manualnet.cli.main import main
 from tests.helpers import metrics
 
 WRONG_SIGN_RELU = textwrap.dedent('''

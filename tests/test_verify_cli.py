@@ -9,7 +9,7 @@ import torch
 import yaml
 
 import manualnet as mn
-from manualnet.cli import main
+from manualnet.cli.main import main
 from manualnet.verify import Row
 from manualnet.verify.command import report, verify_model
 from tests.helpers import ROOT, config_path, run_cli

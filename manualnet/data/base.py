@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from manualnet.components import typecheck
 from manualnet.errors import ConfigError, DataError
-from manualnet.registry import Registry, closest
+from manualnet.registry import Registry, closest, typecheck
 
 DATASETS = Registry("dataset")
 

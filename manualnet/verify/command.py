@@ -23,8 +23,8 @@ from manualnet.verify.report import all_passed, compare_tensors, format_table, r
 
 def verify_config(config_path, overrides=(), *, dtype=torch.float64, fd=False, layer=None, device=None):
     """Rows for the model of the config at ``config_path`` on its first training batch."""
-    from manualnet.assembly import build
-    from manualnet.config import load_config
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
 
     config = load_config(config_path, overrides)
     setup = build(config, device=device, base_dir=Path(config_path).parent)  # loads the plugins too
@@ -115,7 +115,7 @@ def run(args):
 def _self_test(args):
     """The self-test's rows, restricted to ``--layer``; --config, --set, --device and --dtype float32 are
     refused (it checks lone layers and losses on the CPU in float64), --fd is what it always does."""
-    from manualnet.assembly import load_plugins
+    from manualnet.config.plugins import load_plugins
     from manualnet.verify.self_test import self_test
 
     given = [flag for flag, value in (("--config", args.config), ("--set", args.set), ("--device", args.device),

@@ -96,9 +96,9 @@ def finite_differences(fn, inputs, manual, output="out", upstream=None, h=finite
                        quiet=False):
     """Each ``manual[name]`` of an input against central differences of sum(upstream * fn(**inputs)[output])
     in float64 (upstream: ones by default) with step ``h``: all coordinates up to 10,000 elements, a seeded
-    sample beyond; rule |a - n| <= 1e-5 + 1e-3|n|. Prints the table (analytic | numeric | difference per coordinate, then the
-    verdict) unless ``quiet``, and returns it as a FiniteDiffReport. Names of intermediates are listed as
-    skipped."""
+    sample beyond; rule |a - n| <= 1e-5 + 1e-3|n|. Prints the table (analytic | numeric | difference per
+    coordinate, then the verdict) unless ``quiet``, and returns it as a FiniteDiffReport. Names of
+    intermediates are listed as skipped."""
     tensors = {name: _leaf(value, torch.float64, grad=False) for name, value in inputs.items()}
     known = None  # fn's values, computed once if a manual gradient names something other than an input
     generator, rows, coordinates, skipped = torch.Generator().manual_seed(seed), [], [], []

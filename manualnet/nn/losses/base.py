@@ -1,5 +1,7 @@
 """The loss contract: ``forward(pred, target)`` returns a 0-d loss; ``backward()`` returns dL/dpred."""
 
+import functools
+
 import torch
 
 from manualnet.errors import LayerError
@@ -14,6 +16,17 @@ def register_loss(name):
     return LOSSES.register(name)
 
 
+class LossValue(torch.Tensor):
+    """What a loss's forward returns: a 0-d tensor like any other (``.item()``, arithmetic), except that
+    ``.backward()``, the autograd habit, says what to call instead: there is no graph to go back through."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    def backward(self, *args, **kwargs):
+        raise LayerError("this loss value has no autograd graph: manualnet's backward is written by hand. Call "
+                         "dpred = loss_fn.backward(), then model.backward(dpred) (the trainer does both)")
+
+
 class Loss(Module):
     """Base class of the losses: ``forward(pred, target)`` returns a 0-d loss, ``backward(dloss=1.0)``
     returns dL/dpred (the target gets no gradient).
@@ -22,6 +35,11 @@ class Loss(Module):
     PyTorch; ``"sum"`` adds them up. Subclasses implement ``forward(pred, target)``, caching what backward
     needs, ``backward(dloss)`` and a functional ``reference(pred, target)`` that verify checks against.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.forward = _returning_a_loss_value(cls.__dict__["forward"])
 
     def __init__(self, reduction="mean"):
         super().__init__()
@@ -53,3 +71,11 @@ class Loss(Module):
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}"
+
+
+def _returning_a_loss_value(forward):
+    @functools.wraps(forward)
+    def value(self, pred, target):
+        return forward(self, pred, target).as_subclass(LossValue)
+
+    return value

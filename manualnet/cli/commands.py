@@ -6,18 +6,18 @@ import signal
 import sys
 from pathlib import Path
 
-from manualnet import checkpoint
-from manualnet.assembly import build
-from manualnet.checkpoint import clean_stale_files
-from manualnet.config import apply_override, load_config, read_yaml, validate
-from manualnet.distributed import RankFailed, cluster_for
-from manualnet.divergence import Diverged
+from manualnet.config.load import apply_override, load_config, read_yaml, validate
+from manualnet.config.setup import build
 from manualnet.errors import CheckpointError, ConfigError, ManualnetError, RunDirError
-from manualnet.evaluate import evaluate
 from manualnet.files import storage_error
-from manualnet.progress import summary_table
-from manualnet.run_dir import RunLock, new_run_dir
-from manualnet.trainer import AuditFailed, Interrupted, Trainer
+from manualnet.log.progress import summary_table
+from manualnet.train import checkpoint
+from manualnet.train.checkpoint import clean_stale_files
+from manualnet.train.distributed import RankFailed, cluster_for
+from manualnet.train.divergence import Diverged
+from manualnet.train.evaluate import evaluate
+from manualnet.train.run_dir import RunLock, new_run_dir
+from manualnet.train.trainer import AuditFailed, Interrupted, Trainer
 
 
 def train(args):
@@ -39,7 +39,7 @@ def train(args):
                     trainer = Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster)
                 except OSError as e:  # metrics.jsonl or the event file cannot be opened for appending
                     raise storage_error(e) from None
-                if cluster.is_main and state is not None:
+                if cluster.is_main and state is not None and not args.quiet:
                     print(f"resumed from {_where(state)}", file=sys.stderr)
                 cluster.broadcast_tensors(setup.optimizer.param_buffers())  # one model: rank 0's weights everywhere
                 return _fit(trainer, run_dir, args.quiet)

@@ -10,17 +10,17 @@ a second, and torch (seconds to import) is imported by the command that runs.
 import argparse
 import difflib
 import sys
+import warnings
 
 from manualnet.errors import ManualnetError
 
 
 def main(argv=None):
+    warnings.showwarning = _show_warning
     parser, commands = _parser()
     args, extra = parser.parse_known_args(argv)
     command = getattr(args, "command", None)
-    if command == "bench":  # everything after "bench" belongs to scripts/bench.py
-        args.bench_args = extra
-    elif extra:
+    if extra:
         return _unknown_arguments(commands.get(command, parser), extra)
     if not command:
         parser.print_help()
@@ -34,6 +34,11 @@ def main(argv=None):
     except KeyboardInterrupt as e:  # a second SIGINT/SIGTERM in training says which (trainer.StoppedAtOnce)
         print(f"manualnet: {e or 'interrupted'}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line, like the errors: ``manualnet: warning: ...`` (no file and line of the library)."""
+    print(f"manualnet: warning: {message}", file=file or sys.stderr)
 
 
 def _version():
@@ -84,9 +89,6 @@ def _parser():
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="--config: override a key")
     v.add_argument("--device", help="--config: auto, cpu, cuda or cuda:N")
     v.set_defaults(handler=_verify)
-    b = sub.add_parser("bench", add_help=False,
-                       help="benchmark a training step against torch autograd (scripts/bench.py; --help there)")
-    b.set_defaults(handler=_bench)
     return parser, {"train": t, "eval": e, "verify": v}
 
 
@@ -110,7 +112,7 @@ def _unknown_arguments(parser, extra):
 
 def _config_key(flag):
     """The config key a flag such as ``--epochs`` or ``--batch-size`` names (``train.epochs``), or None."""
-    from manualnet.config import Config  # pydantic, not torch: a tenth of a second, on this error path only
+    from manualnet.config.schema import Config  # pydantic, not torch: a tenth of a second, on this error path only
 
     name = flag.removeprefix("--").replace("-", "_")
     keys = []
@@ -128,27 +130,15 @@ def _verify(args):
     return run(args)
 
 
-def _bench(args):
-    import runpy
-    from pathlib import Path
-
-    from manualnet.errors import ConfigError
-
-    script = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
-    if not script.is_file():
-        raise ConfigError(f"manualnet bench runs {script}, which this installation lacks: use a source checkout "
-                          "installed with pip install -e .")
-    return runpy.run_path(str(script), run_name="manualnet_bench")["main"](args.bench_args)
-
 
 def _train(args):
-    from manualnet.commands import train
+    from manualnet.cli.commands import train
 
     return train(args)
 
 
 def _eval(args):
-    from manualnet.commands import evaluate_run
+    from manualnet.cli.commands import evaluate_run
 
     return evaluate_run(args)
 

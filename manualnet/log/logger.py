@@ -10,9 +10,9 @@ import time
 
 import torch
 
-from manualnet.event_file import EventFile
 from manualnet.files import atomic_write, naming
-from manualnet.telemetry import bucket_limits, histogram_data
+from manualnet.log.event_file import EventFile
+from manualnet.log.telemetry import bucket_limits, histogram_data
 
 
 class MetricsLogger:

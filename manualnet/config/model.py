@@ -4,9 +4,9 @@ import inspect
 
 import torch
 
-from manualnet.components import construct
 from manualnet.errors import ConfigError, ManualnetError
 from manualnet.nn import LAYERS, LOSSES, Sequential
+from manualnet.registry import construct
 
 CLASS_INDEX_LOSSES = ("CrossEntropyLoss", "NLLLoss")
 

@@ -18,9 +18,9 @@ import re
 
 import torch
 
-from manualnet import checkpoint
 from manualnet.data.base import seeded_generator
 from manualnet.errors import ConfigError
+from manualnet.train import checkpoint
 
 BUCKET_ELEMENTS = 8 * 2**20  # elements per all-reduce: a few collectives per step, not one per tensor
 
@@ -179,9 +179,3 @@ def cluster_for(device, timeout_s=300, seed=0):
         torch.cuda.set_device(local)
     return DataParallel(device, timeout_s, seed)
 
-
-def local_device(device):
-    """Under torchrun on CUDA, each rank uses the GPU of its LOCAL_RANK."""
-    if device.type == "cuda" and launched_by_torchrun():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device

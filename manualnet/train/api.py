@@ -4,10 +4,10 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
-from manualnet.assembly import build
-from manualnet.config import read_yaml, set_value, validate
+from manualnet.config.load import read_yaml, set_value, validate
+from manualnet.config.setup import build
 from manualnet.errors import ConfigError
-from manualnet.run_dir import RunLock, new_run_dir
+from manualnet.train.run_dir import new_run_dir
 
 
 @dataclass
@@ -23,7 +23,7 @@ def train(config, *, run_dir=None, device=None, quiet=False, **overrides):
     return a ``Run``. Overrides are config keys, ``__`` standing for the dot: ``train__epochs=3`` is
     ``--set train.epochs=3``. ``run_dir``: where to write the run (new or empty), else ``runs/<name>/<time>``.
     A problem with the config is a ConfigError listing every problem; a divergence raises ``Diverged``."""
-    from manualnet.trainer import Trainer  # the training loop's imports, only when a run starts
+    from manualnet.train.trainer import Trainer  # the training loop's imports, only when a run starts
 
     if isinstance(config, (str, Path)):
         raw, source, base_dir = read_yaml(config), str(config), Path(config).parent
@@ -35,7 +35,6 @@ def train(config, *, run_dir=None, device=None, quiet=False, **overrides):
         set_value(raw, key.replace("__", "."), value, where=f"train(..., {key}=...)")
     settings = validate(raw, source=source, base_dir=base_dir, overrides=[k.replace("__", ".") for k in overrides])
     setup = build(settings, device=device, base_dir=base_dir)
-    directory = new_run_dir(settings.name, explicit=run_dir)
-    with RunLock(directory):  # one run per directory, as manualnet train holds it
-        summary = Trainer(setup, directory, quiet=quiet).fit()
-    return Run(summary=summary, run_dir=directory)
+    with new_run_dir(settings.name, explicit=run_dir) as lock:  # one run per directory, as manualnet train
+        summary = Trainer(setup, lock.path, quiet=quiet).fit()
+    return Run(summary=summary, run_dir=lock.path)

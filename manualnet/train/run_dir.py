@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from manualnet.config import dump_yaml
+from manualnet.config.load import dump_yaml
 from manualnet.errors import RunDirError
 from manualnet.files import write_text
 

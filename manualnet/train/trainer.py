@@ -12,19 +12,19 @@ import time
 
 import torch
 
-from manualnet import checkpoint
 from manualnet.data import Batches
-from manualnet.distributed import Single, restore_rng
-from manualnet.divergence import Diverged, diagnose, diagnose_parameters
 from manualnet.errors import CheckpointError, ManualnetError
-from manualnet.evaluate import accuracy_count, evaluate
 from manualnet.files import write_text
-from manualnet.logger import MetricsLogger
+from manualnet.log.logger import MetricsLogger
+from manualnet.log.progress import Progress
+from manualnet.log.telemetry import log_histograms, log_update_ratios, parameters_before, record_outputs
 from manualnet.optim import clip_grad_norm, grad_norm
-from manualnet.progress import Progress
-from manualnet.run_dir import write_config
-from manualnet.telemetry import log_histograms, log_update_ratios, parameters_before, record_outputs
-from manualnet.threads import cpu_threads, torch_threads
+from manualnet.train import checkpoint
+from manualnet.train.distributed import Single, restore_rng
+from manualnet.train.divergence import Diverged, diagnose, diagnose_parameters
+from manualnet.train.evaluate import accuracy_count, evaluate
+from manualnet.train.run_dir import write_config
+from manualnet.train.threads import cpu_threads, torch_threads
 from manualnet.verify import check_model, format_table, verdict
 
 

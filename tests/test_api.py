@@ -1,0 +1,49 @@
+"""What a Python or notebook user reaches for: ``mn.train``, the loss value's ``.backward()`` and the warning
+for a Softmax before a loss that does its own."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+import manualnet as mn
+from manualnet.cli.main import main
+from tests.helpers import config_path
+
+
+def test_train_from_python_returns_the_summary_and_the_run_directory(tmp_path):
+    run = mn.train(config_path("regression"), run_dir=tmp_path / "run", quiet=True, train__epochs=2,
+                   log__tensorboard=False)
+    assert run.run_dir == tmp_path / "run"
+    assert run.summary == json.loads((run.run_dir / "summary.json").read_text())
+    assert run.summary["epochs"] == 2 and run.summary["test/loss"] > 0
+
+
+def test_train_takes_a_config_dict_and_names_a_mistyped_override(tmp_path):
+    config = yaml.safe_load(config_path("regression").read_text())
+    run = mn.train(config, run_dir=tmp_path / "run", quiet=True, train__epochs=1, log__tensorboard=False)
+    assert run.summary["epochs"] == 1
+    with pytest.raises(mn.ConfigError, match=r"train\(\.\.\., train__epochz=\.\.\.\): unknown key 'epochz' in train "
+                                             r"\(did you mean 'epochs'\?\)"):
+        mn.train(config, train__epochz=1)
+
+
+def test_calling_backward_on_a_loss_value_says_what_to_call():
+    loss_fn = mn.CrossEntropyLoss()
+    loss = loss_fn(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
+    assert loss.dim() == 0 and isinstance(loss.item(), float) and type(loss * 2) is torch.Tensor
+    with pytest.raises(mn.LayerError, match=r"Call dpred = loss_fn.backward\(\), then model.backward\(dpred\)"):
+        loss.backward()
+    assert loss_fn.backward().shape == (4, 3)   # the hand-written backward is still there to call
+
+
+@pytest.mark.parametrize(("loss", "said"), [("CrossEntropyLoss", "applies softmax twice"),
+                                             ("NLLLoss", "use LogSoftmax")])
+def test_a_softmax_before_a_loss_that_does_its_own_is_a_warning_at_build_time(tmp_path, capsys, loss, said):
+    code = main(["train", "--config", str(config_path("mlp")), "--run-dir", str(tmp_path / "run"), "--quiet",
+                 "--set", "model=[{type: Linear, out_features: 10}, {type: Softmax}]", "--set", f"loss.type={loss}",
+                 "--set", "train.epochs=1", "--set", "log.tensorboard=false"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "manualnet: warning: model.1: " in err and said in err
