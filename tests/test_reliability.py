@@ -179,7 +179,8 @@ def test_a_locked_run_directory_is_refused_and_free_again_after(tmp_path, capsys
 
 
 def test_a_killed_process_leaves_no_lock(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from manualnet.training.run_dir import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; "
+                               "from manualnet.training.run_dir import RunLock; "
                                f"lock = RunLock({str(tmp_path)!r}); print('locked', flush=True); time.sleep(60)"],
                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
