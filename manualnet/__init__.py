@@ -32,7 +32,7 @@ def __getattr__(name):
     if name in _NN_NAMES:
         return getattr(importlib.import_module("manualnet.nn"), name)
     if name == "train":
-        return importlib.import_module("manualnet.train.api").train
+        return importlib.import_module("manualnet.training.api").train
     raise AttributeError(f"module 'manualnet' has no attribute {name!r}")
 
 

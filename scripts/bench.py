@@ -234,7 +234,7 @@ def trainer_overhead(config_path, rounds, overrides=()):
     ``costs`` says where the overhead goes, by kind of step (see ``_costs``).
     """
     from manualnet.config.load import load_config
-    from manualnet.train.threads import torch_threads
+    from manualnet.training.threads import torch_threads
 
     config, base_dir = load_config(config_path, overrides), Path(config_path).parent
     looped, pure, loops, validations = [], [], [], []
@@ -287,7 +287,7 @@ def _fit(config, base_dir):
     the loop's start to the first step, then from each step's start to the next one's (the last: to the
     loop's end), less the validation passes in them."""
     from manualnet.config.setup import build
-    from manualnet.train.trainer import Trainer
+    from manualnet.training.trainer import Trainer
 
     setup = build(config, base_dir=base_dir)
     starts, validations = [], []

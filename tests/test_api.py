@@ -33,6 +33,7 @@ def test_calling_backward_on_a_loss_value_says_what_to_call():
     loss_fn = mn.CrossEntropyLoss()
     loss = loss_fn(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
     assert loss.dim() == 0 and isinstance(loss.item(), float) and type(loss * 2) is torch.Tensor
+    assert f"{loss:.3f}" == f"{loss.item():.3f}"
     with pytest.raises(mn.LayerError, match=r"Call dpred = loss_fn.backward\(\), then model.backward\(dpred\)"):
         loss.backward()
     assert loss_fn.backward().shape == (4, 3)   # the hand-written backward is still there to call

@@ -156,7 +156,7 @@ def test_run_dir_that_cannot_be_created(tmp_path, capsys, where):
 
 def test_random_bytes_are_a_corrupted_checkpoint_not_an_unsafe_one(tmp_path):
     from manualnet.errors import CheckpointError
-    from manualnet.train import checkpoint
+    from manualnet.training import checkpoint
 
     path = tmp_path / "last.pt"
     path.write_bytes(bytes(range(256)) * 4)

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from manualnet.train.distributed import RankFailed, restore_rng, shard_weight
+from manualnet.training.distributed import RankFailed, restore_rng, shard_weight
 from tests.helpers import ROOT, metrics, start_cli, summary
 
 CONFIG = {

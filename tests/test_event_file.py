@@ -77,7 +77,7 @@ def test_two_files_opened_in_the_same_second_are_two_files(tmp_path):
 def test_a_checkpoint_is_written_after_the_events_up_to_its_step(tmp_path):
     from manualnet.config.load import load_config
     from manualnet.config.setup import build
-    from manualnet.train.trainer import Trainer
+    from manualnet.training.trainer import Trainer
 
     setup = build(load_config(config_path("mlp"), ["train.epochs=2", "train.checkpoint_interval_s=0",
                                                    "log.every=5", "log.histograms_every=0"]))

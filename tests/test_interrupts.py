@@ -9,7 +9,7 @@ import yaml
 
 from manualnet.cli.main import main
 from manualnet.errors import CheckpointError
-from manualnet.train import checkpoint
+from manualnet.training import checkpoint
 from tests.helpers import config_path, metrics, run_cli, start_cli, summary
 
 # log.every=7 does not divide an epoch's 20 steps: a stop can fall inside a logging interval. A checkpoint

@@ -13,7 +13,7 @@ MAX_LINES = 320  # "about 300": a file past this has two concepts in it
 
 def test_importing_the_models_math_loads_no_optimizer_config_training_logging_or_cli():
     code = ("import sys, manualnet.nn; print(sorted(m for m in sys.modules if m.startswith('manualnet.') and "
-            "m.split('.')[1] in ('optim', 'data', 'config', 'train', 'log', 'cli', 'verify')))")
+            "m.split('.')[1] in ('optim', 'data', 'config', 'training', 'log', 'cli', 'verify')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                             env={"PYTHONPATH": str(ROOT), "PATH": ""}, check=True)
     assert result.stdout.strip() == "[]"

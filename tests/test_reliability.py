@@ -19,8 +19,8 @@ import yaml
 from manualnet import files
 from manualnet.cli.main import main
 from manualnet.errors import CheckpointError, RunDirError, StorageError
-from manualnet.train import checkpoint
-from manualnet.train.run_dir import RunLock
+from manualnet.training import checkpoint
+from manualnet.training.run_dir import RunLock
 from tests.helpers import ROOT, config_path, metrics, start_cli, summary
 
 QUICK = ["--set", "log.tensorboard=false", "--set", "log.histograms_every=0"]
@@ -179,7 +179,8 @@ def test_a_locked_run_directory_is_refused_and_free_again_after(tmp_path, capsys
 
 
 def test_a_killed_process_leaves_no_lock(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from manualnet.run_dir import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; "
+                               "from manualnet.training.run_dir import RunLock; "
                                f"lock = RunLock({str(tmp_path)!r}); print('locked', flush=True); time.sleep(60)"],
                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
@@ -308,7 +309,7 @@ def test_a_second_signal_exits_128_plus_its_number_without_a_traceback(tmp_path,
 
 
 def test_stopped_at_once_carries_the_signal_s_exit_code():
-    from manualnet.train.trainer import StoppedAtOnce
+    from manualnet.training.trainer import StoppedAtOnce
 
     assert StoppedAtOnce(signal.SIGTERM).exit_code == 143
     assert str(StoppedAtOnce(signal.SIGINT)) == "stopped at once by a second SIGINT; the previous checkpoint is kept"

@@ -55,7 +55,7 @@ def test_update_ratios_are_log10_of_the_update_std_over_the_parameter_std():
 def test_activation_histograms_are_the_outputs_of_the_steps_own_forward(tmp_path, monkeypatch):
     from manualnet.config.load import load_config
     from manualnet.config.setup import build
-    from manualnet.train import trainer as trainer_module
+    from manualnet.training import trainer as trainer_module
     from tests.helpers import config_path
 
     setup = build(load_config(config_path("spirals"), ["log.histograms_every=3", "log.tensorboard=false"]))

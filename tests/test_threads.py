@@ -12,8 +12,8 @@ import torch
 
 import manualnet as mn
 from manualnet.cli.main import main
-from manualnet.train import threads
-from manualnet.train.threads import SMALL_STEP_FLOPS, cpu_threads, torch_threads
+from manualnet.training import threads
+from manualnet.training.threads import SMALL_STEP_FLOPS, cpu_threads, torch_threads
 from tests.helpers import config_path
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

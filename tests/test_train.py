@@ -168,7 +168,7 @@ def test_train_accuracy_is_counted_on_logging_steps_and_on_the_last_batch_only_w
         tmp_path, monkeypatch, every, counted):
     from manualnet.config.load import load_config
     from manualnet.config.setup import build
-    from manualnet.train import trainer as trainer_module
+    from manualnet.training import trainer as trainer_module
 
     setup = build(load_config(config_path("spirals"), [f"log.every={every}", "log.tensorboard=false"]))
     trainer = trainer_module.Trainer(setup, tmp_path, quiet=True)
@@ -259,7 +259,7 @@ def test_a_terminal_keeps_a_line_per_epoch_above_the_bars_and_nothing_is_wider_t
 @pytest.mark.parametrize("interval, saves", [(0, 4), (1e6, 2)])  # 2: the first epoch and the last
 def test_epoch_checkpoints_are_at_most_one_per_interval_and_the_last_epoch_always_saves(tmp_path, monkeypatch,
                                                                                         interval, saves):
-    from manualnet.train import checkpoint
+    from manualnet.training import checkpoint
 
     written = []
     submit = checkpoint.Writer.submit
@@ -344,7 +344,7 @@ def test_an_epoch_of_a_second_or_more_writes_its_rows_at_its_end(tmp_path, long_
 
     from manualnet.config.load import load_config
     from manualnet.config.setup import build
-    from manualnet.train.trainer import Trainer
+    from manualnet.training.trainer import Trainer
 
     setup = build(load_config(config_path("mlp"), ["log.tensorboard=false", "log.every=100000"]))
     trainer = Trainer(setup, tmp_path, quiet=True)
@@ -376,7 +376,7 @@ def test_tensorboard_event_checksums_are_the_ones_tensorboard_computes(tmp_path)
 def test_an_evaluation_pass_leaves_no_cache_behind(tmp_path):
     from manualnet.config.load import load_config
     from manualnet.config.setup import build
-    from manualnet.train.evaluate import evaluate
+    from manualnet.training.evaluate import evaluate
 
     setup = build(load_config(config_path("mlp"), ["log.tensorboard=false"]))
     x, targets, labels = setup.split("val")
@@ -400,7 +400,7 @@ def test_with_eval_every_only_validated_epochs_can_be_best(tmp_path):
 
 
 def test_the_first_epoch_is_checkpointed_whatever_checkpoint_every_says(tmp_path, monkeypatch):
-    from manualnet.train import checkpoint
+    from manualnet.training import checkpoint
 
     steps = []
     submit = checkpoint.Writer.submit
@@ -426,7 +426,7 @@ def test_a_resumed_run_says_where_it_resumed_from(tmp_path, capsys):
 
     _, run_dir = train(tmp_path, "sigmoid_net")  # 2 epochs of 126 steps
     capsys.readouterr()
-    assert main(["train", "--resume", str(run_dir), "--set", "train.epochs=3", "--quiet"]) == 0
+    assert main(["train", "--resume", str(run_dir), "--set", "train.epochs=3"]) == 0
     assert "resumed from the end of epoch 2 (step 252)\n" in capsys.readouterr().err
     assert _where({"epoch": 2, "batch": 5, "step": 45}) == "epoch 3, after its batch 5 (step 45)"
     assert [m["epoch"] for m in metrics(run_dir) if "val/loss" in m] == [1, 2, 3]

@@ -11,13 +11,13 @@ from manualnet.config.setup import build
 from manualnet.errors import CheckpointError, ConfigError, ManualnetError, RunDirError
 from manualnet.files import storage_error
 from manualnet.log.progress import summary_table
-from manualnet.train import checkpoint
-from manualnet.train.checkpoint import clean_stale_files
-from manualnet.train.distributed import RankFailed, cluster_for
-from manualnet.train.divergence import Diverged
-from manualnet.train.evaluate import evaluate
-from manualnet.train.run_dir import RunLock, new_run_dir
-from manualnet.train.trainer import AuditFailed, Interrupted, Trainer
+from manualnet.training import checkpoint
+from manualnet.training.checkpoint import clean_stale_files
+from manualnet.training.distributed import RankFailed, cluster_for
+from manualnet.training.divergence import Diverged
+from manualnet.training.evaluate import evaluate
+from manualnet.training.run_dir import RunLock, new_run_dir
+from manualnet.training.trainer import AuditFailed, Interrupted, Trainer
 
 
 def train(args):

@@ -53,7 +53,8 @@ def component_problems(raw, base_dir=None):
         for key in [*inferred_arguments(factory), *data_sizes] if registry is LAYERS else ():
             if kwargs.get(key) is None:
                 kwargs[key] = 1  # inferred from the data when the config leaves it out (or null)
-        problems += argument_problems(factory, kwargs, where, fixed=FIXED.get(where, ()))
+        nested = tuple(k for k, v in spec_kwargs(spec).items() if is_layer_specs(v))  # checked as their own rows
+        problems += argument_problems(factory, kwargs, where, fixed=FIXED.get(where, ()) + nested)
         if registry is OPTIMIZERS:
             problems += _overflowing(kwargs, where, raw.get("dtype", "float32"))
     data = raw.get("data", {})

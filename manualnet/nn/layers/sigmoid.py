@@ -7,7 +7,6 @@ from manualnet.nn.module import Module, register_layer
 class Sigmoid(Module):
     """y = 1 / (1 + exp(-x)), elementwise. Shape: any; y has x's shape."""
 
-
     def forward(self, x):
         y = torch.sigmoid(x)
         self.cache = y                          # backward needs only y
@@ -24,7 +23,6 @@ class Sigmoid(Module):
 @register_layer("Tanh")
 class Tanh(Module):
     """y = tanh(x), elementwise. Shape: any; y has x's shape."""
-
 
     def forward(self, x):
         y = torch.tanh(x)

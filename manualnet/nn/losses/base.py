@@ -22,6 +22,9 @@ class LossValue(torch.Tensor):
 
     __torch_function__ = torch._C._disabled_torch_function_impl
 
+    def __format__(self, spec):  # f"{loss:.4f}": torch formats only exact Tensors
+        return self.as_subclass(torch.Tensor).__format__(spec)
+
     def backward(self, *args, **kwargs):
         raise LayerError("this loss value has no autograd graph: manualnet's backward is written by hand. Call "
                          "dpred = loss_fn.backward(), then model.backward(dpred) (the trainer does both)")

@@ -4,7 +4,7 @@ Started by ``torchrun`` (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PO
 process group with gloo on the CPU and NCCL on CUDA (one GPU per rank, from LOCAL_RANK). Each rank takes a
 contiguous shard of every global batch, runs its own hand-written forward and backward, and the gradients
 are summed over ranks in a few all-reduces over the model's flat gradient buffer (every gradient tensor is
-a view of it: ``Sequential.grad_buffers()``), in buckets of ``BUCKET_ELEMENTS``. One more small all-reduce
+a view of it: ``Optimizer.grad_buffers()``), in buckets of ``BUCKET_ELEMENTS``. One more small all-reduce
 carries the step's numbers (the loss, the correct count, the stop flag), so the ranks agree on them.
 
 Exactness: with a mean-reduced loss, rank r's gradient is scaled by n_r / N (its shard's share of the global
@@ -20,7 +20,7 @@ import torch
 
 from manualnet.data.base import seeded_generator
 from manualnet.errors import ConfigError
-from manualnet.train import checkpoint
+from manualnet.training import checkpoint
 
 BUCKET_ELEMENTS = 8 * 2**20  # elements per all-reduce: a few collectives per step, not one per tensor
 
@@ -86,7 +86,7 @@ class DataParallel:
 
     def reduce(self, buffers, values):
         """Sum every rank's (already weighted) gradients in place, bucket by bucket over ``buffers`` (the
-        model's flat gradient buffer: ``Sequential.grad_buffers()``), and ``values`` (numbers) in one more
+        model's flat gradient buffer: ``Optimizer.grad_buffers()``), and ``values`` (numbers) in one more
         small collective; returns the summed values as floats."""
         for flat in buffers:
             flat = flat.view(-1)

@@ -7,7 +7,7 @@ from pathlib import Path
 from manualnet.config.load import read_yaml, set_value, validate
 from manualnet.config.setup import build
 from manualnet.errors import ConfigError
-from manualnet.train.run_dir import new_run_dir
+from manualnet.training.run_dir import new_run_dir
 
 
 @dataclass
@@ -23,7 +23,7 @@ def train(config, *, run_dir=None, device=None, quiet=False, **overrides):
     return a ``Run``. Overrides are config keys, ``__`` standing for the dot: ``train__epochs=3`` is
     ``--set train.epochs=3``. ``run_dir``: where to write the run (new or empty), else ``runs/<name>/<time>``.
     A problem with the config is a ConfigError listing every problem; a divergence raises ``Diverged``."""
-    from manualnet.train.trainer import Trainer  # the training loop's imports, only when a run starts
+    from manualnet.training.trainer import Trainer  # the training loop's imports, only when a run starts
 
     if isinstance(config, (str, Path)):
         raw, source, base_dir = read_yaml(config), str(config), Path(config).parent

@@ -21,12 +21,12 @@ from manualnet.log.logger import MetricsLogger
 from manualnet.log.progress import Progress
 from manualnet.log.telemetry import log_histograms, log_update_ratios, parameters_before, record_outputs
 from manualnet.optim import clip_grad_norm, grad_norm
-from manualnet.train import checkpoint
-from manualnet.train.distributed import Single, restore_rng
-from manualnet.train.divergence import Diverged, diagnose, diagnose_parameters
-from manualnet.train.evaluate import accuracy_count, evaluate
-from manualnet.train.run_dir import write_config
-from manualnet.train.threads import cpu_threads, torch_threads
+from manualnet.training import checkpoint
+from manualnet.training.distributed import Single, restore_rng
+from manualnet.training.divergence import Diverged, diagnose, diagnose_parameters
+from manualnet.training.evaluate import accuracy_count, evaluate
+from manualnet.training.run_dir import write_config
+from manualnet.training.threads import cpu_threads, torch_threads
 from manualnet.verify import check_model, format_table, verdict
 
 
