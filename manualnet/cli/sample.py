@@ -9,7 +9,7 @@ from manualnet.config.setup import build
 from manualnet.data.text import encode, load_vocabulary
 from manualnet.errors import CheckpointError, ConfigError, DataError
 from manualnet.nn.models.generate import generate
-from manualnet.train import checkpoint
+from manualnet.training import checkpoint
 
 
 def sample_run(args):

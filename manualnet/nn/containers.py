@@ -27,7 +27,14 @@ class Sequential(Module):
             setattr(self, str(i), layer)
 
     def check_inputs(self, x):
-        """Nothing to refuse here: the first layer checks x itself (a GPT takes integer token ids)."""
+        """What x must be is the first layer's to say (a GPT takes integer token ids); its refusal names both."""
+        first = next(iter(self._modules.values()), None)
+        if first is None:
+            return
+        try:
+            first.check_inputs(x)
+        except LayerError as e:
+            raise self.fail(f"layer 0: {e}") from None
 
     def forward(self, x):
         for layer in self._modules.values():
