@@ -67,7 +67,7 @@ def _checked_forward(forward, arity):
             if _State.inference:
                 d["cache"], d["_out_shapes"] = None, None
             else:
-                d["_out_shapes"] = _shapes(out)
+                d["_out_shapes"] = out.shape if type(out) is torch.Tensor else _shapes(out)
             return out
         graph = _needs_no_grad(inputs)
         if graph:
@@ -174,7 +174,8 @@ def _arity(forward):
 
 
 def _signature(inputs):
-    return tuple([(x.shape, x.dtype, x.device) if isinstance(x, torch.Tensor) else type(x) for x in inputs])
+    """Shapes, dtypes and devices (get_device: -1 on the CPU, cheaper than building a torch.device)."""
+    return tuple([(x.shape, x.dtype, x.get_device()) if isinstance(x, torch.Tensor) else type(x) for x in inputs])
 
 
 def _shapes(value):
