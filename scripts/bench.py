@@ -11,7 +11,8 @@ over rounds of:
 - floor: the step's matrix multiplies alone, into preallocated outputs (per Linear the forward product and
   the two backward products, minus the first layer's input gradient).
 Run ``python scripts/bench.py``; ``--json FILE`` writes the rows. ``--trainer
-CONFIG`` also times ``manualnet train``'s loop against the same steps alone (its overhead).
+CONFIG`` also times ``manualnet train``'s loop against the same steps alone (its overhead). ``--gpt`` times a
+GPT's training step against torch.nn eager and torch.compile instead (scripts/bench_gpt.py; --help there).
 
 The autograd baseline lives here, outside the package: manualnet itself never calls autograd.
 """
@@ -385,11 +386,16 @@ def main(argv=None):
     if "--conv" in argv:  # conv nets' steps: their own script, with its own options
         conv = runpy.run_path(str(Path(__file__).resolve().with_name("bench_conv.py")), run_name="conv")
         return conv["main"]([a for a in argv if a != "--conv"])
+    if "--gpt" in argv:  # a transformer's step: its own script, with its own options
+        gpt = runpy.run_path(str(Path(__file__).resolve().with_name("bench_gpt.py")), run_name="bench_gpt")
+        return gpt["main"]([a for a in argv if a != "--gpt"])
     parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.splitlines()[0])
     parser.add_argument("--distributed", action="store_true",
                         help="measure data-parallel scaling instead (scripts/bench_distributed.py; --help there)")
     parser.add_argument("--conv", action="store_true",
                         help="time conv nets' training steps instead (scripts/bench_conv.py; --help there)")
+    parser.add_argument("--gpt", action="store_true",
+                        help="time a GPT's training step instead (scripts/bench_gpt.py; --help there)")
     parser.add_argument("--sizes", default="small,mnist,large", help="comma-separated: small, mnist, large, tiny")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")

@@ -62,6 +62,8 @@ def randn(shape, seed, dtype=torch.float64, device="cpu"):
 class LayerCase:
     """How to build a registered layer for tests and what to feed it."""
 
+    takes_ids = False  # a layer whose input is integer token ids has no dx and refuses floats instead
+
     def __init__(self, name, kwargs=None, shape=(4, 5)):
         self.name, self.shape = name, shape
         self.kwargs = kwargs or (lambda device: {})
@@ -82,6 +84,7 @@ class ExampleCase(LayerCase):
     def __init__(self, name):
         self.name, self.cls = name, LAYERS.get(name)
         self.shape = self.inputs()[0].shape
+        self.takes_ids = not self.inputs()[0].is_floating_point()   # Embedding, GPT: integer token ids
 
     def make(self, dtype=torch.float64, device="cpu"):
         return self.cls.example(torch.Generator().manual_seed(0))[0].to(device=device, dtype=dtype)

@@ -86,7 +86,7 @@ def test_gradients_accumulate_until_zero_grad(layer_case):
     dx_once = forward_backward()
     once = {name: g.clone() for name, g in ((n, p.grad) for n, p in layer.named_parameters())}
     dx_twice = forward_backward()
-    assert torch.equal(dx_once, dx_twice)            # dx is not accumulated, only parameter gradients are
+    assert layer_case.takes_ids or torch.equal(dx_once, dx_twice)   # dx is not accumulated, only parameter grads
     for name, g in ((n, p.grad) for n, p in layer.named_parameters()):
         assert once[name].abs().sum() > 0
         # the GEMM adds into the buffer itself (beta=1), so the sum may round differently from 2 * once
@@ -137,6 +137,8 @@ def test_dy_of_the_wrong_shape_is_refused(layer_case):
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
 def test_integer_and_bool_inputs_are_refused_with_a_cast_hint(layer_case, dtype):
+    if layer_case.takes_ids:
+        pytest.skip(f"{layer_case.name} takes integer token ids (tests/test_transformer_layers.py: floats refused)")
     layer = layer_case.make()
     with pytest.raises(LayerError, match=rf"^{layer_case.name}.*{dtype}.*cast it with x\.float\(\)"):
         layer.forward(*(torch.ones(x.shape, dtype=dtype) for x in layer_case.inputs()))
@@ -156,6 +158,8 @@ EXTREMES = (1e4, -1e4, 0.5, 1e4 - 1.0, -1e4 + 3.0, -0.25, 1e4)   # exp overflows
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_layer_stays_finite_and_matches_autograd_at_1e4(layer_case, dtype):
     layer_case.input()  # one-input layers: the extreme values fill that input
+    if layer_case.takes_ids:
+        pytest.skip(f"{layer_case.name} takes integer token ids: no extreme values to give it")
     layer = layer_case.make(dtype=dtype)
     numel = math.prod(layer_case.shape)
     x = torch.tensor(EXTREMES * numel, dtype=dtype)[:numel].reshape(layer_case.shape)

@@ -89,7 +89,18 @@ def _parser():
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="--config: override a key")
     v.add_argument("--device", help="--config: auto, cpu, cuda or cuda:N")
     v.set_defaults(handler=_verify)
-    return parser, {"train": t, "eval": e, "verify": v}
+    s = sub.add_parser("sample", help="generate text from a language model run's checkpoint",
+                       description="Generate text from a language model run's checkpoint (a text data set's run).")
+    s.add_argument("--run", required=True, metavar="RUN_DIR")
+    s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    s.add_argument("--prompt", default="", help="the text to continue (default: a newline)")
+    s.add_argument("--tokens", type=int, default=500, help="how many characters to generate")
+    s.add_argument("--temperature", type=float, default=1.0, help="divides the logits: below 1 is more conservative")
+    s.add_argument("--top-k", type=int, help="draw only from the k likeliest characters")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    s.set_defaults(handler=_sample)
+    return parser, {"train": t, "eval": e, "verify": v, "sample": s}
 
 
 def _unknown_arguments(parser, extra):
@@ -135,6 +146,12 @@ def _train(args):
     from manualnet.cli.commands import train
 
     return train(args)
+
+
+def _sample(args):
+    from manualnet.cli.sample import sample_run
+
+    return sample_run(args)
 
 
 def _eval(args):

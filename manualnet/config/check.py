@@ -1,10 +1,11 @@
 """The components a config names, checked before anything is built: every problem at once, one line each."""
 
+import inspect
 import math
 
 import torch
 
-from manualnet.config.model import inferred_arguments, is_layer_specs, spec_kwargs
+from manualnet.config.model import DATA_SIZES, inferred_arguments, is_layer_specs, spec_kwargs
 from manualnet.config.plugins import load_plugins
 from manualnet.config.schema import Config
 from manualnet.data.base import DATASETS, check_arguments
@@ -48,7 +49,8 @@ def component_problems(raw, base_dir=None):
         kwargs = {k: v for k, v in spec_kwargs(spec).items() if not is_layer_specs(v)}  # nested: their own rows
         if not all(isinstance(k, str) for k in kwargs):
             continue  # the schema reports the key
-        for key in inferred_arguments(factory) if registry is LAYERS else ():
+        data_sizes = [k for k in DATA_SIZES if k in inspect.signature(factory.__init__).parameters]
+        for key in [*inferred_arguments(factory), *data_sizes] if registry is LAYERS else ():
             if kwargs.get(key) is None:
                 kwargs[key] = 1  # inferred from the data when the config leaves it out (or null)
         nested = tuple(k for k, v in spec_kwargs(spec).items() if is_layer_specs(v))  # checked as their own rows

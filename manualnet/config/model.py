@@ -9,9 +9,10 @@ from manualnet.nn import LAYERS, LOSSES, Sequential
 from manualnet.registry import construct
 
 CLASS_INDEX_LOSSES = ("CrossEntropyLoss", "NLLLoss")
+DATA_SIZES = ("vocab_size", "block_size")  # a language model's sizes, fixed by its data when a config omits them
 
 
-def build_model(specs, sample_shape, seed, device="cpu", dtype=torch.float32):
+def build_model(specs, sample_shape, seed, device="cpu", dtype=torch.float32, probe=None, sizes=None):
     """A Sequential from ``[{type: Name, **kwargs}, ...]`` for samples of ``sample_shape`` (an int: vectors
     of that size), weights drawn after ``torch.manual_seed(seed)``.
 
@@ -19,30 +20,34 @@ def build_model(specs, sample_shape, seed, device="cpu", dtype=torch.float32):
     are inferred from the previous layer's output; a given one that does not match is an error naming the
     layer. An argument that is itself a layer spec, or a list of them (``{type: Residual, block: [...]}``),
     is built the same way, at the input its module gets. A probe batch (in eval mode: BatchNorm's running
-    statistics stay untouched) checks that the sizes chain.
+    statistics stay untouched) checks that the sizes chain: zeros, or ``probe`` (a few rows of the data: a
+    GPT's token ids). ``sizes``: ``{vocab_size, block_size}`` from the data, for a layer that takes them and
+    whose spec does not give them.
     """
     torch.manual_seed(seed)
     sample_shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
-    probe = torch.zeros(2, *sample_shape, device=device, dtype=dtype)
-    model, probe = _build_chain(specs, probe, "model", device, dtype)
+    probe = torch.zeros(2, *sample_shape, device=device, dtype=dtype) if probe is None else probe
+    model, probe = _build_chain(specs, probe, "model", device, dtype, sizes or {})
     return model, probe.shape[-1]
 
 
-def _build_chain(specs, probe, where, device, dtype):
+def _build_chain(specs, probe, where, device, dtype, sizes):
     layers = []
     for i, spec in enumerate(specs):
-        layer, probe = _build_layer(spec, probe, f"{where}.{i}", device, dtype)
+        layer, probe = _build_layer(spec, probe, f"{where}.{i}", device, dtype, sizes)
         layers.append(layer)
     return Sequential(*layers), probe
 
 
-def _build_layer(spec, probe, where, device, dtype):
+def _build_layer(spec, probe, where, device, dtype, sizes):
     kwargs = spec_kwargs(spec)
     cls = LAYERS.get(spec["type"], where=f"{where}.type")
     for key, value in kwargs.items():
         if is_layer_specs(value):  # a block of layers given inline: built at this layer's input
             kwargs[key] = _build_chain(value if isinstance(value, list) else [value], probe, f"{where}.{key}",
-                                       device, dtype)[0]
+                                       device, dtype, sizes)[0]
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs.update({k: v for k, v in sizes.items() if k in accepted and kwargs.get(k) is None})
     for key in inferred_arguments(cls):
         size = INFERRED[key](probe)
         given = kwargs.get(key)

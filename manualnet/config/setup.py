@@ -99,7 +99,8 @@ def build(config, device=None, base_dir=None):
     raw = config.to_dict()
     if not wants_images(raw["model"]):
         data = data.flattened()
-    model, out_features = build_model(raw["model"], data.sample_shape, config.seed, device, dtype)
+    model, out_features = build_model(raw["model"], data.sample_shape, config.seed, device, dtype,
+                                      probe=data.x_train[:2], sizes=data.inferred_sizes())
     loss = build_loss(raw["loss"], out_features, data)
     _warn_about_the_head(model, loss)
     targets = {split: loss_targets(raw["loss"]["type"], getattr(data, f"y_{split}"), out_features, dtype)

@@ -19,7 +19,8 @@ from manualnet.registry import Registry, closest, typecheck
 
 DATASETS = Registry("dataset")
 
-RUNTIME = {"generator"}  # loader parameters that load_dataset fills in, never a config
+RUNTIME = {"generator", "val_fraction", "test_fraction"}  # loader parameters load_dataset fills in, never a
+# config (a loader that takes the fractions splits the data itself, e.g. by position)
 
 
 @dataclass
@@ -30,7 +31,10 @@ class Arrays:
     float64 copy would be large: the image sets).
     y: (N,) int64 class indices in 0..num_classes-1 (classification) or (N, n_outputs) float64 targets
     (regression). ``test``: the source's own (x, y) test split, if it ships one (MNIST's t10k files).
-    ``classes`` names what each class index stood for in the source file, when the loader renumbered labels.
+    ``classes`` names what each class index stood for in the source file, when the loader renumbered labels
+    (a text's vocabulary: the character of each token id). ``val``: the loader's own (x, y) val split, when it
+    splits the data itself (then ``test`` is its test split, empty or not).
+    x may instead hold integer token ids (N, T), with y (N, T) the next tokens: a language model's data.
     """
 
     x: torch.Tensor
@@ -40,6 +44,8 @@ class Arrays:
     classes: list | None = None
     test: tuple | None = None
     features: list | None = None  # each column's name in the source (a CSV header), for errors
+    val: tuple | None = None
+    baseline: dict | None = None  # losses a model should beat, named as in summary.json ({"unigram_entropy": nats})
 
 
 def loader_arguments(name):

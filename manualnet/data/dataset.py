@@ -70,6 +70,7 @@ class Dataset:
     y_test: torch.Tensor
     standardizer: Standardizer | None = None  # what was applied to every split's features, if anything
     classes: list | None = None  # the source file's label for each class index, when labels were renumbered
+    baseline: dict | None = None  # losses a model should beat (a text's unigram entropy), for the summary
 
     @property
     def sample_shape(self):
@@ -89,6 +90,12 @@ class Dataset:
     @property
     def out_features(self):
         return self.num_classes if self.task == "classification" else self.y_train.shape[1]
+
+    def inferred_sizes(self):
+        """Model arguments a language model's data fixes: ``vocab_size`` and ``block_size`` (empty for features)."""
+        if self.x_train.is_floating_point():
+            return {}
+        return {"vocab_size": self.num_classes, "block_size": self.x_train.shape[1]}
 
     def split(self, name):
         """(x, y) of ``train``, ``val`` or ``test``."""
@@ -130,6 +137,8 @@ def split_arrays(arrays, val_fraction, test_fraction, generator):
     split (MNIST's t10k files) is the test split when ``test_fraction`` is 0; otherwise it is pooled with
     the rest, and test_fraction of the whole is held out at random like for any data set."""
     x, y, own_test = arrays.x, arrays.y, arrays.test
+    if arrays.val is not None:  # the loader split the data itself (a text, by position)
+        return {"train": (x, y), "val": arrays.val, "test": own_test}
     if own_test is not None and test_fraction > 0:
         x, y, own_test = torch.cat([x, own_test[0]]), torch.cat([y, own_test[1]]), None
     parts = split_indices(len(x), val_fraction, test_fraction, generator)
@@ -175,17 +184,19 @@ def load_dataset(cfg=None, seed=0, device="cpu", dtype=torch.float32, **kwargs):
     name, val_fraction, test_fraction, standardize = (spec.pop(k, default) for k, default in COMMON_KEYS.items())
     loader = DATASETS.get(name, where="data.dataset")
     args = check_arguments(name, loader, spec)
-    if "generator" in inspect.signature(loader).parameters:
-        args["generator"] = seeded_generator(seed, "data")
+    runtime = {"generator": seeded_generator(seed, "data"), "val_fraction": val_fraction,
+               "test_fraction": test_fraction}
+    args.update({k: v for k, v in runtime.items() if k in inspect.signature(loader).parameters})
     arrays = loader(**args)
     _check_range(arrays, dtype, name)
     splits = split_arrays(arrays, val_fraction, test_fraction, seeded_generator(seed, "split"))
-    standardizer = Standardizer.fit(splits["train"][0]).to(device, dtype) if standardize else None
+    tokens = not splits["train"][0].is_floating_point()  # token ids: neither cast nor standardised
+    standardizer = Standardizer.fit(splits["train"][0]).to(device, dtype) if standardize and not tokens else None
     label_dtype = torch.int64 if arrays.task == "classification" else dtype
     tensors = {}
     for split, (x, y) in splits.items():
-        x = x.to(device=device, dtype=dtype)  # standardised after the cast: float64 runs keep the precision
+        x = x.to(device=device, dtype=None if tokens else dtype)  # standardised after the cast: float64 keeps it
         tensors[f"x_{split}"] = standardizer.apply(x) if standardizer else x
         tensors[f"y_{split}"] = y.to(device=device, dtype=label_dtype)
     return Dataset(name=name, task=arrays.task, num_classes=arrays.num_classes, **tensors,
-                   standardizer=standardizer, classes=arrays.classes)
+                   standardizer=standardizer, classes=arrays.classes, baseline=arrays.baseline)

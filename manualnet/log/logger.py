@@ -92,12 +92,12 @@ class MetricsLogger:
             with naming(self.events.path):
                 self.events.flush()
 
-    def text(self, tag, text):
-        """``text`` as TensorBoard text (Markdown, shown as a code block), written now."""
+    def text(self, tag, text, step=0):
+        """``text`` as TensorBoard text (Markdown, shown as a code block) at ``step``, written now."""
         if self.events:
             from torch.utils.tensorboard.summary import text as text_summary
 
-            self.events.add_summary(text_summary(tag, f"```\n{text}\n```"))
+            self.events.add_summary(text_summary(tag, f"```\n{text}\n```"), step)
             self.events.flush()
 
     def hparams(self, config, results):

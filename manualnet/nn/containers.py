@@ -26,6 +26,16 @@ class Sequential(Module):
         for i, layer in enumerate(_check_modules("Sequential", layers)):
             setattr(self, str(i), layer)
 
+    def check_inputs(self, x):
+        """What x must be is the first layer's to say (a GPT takes integer token ids); its refusal names both."""
+        first = next(iter(self._modules.values()), None)
+        if first is None:
+            return
+        try:
+            first.check_inputs(x)
+        except LayerError as e:
+            raise self.fail(f"layer 0: {e}") from None
+
     def forward(self, x):
         for layer in self._modules.values():
             x = layer.forward(x)
@@ -35,6 +45,13 @@ class Sequential(Module):
         for layer in reversed(self._modules.values()):
             dy = layer.backward(dy)
         return dy
+
+    def reference(self, x):
+        """The layers' references in sequence (a layer without one runs its forward): what verify
+        differentiates end to end, so a layer whose forward works in place (a GPT's) is still checked."""
+        for layer in self._modules.values():
+            x = layer.reference(x) if hasattr(layer, "reference") else layer(x)
+        return x
 
     @classmethod
     def example(cls, generator):

@@ -5,10 +5,12 @@ import torch
 
 def accuracy_count(pred, labels, threshold=0.5):
     """How many predictions name the right class: the argmax, or for a single output of a binary task,
-    pred > threshold (0.5 for probabilities, 0 for logits)."""
+    pred > threshold (0.5 for probabilities, 0 for logits). For a sequence of predictions (pred (N, T, C),
+    labels (N, T)) a sample counts as the fraction of its positions that are right."""
     if pred.shape[-1] == 1:
         return ((pred[:, 0] > threshold).long() == labels).sum()
-    return (pred.argmax(1) == labels).sum()
+    right = pred.argmax(-1) == labels
+    return right.sum() if right.dim() == 1 else right.flatten(1).double().mean(1).sum()
 
 
 def evaluate(model, loss, x, targets, labels, classification, threshold=0.5, batch_size=4096):

@@ -15,7 +15,9 @@ import time
 import torch
 
 from manualnet.data import Batches
+from manualnet.data.text import save_vocabulary
 from manualnet.files import write_text
+from manualnet.log.language_model import log_language_model
 from manualnet.log.logger import MetricsLogger
 from manualnet.log.progress import Progress
 from manualnet.log.telemetry import log_histograms, log_update_ratios, parameters_before, record_outputs
@@ -67,8 +69,11 @@ class Trainer:
         if resume is not None:
             self.checkpoints.restore(resume)
         main = self.cluster.is_main
+        self.language_model = bool(setup.data.inferred_sizes())  # token ids in, next-token logits out
         if main:
             write_config(run_dir, self.cfg)
+            if self.language_model:
+                save_vocabulary(run_dir, setup.data.classes)
         self.log = MetricsLogger(run_dir if main else None, self.cfg.log.tensorboard,
                                  purge_step=self.at.step if resume else None)
         self.progress = Progress(self.cfg.train.epochs, len(self.batches), self.at.epoch, quiet or not main)
@@ -213,6 +218,8 @@ class Trainer:
         self.checkpoints.check_weights()  # before the best weights are copied or a checkpoint is written
         self.log.scalars(metrics, self.at.step, epoch)
         self.log.tensorboard_scalars({"epoch": epoch}, self.at.step)
+        if validated and self.language_model and self.cluster.is_main:
+            log_language_model(self.log, self.model, self.s.data, self.at.step, self.cfg.seed)
         if time.perf_counter() - self._epoch_started >= self.log.handoff_s:  # the next chance may be an epoch
             self.log.write_rows()                                                # away: the rows go out now
         self.progress.end_epoch(epoch, metrics)
@@ -227,13 +234,15 @@ class Trainer:
         x, targets, labels = self.s.split("val")
         self.model.eval()
         result = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold)
+        if self.language_model and "loss" in result:  # the loss is nats per token: e^loss is the perplexity
+            result["perplexity"] = math.exp(result["loss"])
         self.model.train()
         self._hook("validated", time.perf_counter() - started)
         return {f"val/{k}": v for k, v in result.items()}
 
     def finish(self):
         """Evaluate the best checkpoint on the test split and write summary.json."""
-        wall_time, final = self.elapsed(), dict(self.last_metrics)
+        wall_time, final = self.elapsed(), {**self.last_metrics, **(self.s.data.baseline or {})}
         self.checkpoints.writer.flush()
         if self.cluster.is_main:  # the only rank that wrote (and so can read) the best checkpoint
             test = self.test_metrics()

@@ -144,11 +144,11 @@ def _model_vs_autograd(model, loss, x, target, dtype, seed, tolerance):
     dloss = _upstreams((value,), None, seed)
     label = dict(index=None, layer=f"{describe(work)}+{describe(work_loss)}")
     names = _row_names((x,), work)
-    leaves = {"dx": x.detach().clone().requires_grad_(True),
+    leaves = {**({"dx": x.detach().clone().requires_grad_(True)} if x.is_floating_point() else {}),  # not token ids
               **{names[p]: leaf for p, leaf in with_leaf_parameters(reference_copy).items()}}
     with replay.rewound():
         (value_ref,), expected = differentiate(
-            lambda: reference_of(work_loss)(reference_of(reference_copy)(leaves["dx"]), target), leaves, dloss,
+            lambda: reference_of(work_loss)(reference_of(reference_copy)(leaves.get("dx", x)), target), leaves, dloss,
             label["layer"])
     manual, crash = _backward(lambda: _manual_grads(work.backward(work_loss.backward(dloss[0].item())), (x,),
                                                     work, names))

@@ -1,0 +1,60 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+from manualnet.errors import LayerError
+from manualnet.nn.module import Module, register_layer
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+CUBIC = 0.044715  # the tanh approximation's coefficient (Hendrycks and Gimpel), as in PyTorch and GPT-2
+
+
+@register_layer("GELU")
+class GELU(Module):
+    """y = x * Phi(x), Phi the standard normal CDF, elementwise: Phi(x) = (1 + erf(x / sqrt 2)) / 2.
+
+    Args:
+        approximate: ``"none"`` for the exact erf form; ``"tanh"`` for GPT-2's
+            y = x (1 + tanh(u)) / 2 with u = sqrt(2/pi) (x + 0.044715 x^3).
+    Shape: any; y has x's shape.
+    """
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise LayerError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    @classmethod
+    def example(cls, generator):
+        return cls("tanh"), (torch.randn(3, 8, generator=generator, dtype=torch.float64) * 2,)
+
+    def forward(self, x):
+        self.cache = x                                     # backward needs only x
+        return F.gelu(x, approximate=self.approximate)
+
+    def backward(self, dy):
+        x = self.take_cache()
+        x2 = x * x
+        # (in place on two buffers: an elementwise layer's time and memory are its passes and its temporaries)
+        if self.approximate == "tanh":
+            # dx = dy ((1 + t) / 2 + x/2 (1 - t^2) du/dx), t = tanh(u), du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2);
+            # with a = x/2 du/dx that is dy (1 + t) (1/2 + a (1 - t))
+            t = torch.addcmul(x, x2, x, value=CUBIC).mul_(SQRT_2_OVER_PI).tanh_()
+            a = x2.mul_(1.5 * CUBIC * SQRT_2_OVER_PI).add_(0.5 * SQRT_2_OVER_PI).mul_(x)
+            return a.addcmul_(a, t, value=-1).add_(0.5).mul_(t.add_(1)).mul_(dy)
+        # dx = dy (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal density
+        x_pdf = x2.mul_(-0.5).exp_().mul_(x).mul_(INV_SQRT_2PI)
+        return torch.mul(x, INV_SQRT_2).erf_().add_(1).mul_(0.5).add_(x_pdf).mul_(dy)
+
+    def reference(self, x):
+        return F.gelu(x, approximate=self.approximate)
+
+    def describe(self):
+        return "GELU" if self.approximate == "none" else "GELU(tanh)"
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"

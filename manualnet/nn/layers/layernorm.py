@@ -1,0 +1,68 @@
+import torch
+import torch.nn.functional as F
+
+from manualnet.nn.module import Module, Parameter, register_layer
+
+
+@register_layer("LayerNorm")
+class LayerNorm(Module):
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b, mean and (biased) variance over the last dims.
+
+    Args:
+        normalized_shape: the trailing shape normalised over (an int for the last dim alone).
+        eps: added to the variance, so a constant x gives 0, not 0/0.
+        elementwise_affine: learn the scale w (starting at 1) and shift b (starting at 0).
+    Shape: x (*, *normalized_shape) -> y, x's shape; weight and bias (*normalized_shape).
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, device=None, dtype=None):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.normalized_shape, self.eps, self.elementwise_affine = shape, float(eps), elementwise_affine
+        self.dims = tuple(range(-len(shape), 0))
+        self.weight = self.bias = None
+        if elementwise_affine:
+            self.weight = Parameter(torch.ones(shape, device=device, dtype=dtype))
+            self.bias = Parameter(torch.zeros(shape, device=device, dtype=dtype))
+
+    @classmethod
+    def example(cls, generator):
+        module = cls(6).to(torch.float64)
+        with torch.no_grad():  # away from w = 1, b = 0, so a gradient that ignores them shows
+            module.weight.normal_(1.0, 0.5, generator=generator)
+            module.bias.normal_(0.0, 0.5, generator=generator)
+        return module, (torch.randn(2, 3, 6, generator=generator, dtype=torch.float64),)
+
+    def check_inputs(self, x):
+        super().check_inputs(x)
+        if x.shape[x.dim() - len(self.normalized_shape):] != self.normalized_shape:
+            raise self.fail(f"expects inputs ending in {self.normalized_shape}, got shape {tuple(x.shape)}")
+
+    def forward(self, x):
+        # xhat = (x - mean) / sqrt(var + eps), with rstd = 1 / sqrt(var + eps), in one fused pass
+        xhat, _, rstd = torch.native_layer_norm(x, self.normalized_shape, None, None, self.eps)
+        self.cache = (xhat, rstd)                          # backward needs the normalised x and 1/std
+        return xhat if self.weight is None else torch.addcmul(self.bias, xhat, self.weight)
+
+    def backward(self, dy):
+        xhat, rstd = self.take_cache()
+        batch_dims = tuple(range(dy.dim() - len(self.normalized_shape)))
+        dy_xhat, dxhat = dy * xhat, dy
+        if self.weight is not None:
+            self.weight.grad += dy_xhat.sum(batch_dims)       # dw = sum over positions of dy * xhat
+            self.bias.grad += dy.sum(batch_dims)               # db = sum over positions of dy
+            dxhat = dy * self.weight
+            dy_xhat.mul_(self.weight)                          # now dxhat * xhat
+        # dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / std, means over the normalised dims
+        mean_dxhat = dxhat.mean(self.dims, keepdim=True)
+        mean_dxhat_xhat = dy_xhat.mean(self.dims, keepdim=True)
+        return torch.sub(dxhat, mean_dxhat).addcmul_(xhat, mean_dxhat_xhat, value=-1).mul_(rstd)
+
+    def reference(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def describe(self):
+        return f"LayerNorm({', '.join(map(str, self.normalized_shape))})"
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
