@@ -239,10 +239,10 @@ def trainer_overhead(config_path, rounds, overrides=()):
     config, base_dir = load_config(config_path, overrides), Path(config_path).parent
     looped, pure, loops, validations = [], [], [], []
     for _ in range(rounds):
-        trainer, intervals = _fit(config, base_dir)
-        looped.append(intervals)
-        loops.append(trainer.loop_seconds)
-        validations.append(trainer.validation_seconds)
+        trainer, clock = _fit(config, base_dir)
+        looped.append(clock.intervals())
+        loops.append(clock.ended - clock.begun)
+        validations.append(sum(seconds for _, seconds in clock.validations))
         pure.append([])
         with torch_threads(trainer.threads):  # the threads the trainer ran on (train.threads)
             _pure_steps(*_pure_work(config, base_dir), step_times=pure[-1])
@@ -252,7 +252,7 @@ def trainer_overhead(config_path, rounds, overrides=()):
              for loop, alone in zip(zip(*(i[1:] for i in looped), strict=True), zip(*pure, strict=True), strict=True)]
     pure_median = sum(statistics.median(alone) for alone in zip(*pure, strict=True))
     per_round = list(zip(loops, validations, pures, strict=True))
-    return {"config": str(config_path), "overrides": list(overrides), "steps": trainer.step,
+    return {"config": str(config_path), "overrides": list(overrides), "steps": trainer.at.step,
             "threads": trainer.threads or torch.get_num_threads(),  # train.threads as it resolved
             "loop_s": statistics.median(loops), "validation_s": statistics.median(validations),
             "pure_steps_s": statistics.median(pures), "pure_steps_median_s": pure_median,
@@ -282,39 +282,46 @@ def _costs(config, steps_per_epoch, start, extra):
     return costs
 
 
+class LoopClock:
+    """The trainer's hooks (``Trainer(hooks=...)``), timing its loop from outside: each step's start, each
+    validation pass and the loop's end."""
+
+    def __init__(self):
+        self.begun, self.ended, self.starts, self.validations = None, None, [], []
+
+    def step_started(self):
+        self.starts.append(time.perf_counter())
+
+    def validated(self, seconds):
+        self.validations.append((len(self.starts), seconds))  # it ran after step number len(starts)
+
+    def loop_ended(self):
+        self.ended = time.perf_counter()
+
+    def intervals(self):
+        """Seconds from the loop's start to the first step, then from each step's start to the next one's
+        (the last: to the loop's end), less the validation passes in them."""
+        marks = [self.begun, *self.starts, self.ended]
+        intervals = [b - a for a, b in itertools.pairwise(marks)]
+        for after_steps, seconds in self.validations:
+            intervals[after_steps] -= seconds
+        return intervals
+
+
 def _fit(config, base_dir):
-    """A quiet Trainer's fit of ``config`` in a temporary run directory; returns it and the seconds from
-    the loop's start to the first step, then from each step's start to the next one's (the last: to the
-    loop's end), less the validation passes in them."""
+    """A quiet Trainer's fit of ``config`` in a temporary run directory, timed by a LoopClock; returns both."""
     from manualnet.config.setup import build
     from manualnet.training.trainer import Trainer
 
-    setup = build(config, base_dir=base_dir)
-    starts, validations = [], []
+    setup, clock = build(config, base_dir=base_dir), LoopClock()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
         with contextlib.redirect_stdout(io.StringIO()):
-            trainer = Trainer(setup, run_dir, quiet=True)
-            step, validate = trainer.train_step, trainer.validate
-
-            def timed_step(*batch):
-                starts.append(time.perf_counter())
-                step(*batch)
-
-            def timed_validate():
-                before = trainer.validation_seconds
-                metrics = validate()
-                validations.append((len(starts), trainer.validation_seconds - before))
-                return metrics
-
-            trainer.train_step, trainer.validate = timed_step, timed_validate
+            trainer = Trainer(setup, run_dir, quiet=True, hooks=clock)
+            clock.begun = time.perf_counter()
             trainer.fit()
-    marks = [trainer.started, *starts, trainer.started + trainer.loop_seconds]
-    intervals = [b - a for a, b in itertools.pairwise(marks)]
-    for after_steps, seconds in validations:  # a validation pass runs after step number ``after_steps``
-        intervals[after_steps] -= seconds
-    return trainer, intervals
+    return trainer, clock
 
 
 def _pure_work(config, base_dir):

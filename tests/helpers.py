@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,3 +34,13 @@ def metrics(run_dir):
 
 def config_path(name):
     return ROOT / "configs" / f"{name}.yaml"
+
+
+def wait_for(predicate, timeout=60.0):
+    """Poll ``predicate`` until it holds (a run's file appears), failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.005)
+    raise AssertionError("timed out waiting for the training run")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from manualnet.data import DATASETS, Batches, Standardizer, idx, load_dataset, loader_arguments, synthetic
+from manualnet.data import COMMON_KEYS, DATASETS, Batches, Standardizer, idx, load_dataset, loader_arguments, synthetic
 from manualnet.errors import ConfigError, DataError
 
 # -- helpers --------------------------------------------------------------------------------------------
@@ -76,15 +76,17 @@ def digits():
 def test_every_loader_gives_float_features_and_labels_of_its_task(name, file_args):
     data = load_dataset({"dataset": name, **file_args.get(name, {})}, seed=3, dtype=torch.float64)
     sizes = [len(data.x_train), len(data.x_val), len(data.x_test)]
+    tokens = bool(data.inferred_sizes())  # a language model's data: token ids in, the next ids as labels
     for x, y in (data.split(s) for s in ("train", "val", "test")):
-        assert x.dtype == torch.float64 and x[0].numel() == data.in_features and len(y) == len(x)
+        assert x.dtype == (torch.int64 if tokens else torch.float64) and len(y) == len(x)
+        assert tokens or x[0].numel() == data.in_features
         if data.task == "classification":
-            assert y.dtype == torch.int64 and y.ndim == 1
+            assert y.dtype == torch.int64 and y.ndim == (2 if tokens else 1)
             assert data.out_features == data.num_classes and y.min() >= 0 and y.max() < data.num_classes
         else:
             assert data.task == "regression" and data.num_classes is None
             assert y.dtype == torch.float64 and y.shape[1:] == (data.out_features,)
-    assert sizes[1] == round(0.1 * sum(sizes)) and sizes[2] == round(0.2 * sum(sizes))
+    assert tokens or (sizes[1] == round(0.1 * sum(sizes)) and sizes[2] == round(0.2 * sum(sizes)))
     if name in EXPECTED:
         assert (sum(sizes), data.in_features, data.out_features, data.task) == EXPECTED[name]
 
@@ -94,7 +96,7 @@ def test_every_loader_signature_documents_its_config_keys(name):
     params = inspect.signature(DATASETS.get(name)).parameters
     for key, param in params.items():
         assert param.annotation is not param.empty, f"{name}.{key} has no type annotation"
-    assert set(loader_arguments(name)) == set(params) - {"generator"}
+    assert set(loader_arguments(name)) == set(params) - {"generator"} - set(COMMON_KEYS)  # text splits itself
 
 
 def test_digits_are_sklearns_8x8_images_scaled_to_unit_range(digits):

@@ -83,14 +83,14 @@ def test_a_checkpoint_is_written_after_the_events_up_to_its_step(tmp_path):
                                                    "log.every=5", "log.histograms_every=0"]))
     trainer = Trainer(setup, tmp_path, quiet=True)
     on_disk = []  # at each checkpoint: its step, and the last step of the event file's epoch metrics
-    submit = trainer.writer.submit
+    submit = trainer.checkpoints.writer.submit
 
     def checking_submit(state, paths):
         if "optim" in state:  # last.pt, not a best.pt of its own
             on_disk.append((state["step"], losses(tmp_path, "val/loss")[-1][0]))
         submit(state, paths)
 
-    trainer.writer.submit = checking_submit
+    trainer.checkpoints.writer.submit = checking_submit
     trainer.log.handoff_s = 3600.0  # no hand-off but the checkpoints' own
     with torch.no_grad():
         trainer.fit()

@@ -10,21 +10,13 @@ import yaml
 from manualnet.cli.main import main
 from manualnet.errors import CheckpointError
 from manualnet.training import checkpoint
-from tests.helpers import config_path, metrics, run_cli, start_cli, summary
+from tests.helpers import config_path, metrics, run_cli, start_cli, summary, wait_for
 
 # log.every=7 does not divide an epoch's 20 steps: a stop can fall inside a logging interval. A checkpoint
 # every epoch: metrics.jsonl then gets each epoch's rows as it ends (else at least once a second).
 ARGS = ["--set", "train.epochs=12", "--set", "train.checkpoint_interval_s=0", "--set", "log.every=7",
         "--set", "log.tensorboard=false", "--set", "log.histograms_every=0"]
 
-
-def wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.005)
-    raise AssertionError("timed out waiting for the training run")
 
 
 def epochs_logged(run_dir):

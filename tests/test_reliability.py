@@ -21,7 +21,7 @@ from manualnet.cli.main import main
 from manualnet.errors import CheckpointError, RunDirError, StorageError
 from manualnet.training import checkpoint
 from manualnet.training.run_dir import RunLock
-from tests.helpers import ROOT, config_path, metrics, start_cli, summary
+from tests.helpers import ROOT, config_path, metrics, start_cli, summary, wait_for
 
 QUICK = ["--set", "log.tensorboard=false", "--set", "log.histograms_every=0"]
 LONG = ["--set", "train.epochs=200", "--set", "train.checkpoint_interval_s=0", *QUICK]  # stopped before it ends
@@ -278,14 +278,6 @@ def test_a_resume_drops_undecodable_and_out_of_range_metrics_rows(tmp_path):
     assert jsonl.read_bytes().startswith(kept)
     assert [row["epoch"] for row in rows if "val/loss" in row] == [1, 2]
 
-
-def wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.005)
-    raise AssertionError("timed out waiting for the training run")
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

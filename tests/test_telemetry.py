@@ -65,7 +65,7 @@ def test_activation_histograms_are_the_outputs_of_the_steps_own_forward(tmp_path
                         lambda log, model, activations, step: seen.append((activations, befores[step], step)))
     copy = trainer_module.parameters_before  # the weights each step's forward ran with, before its update
     monkeypatch.setattr(trainer_module, "parameters_before",
-                        lambda model: befores.setdefault(trainer.step + 1, copy(model)))
+                        lambda model: befores.setdefault(trainer.at.step + 1, copy(model)))
     step = trainer.train_step
     trainer.train_step = lambda xb, tb, lb: (batches.append(xb.clone()), step(xb, tb, lb))
     with torch.no_grad():

@@ -173,10 +173,10 @@ def test_train_accuracy_is_counted_on_logging_steps_and_on_the_last_batch_only_w
     setup = build(load_config(config_path("spirals"), [f"log.every={every}", "log.tensorboard=false"]))
     trainer = trainer_module.Trainer(setup, tmp_path, quiet=True)
     steps, count = [], trainer_module.accuracy_count
-    monkeypatch.setattr(trainer_module, "accuracy_count", lambda *a: (steps.append(trainer.step + 1), count(*a))[1])
+    monkeypatch.setattr(trainer_module, "accuracy_count", lambda *a: (steps.append(trainer.at.step + 1), count(*a))[1])
     with torch.no_grad():
         trainer.train_epoch()  # 33 batches
-    metrics = trainer.running.epoch_metrics()
+    metrics = trainer.running.end_epoch()
     trainer.log.close()
     assert steps == counted and 0 < metrics["train/accuracy"] <= 1
 
@@ -350,7 +350,7 @@ def test_an_epoch_of_a_second_or_more_writes_its_rows_at_its_end(tmp_path, long_
     trainer = Trainer(setup, tmp_path, quiet=True)
     trainer.log.handoff_s = 0.0 if long_epoch else 3600.0  # every epoch is "long", or none is
     trainer.log._hand_off_when_due = lambda: None  # only the trainer's own calls write
-    trainer._saved_at = time.perf_counter()  # and no checkpoint is due after this epoch
+    trainer.checkpoints._saved_at = time.perf_counter()  # and no checkpoint is due after this epoch
     with torch.no_grad():
         trainer.train_epoch()
         trainer.end_epoch()

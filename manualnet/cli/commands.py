@@ -123,7 +123,7 @@ def _fit(trainer, run_dir, quiet):
         _quiet_signals()
         raise
     except RankFailed:
-        trainer.writer.flush()  # a checkpoint being written is whole on disk before we exit
+        trainer.checkpoints.writer.flush()  # a checkpoint being written is whole on disk before we exit
         raise
     except OSError as e:  # a metrics or event file the run appends to (a checkpoint's says so itself)
         raise storage_error(e) from None

@@ -1,4 +1,5 @@
-"""Seeded synthetic data sets: spirals, moons, xor (2-D classification) and linear regression.
+"""Seeded synthetic data sets: spirals, moons, xor (2-D classification), blobs (classification in any
+number of features) and linear regression.
 
 Each draws everything from the ``generator`` it is given, so a run's seed fixes its data.
 """
@@ -39,6 +40,20 @@ def spirals(n_samples: int = 600, arms: int = 3, noise: float = 0.1, *, generato
     x = r[:, None] * torch.stack([t.sin(), t.cos()], dim=1)
     x += noise * torch.randn(n_samples, 2, generator=generator, dtype=torch.float64)
     return Arrays(x, y, "classification", arms)
+
+
+@DATASETS.register("blobs")
+def blobs(n_samples: int = 1000, n_features: int = 20, n_classes: int = 3, spread: float = 1.0, *,
+          generator: torch.Generator) -> Arrays:
+    """One Gaussian blob per class around a random centre: sample i of class k = i mod K is
+    x = c_k + spread * N(0, I), centres c_k ~ N(0, I) in ``n_features`` dimensions. x: (N, F); y: (N,).
+    A stand-in of any size: MNIST's (784 features, 10 classes) for the benchmark's loop, offline."""
+    _check("blobs", n_samples=(n_samples, n_classes), n_features=(n_features, 1), n_classes=(n_classes, 2),
+           spread=(spread, 0))
+    y = _classes(n_samples, n_classes)
+    centres = torch.randn(n_classes, n_features, generator=generator, dtype=torch.float64)
+    x = centres[y] + spread * torch.randn(n_samples, n_features, generator=generator, dtype=torch.float64)
+    return Arrays(x, y, "classification", n_classes)
 
 
 @DATASETS.register("moons")

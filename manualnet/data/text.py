@@ -32,7 +32,7 @@ VOCAB_FILE = "vocab.json"
 
 @DATASETS.register("text")
 def text(path: str | None = None, block_size: int = 128, windows: int = 20000, val_windows: int = 512,
-         val_fraction: float = 0.1, test_fraction: float = 0.0, generator=None) -> Arrays:
+         val_fraction: float = 0.1, test_fraction: float = 0.0, *, generator: torch.Generator | None = None) -> Arrays:
     """x, y: (windows, block_size) token ids, y the next character of each x; val and test: (val_windows,
     block_size) each, from the text's last val_fraction and test_fraction. ``classes`` is the vocabulary."""
     corpus = read_text(path) if path else stdlib_corpus()

@@ -1,12 +1,8 @@
 """A TensorBoard event file, written with tensorboard's own record writer on the caller's thread.
 
-torch's SummaryWriter hands each event to a thread of its own, which opens the file, appends the record and
-closes it again, event by event (tensorboard's file layer for local paths), holding the GIL against the
-training loop for the Python around those system calls; its queue holds 10 events, so a batch of more makes
-the loop wait for that thread. Here the records are framed in memory and reach the file at ``flush``, in one
-write (about half the time of the same hand-off through SummaryWriter, most of it building the protobufs).
-TensorBoard, which reads the file as it grows, only ever finds whole records there (unless a kill lands in
-the middle of that write).
+Not torch's SummaryWriter: its thread opens, appends to and closes the file event by event, holding the GIL
+against the training loop. Here the records are framed in memory and reach the file at ``flush``, in one
+write, so TensorBoard, which reads the file as it grows, only ever finds whole records there.
 """
 
 import io
@@ -63,9 +59,8 @@ class EventFile:
 
 
 def _fast_event_checksums():
-    """Give tensorboard's record writer a CRC-32C in C. Without TensorFlow installed, tensorboard checksums
-    every record in pure Python (~20 us for a scalar event, ~1 ms for a histogram event). google-crc32c
-    computes the same checksum (the masked CRC-32C of TFRecord files) in well under a microsecond."""
+    """Give tensorboard's record writer a CRC-32C in C (google-crc32c): without TensorFlow installed,
+    tensorboard checksums every record in pure Python, which costs more than the rest of the write."""
     try:
         import google_crc32c
         from tensorboard.summary.writer import record_writer

@@ -18,15 +18,13 @@ from manualnet.log.telemetry import bucket_limits, histogram_data
 class MetricsLogger:
     """``run_dir=None`` (a data-parallel rank other than 0) logs nothing.
 
-    Logging a value only records it: the training loop pays for a few appends. Every ``handoff_s`` seconds
-    at most, and at ``flush`` and ``close``, the records are formatted in one batch (a fraction of what
-    formatting each between two training steps costs, whose tensor work has evicted the formatting code
-    from the CPU's caches), written and flushed to the OS: the metrics.jsonl lines and the TensorBoard
-    events, on the training thread (see ``event_file``: no writer thread holds the GIL against the training
-    loop). The trainer flushes before each checkpoint, so a killed run loses nothing from before its last
-    checkpoint (what was logged after it is logged again on resume: ``purge_step``, the checkpoint's step,
-    drops it from both files), and writes the rows alone (``write_rows``) at the end of each epoch that took
-    ``handoff_s`` or longer, so a row waits at most about ``handoff_s`` plus an epoch of under
+    Logging a value only records it: the training loop pays for a few appends. Every ``handoff_s`` seconds at
+    most, and at ``flush`` and ``close``, the records are formatted in one batch (cheaper than one at a time
+    between steps), written and flushed to the OS on the training thread: the metrics.jsonl lines and the
+    TensorBoard events. The trainer flushes before each checkpoint, so a killed run loses nothing from before
+    its last checkpoint (what was logged after it is logged again on resume: ``purge_step``, the checkpoint's
+    step, drops it from both files), and writes the rows alone (``write_rows``) at the end of each epoch that
+    took ``handoff_s`` or longer, so a row waits at most about ``handoff_s`` plus an epoch of under
     ``handoff_s``. Events keep the time they were logged at.
     """
 
@@ -50,7 +48,7 @@ class MetricsLogger:
 
     def tensorboard_scalars(self, values, step):
         """Every value of ``values`` (tag -> number) as a TensorBoard scalar at ``step``: one event holding
-        them all (``add_scalar`` writes one event per value, at ~50 us each)."""
+        them all (``add_scalar`` would write one event per value)."""
         if self.events and values:
             self._pending.append((_scalar_summary, values, step, time.time()))
             self._hand_off_when_due()

@@ -79,21 +79,29 @@ def filter_grid(weight, scale=FILTER_SCALE, pad=1):
 
 def parameters_before(model):
     """A copy of every parameter as it is now."""
-    return [p.clone() for p in model.parameters()]
+    return [p.detach().clone() for p in model.parameters()]
 
 
 def update_ratios(model, before):
     """log10(std(update) / std(param)) per parameter (-inf for a scalar or a parameter that did not move),
-    with one host sync for the whole model; ``before`` is ``parameters_before(model)``."""
-    params = list(model.parameters())
-    updates = [p - b for p, b in zip(params, before, strict=True)]
-    moved = [i for i, p in enumerate(params) if p.numel() > 1]
-    stds = torch.stack([t.std() for i in moved for t in (updates[i], params[i])]).tolist() if moved else []
-    ratios = [-math.inf] * len(params)
-    for i, update_std, param_std in zip(moved, stds[::2], stds[1::2], strict=True):
-        if update_std > 0 and param_std > 0:
-            ratios[i] = math.log10(update_std / param_std)
+    with one host sync for the whole model; ``before`` is ``parameters_before(model)``. Each std comes from
+    the tensor's norm and sum (var = (|x|^2 - (sum x)^2 / n) / (n - 1)), the norms in one fused op."""
+    params = [p.detach() for p in model.parameters()]
+    tensors = [*torch._foreach_sub(params, before), *params]
+    norms, sums = torch._foreach_norm(tensors), [t.sum() for t in tensors]
+    values = torch.stack([*norms, *sums]).double().tolist()
+    k = len(params)
+    ratios = []
+    for i, p in enumerate(params):
+        n = p.numel()
+        update_var, param_var = (_variance(values[j], values[2 * k + j], n) for j in (i, k + i))
+        ratios.append(0.5 * math.log10(update_var / param_var) if update_var > 0 and param_var > 0 else -math.inf)
     return ratios
+
+
+def _variance(norm, total, n):
+    """The unbiased variance of n numbers from their 2-norm and sum (0 for a scalar)."""
+    return max(norm * norm - total * total / n, 0.0) / (n - 1) if n > 1 else 0.0
 
 
 def histogram_data(tensors, bins):

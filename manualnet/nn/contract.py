@@ -58,47 +58,51 @@ def autograd_through_forward():
         _State.through_forward = before
 
 
-@contextlib.contextmanager
-def _trusted(inference):
-    _State.trusted, _State.inference = True, inference
-    try:
-        yield
-    finally:
-        _State.trusted = False
-
-
 def _checked_forward(forward, arity):
     @functools.wraps(forward)
     def checked(self, *inputs, **kwargs):
         d = self.__dict__
         if _State.trusted:
             out = forward(self, *inputs, **kwargs)
-            d["_out_shapes"] = None if _State.inference else _shapes(out)
             if _State.inference:
-                d["cache"] = None
-            return out
-        key = (_signature(inputs), self.training, _State.version)
-        inference = torch.is_inference_mode_enabled()
-        graph = _needs_no_grad(inputs)
-        with torch.no_grad() if graph else contextlib.nullcontext():
-            if key in d["_checked"]:
-                with _trusted(inference):
-                    out = forward(self, *inputs, **kwargs)
-                in_shapes = None
+                d["cache"], d["_out_shapes"] = None, None
             else:
-                if arity is not None and len(inputs) != arity:
-                    raise self.fail(f"forward takes {arity} input(s), got {len(inputs)}")
-                self.check_inputs(*inputs)
-                out, in_shapes = forward(self, *inputs, **kwargs), _shapes(inputs)
-                _remember(d["_checked"], key)
+                d["_out_shapes"] = out.shape if type(out) is torch.Tensor else _shapes(out)
+            return out
+        graph = _needs_no_grad(inputs)
+        if graph:
+            with torch.no_grad():
+                out, in_shapes = _first_call(self, forward, arity, inputs, kwargs)
+        else:
+            out, in_shapes = _first_call(self, forward, arity, inputs, kwargs)
         d["_graph"] = graph
-        if inference:  # nothing to go back through: keep no cache
+        if _State.inference:  # nothing to go back through: keep no cache
             d["cache"], d["_out_shapes"] = None, None
         else:
             d["_out_shapes"], d["_in_shapes"] = _shapes(out), in_shapes
         return out
 
     return checked
+
+
+def _first_call(module, forward, arity, inputs, kwargs):
+    """The outermost call's forward: checked in full for a new input signature, else run trusted with its
+    children. Returns the output and, after full checks, the inputs' shapes (for backward's check)."""
+    key = (_signature(inputs), module.training, _State.version)
+    _State.inference = torch.is_inference_mode_enabled()
+    checked = module.__dict__["_checked"]
+    if key in checked:
+        _State.trusted = True
+        try:
+            return forward(module, *inputs, **kwargs), None
+        finally:
+            _State.trusted = False
+    if arity is not None and len(inputs) != arity:
+        raise module.fail(f"forward takes {arity} input(s), got {len(inputs)}")
+    module.check_inputs(*inputs)
+    out = forward(module, *inputs, **kwargs)
+    _remember(checked, key)
+    return out, _shapes(inputs)
 
 
 def _checked_backward(backward):
@@ -118,19 +122,31 @@ def _checked_backward(backward):
                 p.grad = torch.zeros_like(p)
         if _State.trusted:
             result = backward(self, *grads, **kwargs)
+        elif d["_graph"] or _needs_no_grad(grads):
+            with torch.no_grad():
+                result = _first_backward(self, backward, grads, kwargs)
         else:
-            in_shapes = d["_in_shapes"]
-            graph = d["_graph"] or _needs_no_grad(grads)
-            with torch.no_grad() if graph else contextlib.nullcontext(), \
-                    _trusted(False) if in_shapes is None else contextlib.nullcontext():
-                result = backward(self, *grads, **kwargs)
-            if in_shapes is not None:  # the first backward of a new input signature: check what it returns
-                _check_returned(self, result, in_shapes)
-                d["_in_shapes"] = None
+            result = _first_backward(self, backward, grads, kwargs)
         d["_out_shapes"] = None  # after: a subclass's backward may call super().backward()
         return result
 
     return checked
+
+
+def _first_backward(module, backward, grads, kwargs):
+    """The outermost call's backward: after a forward checked in full, run with its children checked too and
+    its dx checked against the inputs' shapes; else run trusted."""
+    in_shapes = module.__dict__["_in_shapes"]
+    if in_shapes is not None:  # the first backward of a new input signature: check what it returns
+        result = backward(module, *grads, **kwargs)
+        _check_returned(module, result, in_shapes)
+        module.__dict__["_in_shapes"] = None
+        return result
+    _State.trusted = True
+    try:
+        return backward(module, *grads, **kwargs)
+    finally:
+        _State.trusted = False
 
 
 def _remember(checked, key):
@@ -141,8 +157,12 @@ def _remember(checked, key):
 
 
 def _needs_no_grad(tensors):
-    return (not _State.through_forward and torch.is_grad_enabled()
-            and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors))
+    if _State.through_forward or not torch.is_grad_enabled():
+        return False
+    for t in tensors:  # noqa: SIM110 - a plain loop: any() over a generator costs more, on every call
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            return True
+    return False
 
 
 def _arity(forward):
@@ -154,7 +174,8 @@ def _arity(forward):
 
 
 def _signature(inputs):
-    return tuple((x.shape, x.dtype, x.device) if isinstance(x, torch.Tensor) else type(x) for x in inputs)
+    """Shapes, dtypes and devices (get_device: -1 on the CPU, cheaper than building a torch.device)."""
+    return tuple([(x.shape, x.dtype, x.get_device()) if isinstance(x, torch.Tensor) else type(x) for x in inputs])
 
 
 def _shapes(value):

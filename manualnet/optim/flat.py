@@ -6,6 +6,8 @@ run as one op on the buffer instead of one per tensor. Each tensor keeps its ide
 optimizer and the checkpoints hold references to it); only its storage moves.
 """
 
+import operator
+
 import torch
 
 
@@ -42,7 +44,8 @@ class FlatLayout:
         for p, view in zip(params, split(self.grad_buffer, params), strict=True):
             view.copy_(p.grad)
             p.grad = view
-        self._pointers = self._where()
+        self._pointers = list(map(torch.Tensor.data_ptr, params))
+        self._grads = [p.grad for p in params]
 
     @staticmethod
     def fits(params):
@@ -50,8 +53,10 @@ class FlatLayout:
         return bool(params) and len({(p.dtype, p.device) for p in params}) == 1 and \
             len({id(p) for p in params}) == len(params)
 
-    def _where(self):
-        return [(p.data_ptr(), p.grad.data_ptr() if p.grad is not None else None) for p in self.params]
-
     def valid(self):
-        return self._where() == self._pointers
+        """Whether every parameter still lives in the buffer and still has its view as ``.grad``."""
+        return list(map(torch.Tensor.data_ptr, self.params)) == self._pointers and \
+            all(map(operator.is_, map(_grad, self.params), self._grads))
+
+
+_grad = operator.attrgetter("grad")

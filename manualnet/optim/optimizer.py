@@ -31,16 +31,21 @@ class ParamGroup:
     state ``{buffer name: [tensor per update target]}`` and, while it holds, their flat layout."""
 
     def __init__(self, names, params, hyper):
-        self.names, self.params, self.hyper = names, params, hyper
+        self.names, self.params = names, params
+        self.hyper = hyper
         self.state = None
         self.scratch = None
         self.layout = FlatLayout(params) if FlatLayout.fits(params) else None
 
-    def __getattr__(self, name):
-        hyper = self.__dict__.get("hyper", {})
-        if name in hyper:
-            return hyper[name]
-        raise AttributeError(name)
+    @property
+    def hyper(self):
+        """``{name: value}`` of the group's hyperparameters (each is also an attribute, read in the update)."""
+        return {key: getattr(self, key) for key in self._hyper_names}
+
+    @hyper.setter
+    def hyper(self, values):
+        self._hyper_names = tuple(values)
+        self.__dict__.update(values)
 
     def targets(self):
         """``(params, grads)`` for this step: the two flat buffers while the layout holds, else the parameters
@@ -127,7 +132,7 @@ class Optimizer:
     def lr(self, value):
         require(self, "lr", value, is_number(value) and 0 <= value < math.inf, "a finite number >= 0")
         for group, scale in zip(self.param_groups, self._lr_scales, strict=True):
-            group.hyper["lr"] = float(value) * scale
+            group.lr = float(value) * scale
 
     def hyperparameters(self):
         """The first group's ``{name: value}`` with tuples as lists (a state dict holds no tuples)."""

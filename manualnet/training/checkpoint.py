@@ -178,12 +178,12 @@ def set_rng_state(state):
 class Writer:
     """Writes checkpoints on a background thread, so the training loop does not wait for the disk.
 
-    ``submit`` serialises the state to bytes at once (that is the snapshot: later in-place updates cannot
-    reach it) and queues the write; the thread only writes, fsyncs and renames, system calls that release
-    the GIL (pickling on the thread instead held the GIL against the training loop for as long as it would
-    have taken there). Writes happen in order, each atomic as in ``save``. ``flush`` waits for all of them
-    and re-raises a failed write's error. After a failed write nothing more is written (so best.pt is
-    never newer than last.pt) and every later ``submit`` or ``flush`` raises that error again.
+    ``submit`` serialises the state to bytes at once (that is the snapshot: later in-place updates cannot reach
+    it) and queues the write; the thread only writes, fsyncs and renames, system calls that release the GIL
+    (pickling there would hold it against the training loop). Writes happen in order, each atomic as in
+    ``save``. ``flush`` waits for all of them and re-raises a failed write's error. After a failed write nothing
+    more is written (so best.pt is never newer than last.pt) and every later ``submit`` or ``flush`` raises that
+    error again.
     """
 
     def __init__(self):

@@ -1,17 +1,9 @@
 """How many CPU threads torch runs a training step on: ``train.threads``.
 
-A small network's step is a few dozen ops of a few microseconds each. Split over two threads, each op pays
-the hand-off to the other thread and its wake-up, more than the split work saves; in the training loop, whose
-bookkeeping between steps lets that thread fall asleep, more still. On a 2-core machine
-``scripts/bench.py --sizes small,mnist --threads 1`` against ``--threads 2`` gave 2-64-64-3 at batch 64
-(1.7 MFLOP a step) about 6350 steps/s on one thread and 5200-5950 on two, 784-512-256-10 at batch 128
-(412 MFLOP) 203-215 against 319-323. Timing the benchmark's step function at sizes in between (one
-process, interleaved), 3.5 MFLOP still ran faster on one thread and 6.6 MFLOP on two: hence 5 MFLOP.
-
-A core that another process keeps busy makes every op wait for the thread that shares it: with one of two
-cores spinning, the same benchmark gave 250-265 MNIST-size steps/s on one thread and 56-132 on two, and
-``configs/mlp.yaml`` trained in 0.23-0.24 s on one thread and 1.06-1.22 s on two. So "auto" runs on the cores
-no other process is using when the run starts (``busy_cores``), never on more than torch's own count.
+A small step (under ``SMALL_STEP_FLOPS``) runs on one thread: split over two, each of its tiny ops pays the
+hand-off to the other thread more than the split saves. A larger one runs on the cores no other process is
+using when the run starts (``busy_cores``): a busy core makes every op wait for the thread that shares it.
+The measurements behind both choices are in docs/performance.md ("Threads"), with their commands.
 """
 
 import contextlib

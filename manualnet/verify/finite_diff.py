@@ -46,7 +46,7 @@ def numeric_gradient(objective, tensor, flat_indices, h=H):
 @contextlib.contextmanager
 def _one_thread():
     """Thousands of tiny evaluations: handing each to a thread pool costs more than its arithmetic, and on a
-    busy machine every one waits for a free core (a 64x64 matmul: 20 us on one thread, milliseconds on two)."""
+    busy machine every one waits for a free core."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

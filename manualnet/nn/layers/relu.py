@@ -17,9 +17,7 @@ class ReLU(Module):
 
     def backward(self, dy):
         y = self.take_cache()
-        # dx = dy * [x > 0]; sign(y) is that mask, as y >= 0: one float op is ~3x faster on a CPU than a
-        # compare and a bool multiply, and multiplying into it in place allocates one tensor, not two
-        return y.sign().mul_(dy)
+        return y.sign().mul_(dy)                # dx = dy * [x > 0], and sign(y) is [x > 0] as y >= 0
 
     def reference(self, x):
         return F.relu(x)

@@ -1,0 +1,141 @@
+"""What a run keeps on disk: ``last.pt`` when due, ``best.pt`` with the best epoch's weights, and every write
+whole before the run stops; restoring a run from its last checkpoint."""
+
+import dataclasses
+import math
+import time
+
+from manualnet.errors import CheckpointError, ManualnetError
+from manualnet.training import checkpoint
+from manualnet.training.distributed import restore_rng
+from manualnet.training.divergence import Diverged, diagnose_parameters
+
+FORMAT = 1
+
+
+@dataclasses.dataclass
+class Position:
+    """Where a run stands: epochs completed, batches of the current epoch done, optimizer steps done."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+@dataclasses.dataclass
+class Best:
+    """The best epoch so far by validation loss (by train loss when there is no val split)."""
+
+    score: float = math.inf
+    epoch: int = -1
+    step: int | None = None
+
+    def as_dict(self):  # the checkpoint's "best" entry, named as summary.json and the logs name it
+        return {"val/loss": self.score, "epoch": self.epoch, "step": self.step}
+
+    @classmethod
+    def from_dict(cls, saved):
+        return cls(saved["val/loss"], saved["epoch"], saved.get("step"))
+
+
+class CheckpointKeeper:
+    """Writes a trainer's checkpoints (on the writer thread, atomically) and restores one."""
+
+    def __init__(self, trainer):
+        self.t = trainer
+        self.writer = checkpoint.Writer()
+        self.best = Best()
+        self._best_weights = None  # the best epoch's weights, while best.pt does not hold them yet
+        self._saved_at = -math.inf  # when the last checkpoint was written (time.perf_counter)
+
+    def improved(self, score):
+        """Record the epoch just ended as the best if ``score`` beats the best so far."""
+        t = self.t
+        if score >= self.best.score:
+            return
+        self.best = Best(score, t.at.epoch, t.at.step)
+        if t.cluster.is_main:  # the weights best.pt will hold, kept until a checkpoint writes them
+            self._best_weights = {k: v.clone() for k, v in t.model.state_dict().items()}
+
+    def due(self):
+        """A checkpoint every checkpoint_every epochs, but not more often than every checkpoint_interval_s
+        seconds (epochs of milliseconds would spend more time saving than training); always the first epoch
+        this process trains (a run has a checkpoint from its first epoch on) and the last. Rank 0's clock
+        decides."""
+        t, train = self.t, self.t.cfg.train
+        waited = time.perf_counter() - self._saved_at >= train.checkpoint_interval_s
+        due = self._saved_at == -math.inf or (t.at.epoch % train.checkpoint_every == 0 and waited)
+        return t.cluster.broadcast(due) or t.at.epoch == train.epochs
+
+    def save(self):
+        """Checkpoint the run as ``checkpoints/last.pt``; write the best epoch's weights to ``best.pt`` if
+        they are not there yet (the same file as last.pt, hard-linked, when this is the best epoch)."""
+        t = self.t
+        self.check_weights()
+        rngs = t.cluster.gather(checkpoint.rng_state())  # every rank's: Dropout masks differ by rank
+        self._saved_at = time.perf_counter()
+        if not t.cluster.is_main:
+            return
+        t.log.flush()  # metrics.jsonl and the event file hold all up to the checkpoint (after it: resumed)
+        state = {"model": t.model.state_dict(), "optim": t.optimizer.state_dict(), "schedule": t.schedule.state_dict(),
+                 **dataclasses.asdict(t.at), "rng": rngs[0], "rng_ranks": rngs[1:], "config": t.cfg.to_dict(),
+                 "best": self.best.as_dict(), "running": t.running.state_dict(), "format": FORMAT,
+                 "elapsed_s": t.elapsed(), "last_metrics": dict(t.last_metrics)}
+        folder = t.run_dir / "checkpoints"
+        best_now = self._best_weights is not None and self.best.step == t.at.step
+        self.writer.submit(state, [folder / "last.pt", *([folder / "best.pt"] if best_now else [])])
+        self._best_weights = None if best_now else self._best_weights
+        self.save_best()
+
+    def save_best(self):
+        """Write the best epoch's weights to ``best.pt``, if a checkpoint has not written them yet."""
+        if self._best_weights is None:
+            return
+        state = {"model": self._best_weights, "epoch": self.best.epoch, "step": self.best.step,
+                 "best": self.best.as_dict(), "config": self.t.cfg.to_dict(), "format": FORMAT}
+        self.writer.submit(state, [self.t.run_dir / "checkpoints" / "best.pt"])
+        self._best_weights = None
+
+    def check_weights(self):
+        """Stop the run if an update made a weight non-finite (a non-finite gradient under a finite loss, on a
+        step that computed no gradient norm): before such weights could be copied or checkpointed."""
+        t = self.t
+        if not all(math.isfinite(p.sum().item()) for p in t.optimizer.param_buffers()):  # NaN or inf: one sum
+            self.stop_cleanly()
+            raise Diverged(f"training diverged by step {t.at.step}: {diagnose_parameters(t.model)}; it is not "
+                           "checkpointed. Lower optim.lr or set train.grad_clip")
+
+    def stop_cleanly(self):
+        """Before the run stops on an error: the best weights on disk, every checkpoint write complete."""
+        self.save_best()
+        self.writer.flush()
+
+    def restore(self, state):
+        """Put the trainer where the checkpoint ``state`` left the run; a CheckpointError if it does not fit."""
+        t = self.t
+        try:
+            t.model.load_state_dict(state["model"])
+            t.optimizer.load_state_dict(state["optim"])
+            t.schedule.load_state_dict(state["schedule"])
+            t.at = Position(state["epoch"], state["batch"], state["step"])
+            _check_fits(t.at, state["config"]["train"]["batch_size"], t.cfg.train)
+            t.elapsed_before = state.get("elapsed_s", 0.0)
+            t.last_metrics = dict(state.get("last_metrics", {}))
+            self.best = Best.from_dict(state["best"])
+            t.running.load_state_dict(state["running"])
+            restore_rng(state, t.cluster.rank, t.cfg.seed)
+        except ManualnetError as e:
+            raise CheckpointError(f"checkpoint does not fit this run: {e}") from None
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"checkpoint is missing or has a malformed entry: {e}") from None
+
+
+def _check_fits(at, saved_batch_size, train):
+    if at.batch and saved_batch_size != train.batch_size:  # the epoch's order is cut in batches
+        raise CheckpointError(f"the checkpoint is {at.batch} batches into epoch {at.epoch + 1}, with "
+                              f"train.batch_size = {saved_batch_size}; it cannot go on with {train.batch_size} "
+                              f"mid-epoch (resume with batch size {saved_batch_size} and change it once the epoch "
+                              "is done)")
+    if at.epoch > train.epochs:
+        raise CheckpointError(f"the run has already trained {at.epoch} epochs, more than train.epochs = "
+                              f"{train.epochs}; resume with --set train.epochs={at.epoch} or more")

@@ -1,0 +1,79 @@
+"""Running sums of the training metrics, over the logging interval and over the epoch."""
+
+import dataclasses
+import time
+
+
+@dataclasses.dataclass
+class Sums:
+    """What the metrics of a stretch of steps are computed from. ``loss`` adds each step's mean batch loss;
+    ``correct`` / ``counted`` are the right predictions and the samples of the batches whose accuracy was
+    measured (the logging steps' batches)."""
+
+    loss: float = 0.0
+    batches: int = 0
+    samples: int = 0
+    correct: int = 0
+    counted: int = 0
+
+    def add(self, loss, correct, samples):
+        self.loss += loss
+        self.batches += 1
+        self.samples += samples
+        if correct is not None:
+            self.correct += correct
+            self.counted += samples
+
+    def metrics(self, suffix=""):
+        """``train/loss`` (and ``train/accuracy`` when a batch was counted), each name with ``suffix``."""
+        values = {"train/loss": self.loss / max(self.batches, 1)}
+        if self.counted:
+            values["train/accuracy"] = self.correct / self.counted
+        return {f"{k}{suffix}": v for k, v in values.items()}
+
+
+class RunningMetrics:
+    """The logging interval's and the epoch's sums (the interval runs on across epochs), and the samples of
+    the whole run."""
+
+    def __init__(self):
+        self.epoch, self.interval, self.samples_total = Sums(), Sums(), 0
+        self._interval_start, self._interval_before = time.perf_counter(), 0.0
+
+    def start_clock(self):
+        """Time the current interval from now on (plus what a resumed run had spent in it)."""
+        self._interval_start = time.perf_counter() - self._interval_before
+
+    def add(self, loss, correct, samples):
+        """One global batch (summed over ranks, so every rank holds the same sums): its mean ``loss``, its
+        ``samples`` and ``correct`` predictions (None for a batch whose accuracy was not measured)."""
+        self.samples_total += samples
+        correct = None if correct is None else int(correct)  # one host sync, not one per sum
+        self.epoch.add(loss, correct, samples)
+        self.interval.add(loss, correct, samples)
+
+    def interval_metrics(self, lr, norm):
+        """The logging interval's mean loss and accuracy (``train/loss_step``, ``train/accuracy_step``: the
+        epoch's are ``train/loss`` and ``train/accuracy``), learning rate, samples/s and gradient norm."""
+        now = time.perf_counter()
+        metrics = {**self.interval.metrics("_step"), "lr": lr,
+                   "samples_per_sec": self.interval.samples / max(now - self._interval_start, 1e-9),
+                   "grad_norm": norm}
+        self.interval, self._interval_start = Sums(), now
+        return metrics
+
+    def end_epoch(self):
+        """The epoch's metrics; the next epoch's sums start from zero."""
+        metrics, self.epoch = self.epoch.metrics(), Sums()
+        return metrics
+
+    def state_dict(self):
+        return {"epoch": list(dataclasses.astuple(self.epoch)), "interval": list(dataclasses.astuple(self.interval)),
+                "samples_total": self.samples_total, "interval_s": time.perf_counter() - self._interval_start}
+
+    def load_state_dict(self, state):
+        self.epoch = Sums(*state["epoch"])
+        self.interval = Sums(*state.get("interval", ()))
+        self.samples_total = state["samples_total"]
+        self._interval_before = state.get("interval_s", 0.0)
+        self.start_clock()
