@@ -3,6 +3,8 @@
 import json
 import runpy
 
+import pytest
+
 from tests.helpers import ROOT
 
 
@@ -13,7 +15,7 @@ def test_gpt_bench_reports_both_steps_the_ratio_memory_and_where_the_time_goes(t
                           "--vocab", "11", "--rounds", "1", "--no-compile", "--json", str(out)]) == 0
     row = json.loads(out.read_text())
     assert set(row["ms_per_step"]) == {"manualnet", "eager"} and all(v > 0 for v in row["ms_per_step"].values())
-    assert row["speedup"]["eager"] == row["ms_per_step"]["eager"] / row["ms_per_step"]["manualnet"]
+    assert row["speedup"]["eager"] == pytest.approx(row["ms_per_step"]["eager"] / row["ms_per_step"]["manualnet"])
     assert set(row["peak_step_mb"]) == {"manualnet", "eager"} and all(v >= 0 for v in row["peak_step_mb"].values())
     assert {"Linear", "CausalSelfAttention", "LayerNorm", "GELU", "Embedding", "CrossEntropyLoss", "AdamW",
             "other"} <= set(row["manualnet_ms_by_part"])
