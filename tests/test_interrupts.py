@@ -13,8 +13,10 @@ from manualnet.training import checkpoint
 from tests.helpers import config_path, metrics, run_cli, start_cli, summary, wait_for
 
 # log.every=7 does not divide an epoch's 20 steps: a stop can fall inside a logging interval. A checkpoint
-# every epoch: metrics.jsonl then gets each epoch's rows as it ends (else at least once a second).
-ARGS = ["--set", "train.epochs=12", "--set", "train.checkpoint_interval_s=0", "--set", "log.every=7",
+# every epoch: metrics.jsonl then gets each epoch's rows as it ends (else at least once a second). One thread:
+# the straight run and the interrupted one are separate processes, and "auto" may pick each its own count.
+ARGS = ["--set", "train.threads=1",
+        "--set", "train.epochs=12", "--set", "train.checkpoint_interval_s=0", "--set", "log.every=7",
         "--set", "log.tensorboard=false", "--set", "log.histograms_every=0"]
 
 

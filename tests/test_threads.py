@@ -93,3 +93,20 @@ def test_a_run_trains_on_its_threads_says_so_in_its_summary_and_leaves_the_proce
     assert set(seen) == {expected}
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["threads"] == expected
     assert torch.get_num_threads() == before
+
+
+def test_a_resumed_run_keeps_the_thread_count_auto_chose_for_it(tmp_path):
+    from manualnet.cli.main import main
+    from manualnet.training import checkpoint
+    from tests.helpers import config_path
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--config", str(config_path("mlp")), "--run-dir", str(run_dir), "--quiet",
+                 "--set", "train.epochs=1", "--set", "log.tensorboard=false"]) == 0
+    state = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    chosen = state["threads"]
+    assert isinstance(chosen, int) and chosen >= 1
+    state["threads"] = 7  # as if the first process had picked 7: the resumed one must too
+    checkpoint.save(state, run_dir / "checkpoints" / "last.pt")
+    assert main(["train", "--resume", str(run_dir), "--set", "train.epochs=2", "--quiet"]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["threads"] == 7

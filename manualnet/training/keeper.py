@@ -80,7 +80,7 @@ class CheckpointKeeper:
         state = {"model": t.model.state_dict(), "optim": t.optimizer.state_dict(), "schedule": t.schedule.state_dict(),
                  **dataclasses.asdict(t.at), "rng": rngs[0], "rng_ranks": rngs[1:], "config": t.cfg.to_dict(),
                  "best": self.best.as_dict(), "running": t.running.state_dict(), "format": FORMAT,
-                 "elapsed_s": t.elapsed(), "last_metrics": dict(t.last_metrics)}
+                 "elapsed_s": t.elapsed(), "last_metrics": dict(t.last_metrics), "threads": t.threads}
         folder = t.run_dir / "checkpoints"
         best_now = self._best_weights is not None and self.best.step == t.at.step
         self.writer.submit(state, [folder / "last.pt", *([folder / "best.pt"] if best_now else [])])
@@ -124,6 +124,8 @@ class CheckpointKeeper:
             self.best = Best.from_dict(state["best"])
             t.running.load_state_dict(state["running"])
             restore_rng(state, t.cluster.rank, t.cfg.seed)
+            if t.cfg.train.threads == "auto" and state.get("threads") and t.threads is not None:
+                t.threads = state["threads"]  # the count the run chose: another sums in another order
         except ManualnetError as e:
             raise CheckpointError(f"checkpoint does not fit this run: {e}") from None
         except (KeyError, TypeError) as e:
