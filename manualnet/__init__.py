@@ -9,18 +9,11 @@ verify them (``manualnet.verify``). ``import manualnet as mn`` gives the modules
 import importlib
 
 from manualnet.errors import CheckpointError, ConfigError, DataError, LayerError, ManualnetError
+from manualnet.names import NN_NAMES as _NN_NAMES
 
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("nn", "optim", "data", "verify")
-_NN_NAMES = (
-    "LAYERS", "LOSSES", "AdaptiveAvgPool2d", "Add", "AvgPool2d", "BCELoss", "BatchNorm1d", "BatchNorm2d", "Conv2d",
-    "Dropout2d", "MaxPool2d", "BCEWithLogitsLoss", "Concat", "CrossEntropyLoss", "Dropout", "Flatten",
-    "GELU", "GPT", "MLP", "Block", "CausalSelfAttention", "Embedding", "LayerNorm",
-    "Identity", "LeakyReLU", "Linear", "LogSoftmax", "Loss", "MSELoss", "MatMul", "Module", "ModuleList",
-    "NLLLoss", "Parameter", "ReLU", "Residual", "Sequential", "Sigmoid", "Softmax", "Tanh", "register_layer",
-    "register_loss",
-)
 
 __all__ = ["CheckpointError", "ConfigError", "DataError", "LayerError", "ManualnetError", "__version__", "train",
            *_SUBPACKAGES, *_NN_NAMES]

@@ -3,6 +3,7 @@
 Imports nothing of optimizers, data, configs, training, logging or the CLI.
 """
 
+from manualnet.names import NN_NAMES
 from manualnet.nn.containers import ModuleList, Residual, Sequential
 from manualnet.nn.layers import (
     GELU,
@@ -43,11 +44,4 @@ from manualnet.nn.losses import (
 from manualnet.nn.models import GPT, MLP, Block
 from manualnet.nn.module import LAYERS, Module, Parameter, register_layer
 
-__all__ = [
-    "LAYERS", "LOSSES", "AdaptiveAvgPool2d", "Add", "AvgPool2d", "BCELoss", "BatchNorm1d", "BatchNorm2d", "Conv2d",
-    "Dropout2d", "MaxPool2d", "BCEWithLogitsLoss", "Concat", "CrossEntropyLoss", "Dropout", "Flatten",
-    "GELU", "GPT", "MLP", "Block", "CausalSelfAttention", "Embedding", "LayerNorm",
-    "Identity", "LeakyReLU", "Linear", "LogSoftmax", "Loss", "MSELoss", "MatMul", "Module", "ModuleList",
-    "NLLLoss", "Parameter", "ReLU", "Residual", "Sequential", "Sigmoid", "Softmax", "Tanh", "register_layer",
-    "register_loss",
-]
+__all__ = list(NN_NAMES)
