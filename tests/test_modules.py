@@ -442,3 +442,47 @@ def test_check_model_passes_on_cuda():
     rows = check_model(model, mn.CrossEntropyLoss(), torch.randn(5, 6, device="cuda"),
                        torch.tensor([0, 1, 2, 3, 0], device="cuda"), fd=True)
     assert all_passed(rows), format_table(rows)
+
+
+class WrongShapeGrad(mn.Linear):
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.bias.grad = torch.zeros(1)           # bug: a gradient of the wrong shape (torch refuses it)
+        return dx
+
+
+def test_a_backward_setting_a_wrongly_shaped_parameter_gradient_is_one_layer_error():
+    model = Sequential(mn.Linear(3, 3), WrongShapeGrad(3, 3))
+    y = model(torch.randn(5, 3))
+    with pytest.raises(LayerError, match=r"^Linear\(3->3\): backward set a parameter's gradient of the "
+                                         r"wrong shape \(.*size '\[1\]'.*'\[3\]'"):
+        model.backward(torch.ones_like(y))
+
+
+PLUGIN = """
+import torch
+import manualnet
+
+
+@manualnet.register_layer("HalfDx")
+class HalfDx(manualnet.Module):
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, dy):
+        return 2 * dy[:, : dy.shape[1] // 2]      # bug: half of dx
+"""
+
+
+def test_training_with_a_plugin_whose_backward_returns_a_wrongly_shaped_dx_is_one_line_and_exit_2(tmp_path,
+                                                                                                  capsys):
+    from manualnet.cli.main import main
+    from tests.helpers import config_path
+
+    (tmp_path / "half.py").write_text(PLUGIN)
+    code = main(["train", "--config", str(config_path("mlp")), "--run-dir", str(tmp_path / "run"), "--quiet",
+                 "--set", f"plugins=[{tmp_path / 'half.py'}]", "--set", "train.epochs=1",
+                 "--set", "model=[{type: Linear, out_features: 32}, {type: HalfDx}, {type: Linear, out_features: 10}]"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "HalfDx: backward returned a gradient of shape (64, 16) for input 0, which has shape (64, 32)" in err[0]

@@ -138,7 +138,12 @@ def _first_backward(module, backward, grads, kwargs):
     its dx checked against the inputs' shapes; else run trusted."""
     in_shapes = module.__dict__["_in_shapes"]
     if in_shapes is not None:  # the first backward of a new input signature: check what it returns
-        result = backward(module, *grads, **kwargs)
+        try:
+            result = backward(module, *grads, **kwargs)
+        except RuntimeError as e:  # torch refuses a .grad of another shape than its parameter's: say whose
+            if "assign a gradient" not in str(e):
+                raise
+            raise module.fail(f"backward set a parameter's gradient of the wrong shape ({e})") from None
         _check_returned(module, result, in_shapes)
         module.__dict__["_in_shapes"] = None
         return result
