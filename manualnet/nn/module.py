@@ -7,9 +7,8 @@ Children and parameters are registered by attribute assignment, as in ``torch.nn
 their path (``blocks.0.attn.qkv.weight``), so a state dict moves between manualnet and ``torch.nn`` unchanged.
 
 The checks every module needs (tensor inputs, dy's shape, backward before forward, the shapes backward
-returns) live here, wrapped around each subclass's ``forward`` and ``backward``, so that a layer's own code
-reads like its math. They run in full once per input signature (shapes, dtypes, devices, mode); after that,
-only dy's shape is compared.
+returns) are wrapped around each subclass's ``forward`` and ``backward`` by ``manualnet.nn.contract``, so
+that a layer's own code reads like its math.
 """
 
 from collections import OrderedDict
