@@ -34,6 +34,8 @@ def test_help_version_and_argument_errors_do_not_import_torch(args):
     (["--seed"], "unrecognized argument --seed: use --set seed=VALUE"),
     (["--configs", "c.yaml"], "unrecognized argument --configs: did you mean --config?"),
     (["--frobnicate"], "unrecognized argument --frobnicate: manualnet train --help lists the options"),
+    (["configs/mlp.yaml"], "unrecognized argument configs/mlp.yaml: use --config configs/mlp.yaml"),
+    (["--set", "optim.lr", "0.1"], "unrecognized argument 0.1: write --set optim.lr=0.1 (KEY=VALUE, with '=')"),
 ])
 def test_a_flag_that_does_not_exist_gets_a_hint_under_the_command_s_usage(capsys, args, hint):
     assert main(["train", *args]) == 2

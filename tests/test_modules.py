@@ -3,6 +3,7 @@ and device moves, the checks on the training path, and verify on composite modul
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -486,3 +487,53 @@ def test_training_with_a_plugin_whose_backward_returns_a_wrongly_shaped_dx_is_on
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert "HalfDx: backward returned a gradient of shape (64, 16) for input 0, which has shape (64, 32)" in err[0]
+
+
+# -- mistakes a PyTorch user makes, each one line naming the module ---------------------------------------------
+
+def test_a_linear_takes_a_single_sample_as_torch_does():
+    layer = mn.Linear(3, 2).to(torch.float64)
+    rows = check_module(layer, randn((3,), seed=0), fd=True)
+    assert all_passed(rows), format_table(rows)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: Sequential(mn.Linear(4, 8)).to(torch.float64)(torch.randn(2, 4)),
+     r"^Sequential: layer 0: Linear\(4->8\): input 0 is torch.float32 on cpu, its parameters torch.float64 on cpu"),
+    (lambda: mn.Residual(mn.Linear(3, 4))(torch.randn(2, 3)),
+     r"^Residual: the block turns \(2, 3\) into \(2, 4\); a skip connection needs the block to keep its input's"),
+])
+def test_a_forward_that_cannot_work_is_one_layer_error(make, message):
+    with pytest.raises(LayerError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(("grads", "message"), [
+    ((torch.ones(2, 3), torch.ones(2, 3)), r"backward got 2 gradients, expected 1 \(one per output of forward\)"),
+    ((np.ones((2, 3)),), r"backward got a ndarray, expected torch.Tensors"),
+])
+def test_backward_says_what_is_wrong_with_its_gradients(grads, message):
+    model = Sequential(mn.Linear(3, 3))
+    model(torch.randn(2, 3))
+    with pytest.raises(LayerError, match=rf"^Sequential: {message}"):
+        model.backward(*grads)
+
+
+def test_forgetting_super_init_is_named():
+    class Forgot(mn.Module):
+        def __init__(self):
+            self.fc = mn.Linear(2, 2)
+
+    with pytest.raises(LayerError, match=r"^Forgot.fc: call super\(\).__init__\(\) first in Forgot.__init__"):
+        Forgot()
+
+
+def test_torch_conveniences_double_float_apply_and_load_state_dicts_report():
+    model = Net()
+    assert all(p.dtype == torch.float64 for p in model.double().parameters())
+    assert all(p.dtype == torch.float32 for p in model.float().parameters())
+    seen = []
+    model.apply(lambda m: seen.append(type(m).__name__))
+    assert seen[-1] == "Net" and seen.count("Linear") == 7
+    result = model.load_state_dict({"head.weight": torch.zeros(3, 6), "extra": torch.zeros(1)}, strict=False)
+    assert result.unexpected_keys == ["extra"] and "head.bias" in result.missing_keys

@@ -407,3 +407,14 @@ def test_grad_norm_is_the_global_norm_and_leaves_gradients_alone():
 def test_clip_grad_norm_rejects_non_positive_max_norm(max_norm):
     with pytest.raises(ConfigError, match="max_norm"):
         clip_grad_norm({"w": torch.ones(2)}, max_norm)
+
+
+def test_param_groups_are_read_and_set_by_key_as_torch_optims_dicts_are():
+    model = Sequential(Linear(3, 2))
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    group = optimizer.param_groups[0]
+    assert group["lr"] == 0.1 and group["momentum"] == 0.9 and len(group["params"]) == 2
+    group["lr"] = 0.02                        # a hand-written schedule, torch-style
+    assert optimizer.lr == 0.02 and optimizer.state_dict()["param_groups"][0]["lr"] == 0.02
+    with pytest.raises(KeyError, match="betas"):
+        group["betas"] = (0.9, 0.99)

@@ -21,7 +21,7 @@ def main(argv=None):
     args, extra = parser.parse_known_args(argv)
     command = getattr(args, "command", None)
     if extra:
-        return _unknown_arguments(commands.get(command, parser), extra)
+        return _unknown_arguments(commands.get(command, parser), extra, sys.argv[1:] if argv is None else argv)
     if not command:
         parser.print_help()
         return 2
@@ -103,10 +103,17 @@ def _parser():
     return parser, {"train": t, "eval": e, "verify": v, "sample": s}
 
 
-def _unknown_arguments(parser, extra):
+def _unknown_arguments(parser, extra, argv):
     """Exit code 2 with ``parser``'s usage and a hint: the --set that sets a config key given as a flag
-    (``--epochs 3``: ``--set train.epochs=3``), else the closest option of the command."""
+    (``--epochs 3``: ``--set train.epochs=3``), ``--config`` for a bare config path, ``=`` for a --set value
+    given after a space, else the closest option of the command."""
     flag, _, value = extra[0].partition("=")
+    at = list(argv).index(extra[0]) if extra[0] in argv else -1
+    if at >= 2 and argv[at - 2] == "--set" and "=" not in argv[at - 1]:
+        hint = f"write --set {argv[at - 1]}={extra[0]} (KEY=VALUE, with '=')"
+        return _refuse(parser, flag, hint)
+    if flag.endswith((".yaml", ".yml")) and not flag.startswith("-"):
+        return _refuse(parser, flag, f"use --config {flag}")
     if not value and len(extra) > 1 and not extra[1].startswith("-"):
         value = extra[1]
     options = [o for action in parser._actions for o in action.option_strings]
@@ -116,6 +123,10 @@ def _unknown_arguments(parser, extra):
     else:
         close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}?" if close else f"{parser.prog} --help lists the options"
+    return _refuse(parser, flag, hint)
+
+
+def _refuse(parser, flag, hint):
     parser.print_usage(sys.stderr)
     print(f"{parser.prog}: error: unrecognized argument {flag}: {hint}", file=sys.stderr)
     return 2

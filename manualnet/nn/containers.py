@@ -131,7 +131,11 @@ class Residual(Module):
         return block, (torch.randn(3, 4, generator=generator, dtype=torch.float64),)
 
     def forward(self, x):
-        return x + self.block(x)
+        y = self.block(x)
+        if y.shape != x.shape:
+            raise self.fail(f"the block turns {tuple(x.shape)} into {tuple(y.shape)}; a skip connection needs the "
+                            "block to keep its input's shape")
+        return x + y
 
     def backward(self, dy):
         return dy + self.block.backward(dy)     # the skip path passes dy through unchanged

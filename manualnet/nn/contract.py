@@ -115,8 +115,7 @@ def _checked_backward(backward):
                             "forward feeds one backward, and forward under torch.inference_mode() keeps none)")
         if grads and not (len(grads) == 1 and type(grads[0]) is torch.Tensor and grads[0].shape == expected) \
                 and _grad_shapes(grads, expected) != expected:
-            raise self.fail(f"backward got gradients of shape {_show(_grad_shapes(grads, expected))}, expected "
-                            f"the outputs' {_show(expected)}")
+            raise self.fail(_grads_problem(grads, expected))
         for p in d["_parameters"].values():
             if p.grad is None:  # dropped by zero_grad(set_to_none=True), torch.optim's default
                 p.grad = torch.zeros_like(p)
@@ -207,6 +206,18 @@ def _check_returned(module, result, in_shapes):
             got = tuple(dx.shape) if isinstance(dx, torch.Tensor) else type(dx).__name__
             raise module.fail(f"backward returned a gradient of shape {got} for input {i}, "
                               f"which has shape {tuple(shape)}")
+
+
+def _grads_problem(grads, expected):
+    """What is wrong with backward's ``grads``: their count, a non-tensor, or their shapes."""
+    outputs = 1 if isinstance(expected, torch.Size) else len(expected)
+    if len(grads) != outputs:
+        return f"backward got {len(grads)} gradients, expected {outputs} (one per output of forward)"
+    kinds = [type(g).__name__ for g in grads if not isinstance(g, (torch.Tensor, int, float))]
+    if kinds:
+        return f"backward got a {kinds[0]}, expected torch.Tensors (dL/d each output)"
+    got = _show(_grad_shapes(grads, expected))
+    return f"backward got gradients of shape {got}, expected the outputs' {_show(expected)}"
 
 
 def _show(shapes):

@@ -11,7 +11,7 @@ returns) are wrapped around each subclass's ``forward`` and ``backward`` by ``ma
 that a layer's own code reads like its math.
 """
 
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import torch
 
@@ -39,6 +39,9 @@ class Parameter(torch.nn.Parameter):
 
     def __repr__(self):
         return f"Parameter containing:\n{self.data!r}"
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])  # as torch returns
 
 
 class Module:
@@ -69,6 +72,9 @@ class Module:
         if name == "cache":  # set by every forward: the common case first
             self.__dict__["cache"] = value
             return
+        if "_parameters" not in self.__dict__:
+            raise LayerError(f"{type(self).__name__}.{name}: call super().__init__() first in "
+                             f"{type(self).__name__}.__init__, before assigning attributes")
         # Registered values also live in __dict__, so reading self.weight in forward is a plain lookup.
         if isinstance(value, torch.nn.Parameter):
             if value.requires_grad:  # a torch.nn.Parameter as torch makes it: manualnet fills .grad by hand
@@ -185,6 +191,7 @@ class Module:
             for k, v in state_dict.items():
                 if k in own:
                     own[k].copy_(v)
+        return IncompatibleKeys(missing, unexpected)
 
     def zero_grad(self, set_to_none=False):
         """Zero every parameter's gradient in place (``set_to_none``: drop them, as torch's default does;
@@ -219,6 +226,24 @@ class Module:
                     module.register_buffer(name, b.to(device=device, dtype=dtype if b.is_floating_point() else None))
         return self
 
+    def double(self):
+        return self.to(torch.float64)
+
+    def float(self):
+        return self.to(torch.float32)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        return self.to(torch.device("cuda", device) if isinstance(device, int) else device or "cuda")
+
+    def apply(self, fn):
+        """``fn(module)`` for every module below this one and then this one, as torch.nn.Module.apply."""
+        for module in reversed(list(self.modules())):
+            fn(module)
+        return self
+
     # -- forward and backward ---------------------------------------------------------------------
 
     def __call__(self, *inputs, **kwargs):
@@ -245,6 +270,10 @@ class Module:
             if not x.is_floating_point():
                 raise self.fail(f"input {i} has dtype {x.dtype}; this layer works on floating tensors, "
                                 "cast it with x.float()")
+            own = next(iter(self._parameters.values()), None)
+            if own is not None and (x.dtype, x.device) != (own.dtype, own.device):
+                raise self.fail(f"input {i} is {x.dtype} on {x.device}, its parameters {own.dtype} on {own.device}; "
+                                f"move one to the other (x.to({own.dtype}) or model.to({x.dtype}))")
 
     def fail(self, problem):
         """A LayerError that names this module."""

@@ -37,6 +37,21 @@ class ParamGroup:
         self.scratch = None
         self.layout = FlatLayout(params) if FlatLayout.fits(params) else None
 
+    def __getitem__(self, key):  # torch.optim's groups are dicts: group["lr"], group["params"]
+        if key == "params":
+            return self.params
+        if key not in self._hyper_names:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __setitem__(self, key, value):
+        if key not in self._hyper_names:
+            raise KeyError(f"{key!r} is not a hyperparameter of this group ({', '.join(self._hyper_names)})")
+        setattr(self, key, value)
+
+    def keys(self):
+        return ("params", *self._hyper_names)
+
     @property
     def hyper(self):
         """``{name: value}`` of the group's hyperparameters (each is also an attribute, read in the update)."""

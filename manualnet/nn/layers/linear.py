@@ -50,7 +50,7 @@ class Linear(Module):
 
     def backward(self, dy):
         x = self.take_cache()
-        x2, dy2 = (x, dy) if x.dim() == 2 else (x.flatten(0, -2), dy.flatten(0, -2))   # (*, f) -> (N, f)
+        x2, dy2 = (x, dy) if x.dim() == 2 else (x.reshape(-1, self.in_features), dy.reshape(-1, self.out_features))
         self.weight.grad.addmm_(dy2.t(), x2)                 # dW += dy^T @ x: (out, N) @ (N, in) -> (out, in)
         if self.bias is not None:
             self.bias.grad += dy2.sum(0)                     # db += sum_n dy_n
