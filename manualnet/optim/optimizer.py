@@ -49,9 +49,6 @@ class ParamGroup:
             raise KeyError(f"{key!r} is not a hyperparameter of this group ({', '.join(self._hyper_names)})")
         setattr(self, key, value)
 
-    def keys(self):
-        return ("params", *self._hyper_names)
-
     @property
     def hyper(self):
         """``{name: value}`` of the group's hyperparameters (each is also an attribute, read in the update)."""

@@ -32,8 +32,8 @@ class Conv2d(Module):
         weight (O, C/G, kh, kw), bias (O,). ``needs_input_grad = False`` skips dx (a first layer's input is data).
 
     Backward is two convolutions (below), not unfold (im2col) and matrix products: im2col copies x kh*kw
-    times and fold scatter-adds it back, where the convolutions tile without the copy; a whole training step
-    ran 1.8x (digits CNN) to 3x (LeNet) faster this way (``scripts/bench.py --conv``, its "unfold" column).
+    times and fold scatter-adds it back, where the convolutions tile without the copy (the figures:
+    docs/cnn.md, from ``scripts/bench.py --conv``, its "unfold" column).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
