@@ -10,29 +10,28 @@ from manualnet.verify.command import verify_model
 
 
 class MaskAfterSoftmax(mn.CausalSelfAttention):
-    def scores(self, q, k):
-        return torch.matmul(q, k.transpose(-2, -1))     # bug: the softmax sees the future...
+    def probabilities(self, q, k):
+        p = torch.softmax(q @ k.transpose(-2, -1), dim=-1)             # bug: the softmax sees the future...
+        return p.masked_fill(_future(p.shape[-1], p.device), 0.0)     # ...zeroed afterwards: rows sum below 1
 
-    def dropped(self, p, keep):                          # ...which is zeroed afterwards: rows no longer sum to 1
-        return super().dropped(p.masked_fill(_future(p.shape[-1], p.device), 0.0), keep)
+    def attend(self, q, k, v):
+        o = self.probabilities(q, k) @ v
+        return o.view(-1, self.num_heads, *o.shape[1:]), None
 
 
 class NoScaleInBackward(mn.CausalSelfAttention):
     def backward(self, dy):
-        q, k, v, lse, keep, heads = self.take_cache()
-        B, H, T, d = q.shape
+        q, k, v, keep, heads = self.take_cache()
         dheads = self.proj.backward(self.resid_drop.backward(dy))
-        do = dheads.view(B, T, H, d).transpose(1, 2).contiguous()
-        p = self.scores(q, k).sub_(lse).exp_()
-        dqkv = torch.empty(B, T, 3 * H * d, dtype=dy.dtype)
-        dheads_qkv = self.heads(dqkv)
+        do = self.split_out(dheads)
+        p = self.probabilities(q, k)
+        dq, dk, dv = dqkv = torch.empty((3, *q.shape), dtype=q.dtype)
         dp = self.dropped(do @ v.transpose(-2, -1), keep)
-        dheads_qkv[2].copy_(self.dropped(p, keep).transpose(-2, -1) @ do)
-        rowdot = (dheads * heads).view(B, T, H, d).sum(-1).transpose(1, 2).unsqueeze(-1)
-        ds = dp.sub_(rowdot).mul_(p)
-        dheads_qkv[0].copy_(torch.matmul(ds, k))        # bug: dq = ds @ k, the 1 / sqrt(d) forgotten
-        dheads_qkv[1].copy_(ds.transpose(-2, -1) @ q)
-        return self.qkv.backward(dqkv)
+        torch.bmm(self.dropped(p, keep).transpose(-2, -1), do, out=dv)
+        ds = dp.sub_(self.split_out(dheads * heads).sum(-1, keepdim=True)).mul_(p)
+        torch.bmm(ds, k, out=dq)                        # bug: dq = ds @ k, the 1 / sqrt(d) forgotten
+        torch.bmm(ds.transpose(-2, -1), q, out=dk)
+        return self.qkv.backward(self.merge_qkv(dqkv, dy.shape))
 
 
 class DroppedResidualGradient(mn.Block):

@@ -37,7 +37,7 @@ def _recording(module, path, inputs):
 
 
 def _entropy(attention, x):
-    q, k, _ = attention.heads(attention.qkv(x))
+    q, k, _ = attention.split_heads(attention.qkv(x))     # q already divided by sqrt(d)
     p = attention.probabilities(q, k)
     return -torch.special.xlogy(p, p).sum(-1).mean().item()     # 0 log 0 = 0 where the mask left p = 0
 

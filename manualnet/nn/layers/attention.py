@@ -1,6 +1,7 @@
 import math
 
 import torch
+import torch.nn.functional as F
 
 from manualnet.nn.layers.dropout import Dropout
 from manualnet.nn.layers.linear import Linear
@@ -23,10 +24,10 @@ class CausalSelfAttention(Module):
         generator: a seeded ``torch.Generator`` for both dropout masks (the global RNG if None).
     Shape: x (B, T, C) -> y (B, T, C); qkv.weight (3C, C), proj.weight (C, C).
 
-    Forward keeps q, k, v and the log-sum-exp of each row of s, not the probabilities p (B, H, T, T):
-    backward recomputes p = exp(s - lse) from them, as flash attention does, for one more (B, H, T, T)
-    product; docs/gpt.md has the time and memory this trades. With dropout, backward reapplies the
-    forward's mask to the recomputed p.
+    Forward keeps q, k and v, not the probabilities p (B, H, T, T): backward recomputes p from them, for one
+    more (B, H, T, T) product and softmax, so that no float (B, H, T, T) tensor outlives the forward (the
+    memory autograd's fused attention saves too); docs/gpt.md has the time and memory this trades. With
+    dropout, backward reapplies the forward's mask to the recomputed p.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, generator=None):
@@ -51,75 +52,87 @@ class CausalSelfAttention(Module):
             raise self.fail(f"expects x of shape (B, T, {self.embed_dim}), got {tuple(x.shape)}")
 
     def forward(self, x):
-        B, T, C = x.shape
-        qkv = self.heads(self.qkv(x)).contiguous()   # one copy, so no product below copies its operands
-        qkv[0].mul_(self.scale)                 # q / sqrt(d): scaling (B, H, T, d) is cheaper than s (B, H, T, T)
-        q, k, v = qkv
-        s = self.scores(q, k)
-        lse = torch.logsumexp(s, dim=-1, keepdim=True)
-        p = s.sub_(lse).exp_()                  # softmax(s) = exp(s - log sum_j exp(s_j)), in the scores' memory
-        keep = self.keep_mask(p)
-        o = self.dropped(p, keep) @ v                                       # (B, H, T, T) @ (B, H, T, d)
-        heads = o.transpose(1, 2).reshape(B, T, C)
-        # Backward needs q, k, v, p, the dropout mask and the heads' output. p is recomputed from the
-        # log-sum-exp, as flash attention does, so no float (B, H, T, T) tensor is kept; heads is the tensor
-        # proj keeps anyway.
-        self.cache = (q, k, v, lse, keep, heads)
+        q, k, v = self.split_heads(self.qkv(x))          # (B*H, T, d) each, q already divided by sqrt(d)
+        o, keep = self.attend(q, k, v)                   # (B, H, T, d)
+        heads = o.transpose(1, 2).reshape(x.shape)       # (B, T, C): the heads side by side at each position
+        self.cache = (q, k, v, keep, heads)     # backward needs q, k, v, the dropout mask and the heads' output
         return self.resid_drop(self.proj(heads))
 
-    def heads(self, qkv):
-        """q, k, v (B, H, T, d) each: views of the projection (B, T, 3C) split into 3 and into heads."""
-        B, T, _ = qkv.shape
-        return qkv.view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-
-    def keep_mask(self, p):
-        """In training with dropout, which attention weights survive (bool, p's shape); else None."""
+    def attend(self, q, k, v):
+        """o = dropout(p) @ v with p = softmax(q @ k^T + M), as (B, H, T, d), and the dropout mask (None
+        without dropout). Without dropout, torch's fused scaled_dot_product_attention (a forward op) computes o without forming
+        p; with it, p is formed here and its mask drawn, so that backward can reapply the mask."""
         if not self.training or self.dropout == 0:
-            return None
-        return torch.rand(p.shape, generator=self.generator, device=p.device, dtype=p.dtype) >= self.dropout
+            q4, k4, v4 = (t.view(-1, self.num_heads, *t.shape[1:]) for t in (q, k, v))
+            return F.scaled_dot_product_attention(q4, k4, v4, is_causal=True, scale=1.0), None
+        p = self.probabilities(q, k)                     # (B*H, T, T)
+        keep = torch.rand(p.shape, generator=self.generator, device=p.device, dtype=p.dtype) >= self.dropout
+        o = self.dropped(p, keep) @ v                    # (B*H, T, T) @ (B*H, T, d)
+        return o.view(-1, self.num_heads, *o.shape[1:]), keep
+
+    def split_heads(self, qkv):
+        """(B, T, 3C) -> q / sqrt(d), k, v, each (B*H, T, d): one copy into head-major order, so that no
+        product below copies its operands; q is scaled there, as (B*H, T, d) is cheaper to scale than s."""
+        B, T, _ = qkv.shape
+        heads = qkv.view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).contiguous()
+        heads[0].mul_(self.scale)
+        return heads.view(3, B * self.num_heads, T, self.head_dim).unbind(0)
 
     def dropped(self, p, keep):
         """pd = p * keep / (1 - dropout): the weights the values are averaged with."""
         return p if keep is None else p * keep / (1 - self.dropout)
 
     def scores(self, q, k):
-        """s = q @ k^T + M for q already divided by sqrt(d): (B, H, T, T), -inf above the diagonal."""
-        s = torch.matmul(q, k.transpose(-2, -1))                           # (B, H, T, d) @ (B, H, d, T)
-        return s.masked_fill_(_future(q.shape[-2], q.device), float("-inf"))   # before the softmax: p[i, j > i] = 0
+        """s = q @ k^T + M for q already divided by sqrt(d): (B*H, T, T), M = -inf above the diagonal,
+        added by the product itself (baddbmm)."""
+        T = q.shape[-2]
+        mask = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
+        return torch.baddbmm(mask, q, k.transpose(-2, -1))                 # (B*H, T, d) @ (B*H, d, T)
 
     def probabilities(self, q, k):
-        """p = softmax(q @ k^T / sqrt(d) + M): (B, H, T, T), row i spread over positions 0..i."""
-        return torch.softmax(self.scores(q * self.scale, k), dim=-1)
+        """p = softmax(q @ k^T + M) for q already divided by sqrt(d): row i spread over positions 0..i."""
+        return torch.softmax(self.scores(q, k), dim=-1)
 
     def backward(self, dy):
-        q, k, v, lse, keep, heads = self.take_cache()    # q is q / sqrt(d)
-        B, H, T, d = q.shape
+        q, k, v, keep, heads = self.take_cache()        # q is q / sqrt(d)
         dheads = self.proj.backward(self.resid_drop.backward(dy))
-        do = dheads.view(B, T, H, d).transpose(1, 2).contiguous()
-        p = self.scores(q, k).sub_(lse).exp_()  # the forward's probabilities again, from its log-sum-exp
-        dqkv = torch.empty(B, T, 3 * H * d, dtype=dy.dtype, device=dy.device)
-        dheads_qkv = self.heads(dqkv)           # dq, dk, dv as views: each lands in the qkv projection's layout
+        do = self.split_out(dheads)                      # (B*H, T, d)
+        p = self.probabilities(q, k)                     # the forward's probabilities again
+        dq, dk, dv = dqkv = torch.empty((3, *q.shape), dtype=q.dtype, device=q.device)
         # o = pd @ v, pd = dropout(p):  dpd = do @ v^T, dv = pd^T @ do
         dp = self.dropped(do @ v.transpose(-2, -1), keep)                  # dp = dpd * keep / (1 - dropout)
-        dheads_qkv[2].copy_(self.dropped(p, keep).transpose(-2, -1) @ do)
+        torch.bmm(self.dropped(p, keep).transpose(-2, -1), do, out=dv)
         # softmax: ds_ij = p_ij (dp_ij - sum_k dp_ik p_ik), and sum_k dp_ik p_ik = sum_k dpd_ik pd_ik = do_i . o_i,
-        # a (B, H, T) product of the heads' output and its gradient (flash attention's D); masked entries have
+        # a (B*H, T) product of the heads' output and its gradient (flash attention's D); masked entries have
         # p = 0, so get no gradient
-        rowdot = (dheads * heads).view(B, T, H, d).sum(-1).transpose(1, 2).unsqueeze(-1)
-        ds = dp.sub_(rowdot).mul_(p)
+        ds = dp.sub_(self.split_out(dheads * heads).sum(-1, keepdim=True)).mul_(p)
         # s = (q / sqrt(d)) @ k^T:  dq = ds @ k / sqrt(d), dk = ds^T @ (q / sqrt(d))
-        dheads_qkv[0].copy_(torch.matmul(ds, k).mul_(self.scale))
-        dheads_qkv[1].copy_(ds.transpose(-2, -1) @ q)
-        return self.qkv.backward(dqkv)
+        torch.bmm(ds, k, out=dq).mul_(self.scale)
+        torch.bmm(ds.transpose(-2, -1), q, out=dk)
+        return self.qkv.backward(self.merge_qkv(dqkv, dy.shape))
+
+    def split_out(self, t):
+        """(B, T, C) -> (B*H, T, d): the heads' order of a tensor laid out as the heads' output."""
+        B, T, _ = t.shape
+        return t.view(B, T, self.num_heads, self.head_dim).transpose(1, 2).reshape(-1, T, self.head_dim)
+
+    def merge_qkv(self, dqkv, shape):
+        """(3, B*H, T, d) -> (B, T, 3C): the gradients back in the qkv projection's layout."""
+        B, T, C = shape
+        return dqkv.view(3, B, self.num_heads, T, self.head_dim).permute(1, 3, 0, 2, 4).reshape(B, T, 3 * C)
 
     def reference(self, x):
         """The same function in torch ops on this module's parameters; verify rewinds the dropout generators
         so the masks are the forward's."""
         B, T, C = x.shape
-        q, k, v = self.heads(self.qkv.reference(x))
+        H, d = self.num_heads, self.head_dim
+        q, k, v = self.qkv.reference(x).view(B, T, 3, H, d).permute(2, 0, 3, 1, 4)
         s = (q @ k.transpose(-2, -1) * self.scale).masked_fill(_future(T, x.device), float("-inf"))
         p = torch.softmax(s, dim=-1)
-        o = self.dropped(p, self.keep_mask(p)) @ v
+        if self.training and self.dropout > 0:
+            keep = torch.rand(p.shape, generator=self.generator, device=p.device, dtype=p.dtype) >= self.dropout
+            p = self.dropped(p, keep)
+        o = p @ v
         return self.resid_drop(self.proj.reference(o.transpose(1, 2).reshape(B, T, C)))
 
     def describe(self):
