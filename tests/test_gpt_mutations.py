@@ -28,7 +28,8 @@ class NoScaleInBackward(mn.CausalSelfAttention):
         dq, dk, dv = dqkv = torch.empty((3, *q.shape), dtype=q.dtype)
         dp = self.dropped(do @ v.transpose(-2, -1), keep)
         torch.bmm(self.dropped(p, keep).transpose(-2, -1), do, out=dv)
-        ds = dp.sub_(self.split_out(dheads * heads).sum(-1, keepdim=True)).mul_(p)
+        rowdot = (dheads * heads).view(*dheads.shape[:2], self.num_heads, -1).sum(-1)
+        ds = dp.sub_(rowdot.transpose(1, 2).reshape(-1, rowdot.shape[1], 1)).mul_(p)
         torch.bmm(ds, k, out=dq)                        # bug: dq = ds @ k, the 1 / sqrt(d) forgotten
         torch.bmm(ds.transpose(-2, -1), q, out=dk)
         return self.qkv.backward(self.merge_qkv(dqkv, dy.shape))

@@ -105,7 +105,8 @@ class CausalSelfAttention(Module):
         # softmax: ds_ij = p_ij (dp_ij - sum_k dp_ik p_ik), and sum_k dp_ik p_ik = sum_k dpd_ik pd_ik = do_i . o_i,
         # a (B*H, T) product of the heads' output and its gradient (flash attention's D); masked entries have
         # p = 0, so get no gradient
-        ds = dp.sub_(self.split_out(dheads * heads).sum(-1, keepdim=True)).mul_(p)
+        rowdot = (dheads * heads).view(*dheads.shape[:2], self.num_heads, -1).sum(-1)           # (B, T, H)
+        ds = dp.sub_(rowdot.transpose(1, 2).reshape(-1, rowdot.shape[1], 1)).mul_(p)
         # s = (q / sqrt(d)) @ k^T:  dq = ds @ k / sqrt(d), dk = ds^T @ (q / sqrt(d))
         torch.bmm(ds, k, out=dq).mul_(self.scale)
         torch.bmm(ds.transpose(-2, -1), q, out=dk)
