@@ -60,8 +60,8 @@ class CausalSelfAttention(Module):
 
     def attend(self, q, k, v):
         """o = dropout(p) @ v with p = softmax(q @ k^T + M), as (B, H, T, d), and the dropout mask (None
-        without dropout). Without dropout, torch's fused scaled_dot_product_attention (a forward op) computes o without forming
-        p; with it, p is formed here and its mask drawn, so that backward can reapply the mask."""
+        without dropout). Without dropout, torch's fused scaled_dot_product_attention (a forward op) computes
+        o without forming p; with it, p is formed here and its mask drawn, so that backward can reapply it."""
         if not self.training or self.dropout == 0:
             q4, k4, v4 = (t.view(-1, self.num_heads, *t.shape[1:]) for t in (q, k, v))
             return F.scaled_dot_product_attention(q4, k4, v4, is_causal=True, scale=1.0), None
