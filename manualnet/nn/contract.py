@@ -5,10 +5,11 @@ forward, dy's shape against the output's, and on the first backward of a new inp
 the dx it returns. ``.grad`` is allocated before a backward when torch.optim's ``zero_grad`` dropped it, and
 no autograd graph is built through manual math from an input that requires grad.
 
-The one speed trick: a module remembers the input signatures (shapes, dtypes, devices, mode) whose checks
+The speed trick: a module remembers the input signatures (shapes, dtypes, devices, mode) whose checks
 passed. A call with such a signature runs "trusted": its children's inputs follow from its own, so inside it
 every child's forward and backward skips its checks but for the cheap ones (forward before backward, dy's
-shape). Registering a parameter or module anywhere forgets every remembered signature.
+shape), and with tensor subclasses' ``__torch_function__`` off, as a Parameter's is anyway. Registering a
+parameter or module anywhere forgets every remembered signature.
 """
 
 import contextlib
@@ -94,7 +95,8 @@ def _first_call(module, forward, arity, inputs, kwargs):
     if key in checked:
         _State.trusted = True
         try:
-            return forward(module, *inputs, **kwargs), None
+            with _plain_tensors():
+                return forward(module, *inputs, **kwargs), None
         finally:
             _State.trusted = False
     if arity is not None and len(inputs) != arity:
@@ -148,9 +150,17 @@ def _first_backward(module, backward, grads, kwargs):
         return result
     _State.trusted = True
     try:
-        return backward(module, *grads, **kwargs)
+        with _plain_tensors():
+            return backward(module, *grads, **kwargs)
     finally:
         _State.trusted = False
+
+
+def _plain_tensors():
+    """Inside a trusted call, tensor subclasses act as plain tensors: a Parameter in an op then costs nothing
+    over a tensor, where each op would otherwise look up its ``__torch_function__`` (a Parameter's does
+    nothing: torch disables it)."""
+    return torch._C.DisableTorchFunctionSubclass()
 
 
 def _remember(checked, key):

@@ -120,7 +120,7 @@ class Optimizer:
                 for p in group.params:
                     p.grad = None
             else:
-                torch._foreach_zero_([g for g in group.targets()[1]])
+                torch._foreach_zero_(group.targets()[1])
 
     def grad_buffers(self):
         """The tensors that hold every gradient: one flat buffer per group, or one tensor per parameter."""

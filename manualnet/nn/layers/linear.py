@@ -53,7 +53,7 @@ class Linear(Module):
         x2, dy2 = (x, dy) if x.dim() == 2 else (x.reshape(-1, self.in_features), dy.reshape(-1, self.out_features))
         self.weight.grad.addmm_(dy2.t(), x2)                 # dW += dy^T @ x: (out, N) @ (N, in) -> (out, in)
         if self.bias is not None:
-            self.bias.grad += dy2.sum(0)                     # db += sum_n dy_n
+            self.bias.grad.add_(dy2.sum(0))                  # db += sum_n dy_n
         if not self.needs_input_grad:
             return None
         return dy @ self.weight                              # dx = dy @ W: (*, out) @ (out, in) -> (*, in)
