@@ -20,19 +20,14 @@ class MaskAfterSoftmax(mn.CausalSelfAttention):
 
 
 class NoScaleInBackward(mn.CausalSelfAttention):
-    def backward(self, dy):
-        q, k, v, keep, heads = self.take_cache()
-        dheads = self.proj.backward(self.resid_drop.backward(dy))
-        do = self.split_out(dheads)
+    def heads_backward(self, q, k, v, do, rowdot, keep, dqkv):
+        dq, dk, dv = dqkv
         p = self.probabilities(q, k)
-        dq, dk, dv = dqkv = torch.empty((3, *q.shape), dtype=q.dtype)
         dp = self.dropped(do @ v.transpose(-2, -1), keep)
         torch.bmm(self.dropped(p, keep).transpose(-2, -1), do, out=dv)
-        rowdot = (dheads * heads).view(*dheads.shape[:2], self.num_heads, -1).sum(-1)
-        ds = dp.sub_(rowdot.transpose(1, 2).reshape(-1, rowdot.shape[1], 1)).mul_(p)
+        ds = dp.sub_(rowdot).mul_(p)
         torch.bmm(ds, k, out=dq)                        # bug: dq = ds @ k, the 1 / sqrt(d) forgotten
         torch.bmm(ds.transpose(-2, -1), q, out=dk)
-        return self.qkv.backward(self.merge_qkv(dqkv, dy.shape))
 
 
 class DroppedResidualGradient(mn.Block):

@@ -7,6 +7,8 @@ from manualnet.nn.layers.dropout import Dropout
 from manualnet.nn.layers.linear import Linear
 from manualnet.nn.module import Module, register_layer
 
+HEAD_CHUNK_ELEMENTS = 2**18  # backward's (heads, T, T) temporaries: 1 MB each in float32
+
 
 @register_layer("CausalSelfAttention")
 class CausalSelfAttention(Module):
@@ -26,8 +28,9 @@ class CausalSelfAttention(Module):
 
     Forward keeps q, k and v, not the probabilities p (B, H, T, T): backward recomputes p from them, for one
     more (B, H, T, T) product and softmax, so that no float (B, H, T, T) tensor outlives the forward (the
-    memory autograd's fused attention saves too); docs/gpt.md has the time and memory this trades. With
-    dropout, backward reapplies the forward's mask to the recomputed p.
+    memory autograd's fused attention saves too), and goes through a few heads at a time, so that its
+    (heads, T, T) temporaries stay small; docs/gpt.md has the time and memory this trades. With dropout,
+    backward reapplies the forward's mask to the recomputed p.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, generator=None):
@@ -97,20 +100,30 @@ class CausalSelfAttention(Module):
         q, k, v, keep, heads = self.take_cache()        # q is q / sqrt(d)
         dheads = self.proj.backward(self.resid_drop.backward(dy))
         do = self.split_out(dheads)                      # (B*H, T, d)
+        # the softmax's row term sum_k dp_ik p_ik = do_i . o_i (below), per head: (B, T, H) -> (B*H, T, 1)
+        rowdot = (dheads * heads).view(*dheads.shape[:2], self.num_heads, -1).sum(-1)
+        rowdot = rowdot.transpose(1, 2).reshape(-1, rowdot.shape[1], 1)
+        dqkv = torch.empty((3, *q.shape), dtype=q.dtype, device=q.device)
+        # a few heads at a time, as flash attention tiles: the (heads, T, T) temporaries stay small
+        step = max(1, HEAD_CHUNK_ELEMENTS // (q.shape[1] * q.shape[1]))
+        for i in range(0, q.shape[0], step):
+            h = slice(i, i + step)
+            self.heads_backward(q[h], k[h], v[h], do[h], rowdot[h], None if keep is None else keep[h], dqkv[:, h])
+        return self.qkv.backward(self.merge_qkv(dqkv, dy.shape))
+
+    def heads_backward(self, q, k, v, do, rowdot, keep, dqkv):
+        """dq, dk, dv (written into dqkv) of a group of heads, from their output's gradient do."""
+        dq, dk, dv = dqkv
         p = self.probabilities(q, k)                     # the forward's probabilities again
-        dq, dk, dv = dqkv = torch.empty((3, *q.shape), dtype=q.dtype, device=q.device)
         # o = pd @ v, pd = dropout(p):  dpd = do @ v^T, dv = pd^T @ do
         dp = self.dropped(do @ v.transpose(-2, -1), keep)                  # dp = dpd * keep / (1 - dropout)
         torch.bmm(self.dropped(p, keep).transpose(-2, -1), do, out=dv)
-        # softmax: ds_ij = p_ij (dp_ij - sum_k dp_ik p_ik), and sum_k dp_ik p_ik = sum_k dpd_ik pd_ik = do_i . o_i,
-        # a (B*H, T) product of the heads' output and its gradient (flash attention's D); masked entries have
-        # p = 0, so get no gradient
-        rowdot = (dheads * heads).view(*dheads.shape[:2], self.num_heads, -1).sum(-1)           # (B, T, H)
-        ds = dp.sub_(rowdot.transpose(1, 2).reshape(-1, rowdot.shape[1], 1)).mul_(p)
+        # softmax: ds_ij = p_ij (dp_ij - sum_k dp_ik p_ik), and sum_k dp_ik p_ik = sum_k dpd_ik pd_ik = do_i . o_i
+        # (flash attention's D, the rowdot); masked entries have p = 0, so get no gradient
+        ds = dp.sub_(rowdot).mul_(p)
         # s = (q / sqrt(d)) @ k^T:  dq = ds @ k / sqrt(d), dk = ds^T @ (q / sqrt(d))
         torch.bmm(ds, k, out=dq).mul_(self.scale)
         torch.bmm(ds.transpose(-2, -1), q, out=dk)
-        return self.qkv.backward(self.merge_qkv(dqkv, dy.shape))
 
     def split_out(self, t):
         """(B, T, C) -> (B*H, T, d): the heads' order of a tensor laid out as the heads' output."""
