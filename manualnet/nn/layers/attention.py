@@ -6,8 +6,7 @@ import torch.nn.functional as F
 from manualnet.nn.layers.dropout import Dropout
 from manualnet.nn.layers.linear import Linear
 from manualnet.nn.module import Module, register_layer
-
-HEAD_CHUNK_ELEMENTS = 2**18  # backward's (heads, T, T) temporaries: 1 MB each in float32
+from manualnet.nn.pieces import pieces_along
 
 
 @register_layer("CausalSelfAttention")
@@ -104,10 +103,8 @@ class CausalSelfAttention(Module):
         rowdot = (dheads * heads).view(*dheads.shape[:2], self.num_heads, -1).sum(-1)
         rowdot = rowdot.transpose(1, 2).reshape(-1, rowdot.shape[1], 1)
         dqkv = torch.empty((3, *q.shape), dtype=q.dtype, device=q.device)
-        # a few heads at a time, as flash attention tiles: the (heads, T, T) temporaries stay small
-        step = max(1, HEAD_CHUNK_ELEMENTS // (q.shape[1] * q.shape[1]))
-        for i in range(0, q.shape[0], step):
-            h = slice(i, i + step)
+        # a few heads at a time, as flash attention tiles: the (heads, T, T) temporaries stay cache-sized
+        for h in pieces_along(q.shape[0], q.shape[1] * q.shape[1]):
             self.heads_backward(q[h], k[h], v[h], do[h], rowdot[h], None if keep is None else keep[h], dqkv[:, h])
         return self.qkv.backward(self.merge_qkv(dqkv, dy.shape))
 

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from manualnet.errors import LayerError
 from manualnet.nn.module import Module, register_layer
+from manualnet.nn.pieces import elementwise_in_pieces
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -38,18 +39,22 @@ class GELU(Module):
 
     def backward(self, dy):
         x = self.take_cache()
+        return elementwise_in_pieces(lambda x, dy: self.derivative(x).mul_(dy), x, dy)   # dx = dy * gelu'(x)
+
+    def derivative(self, x):
+        """gelu'(x), elementwise (in place on two buffers of its own: an elementwise layer's time and memory
+        are its passes and its temporaries)."""
         x2 = x * x
-        # (in place on two buffers: an elementwise layer's time and memory are its passes and its temporaries)
         if self.approximate == "tanh":
             # y = x (1 + tanh(u)) / 2 = x sigmoid(2u) with 2u = 2 sqrt(2/pi) (x + 0.044715 x^3), so with s = sigmoid(2u)
-            # and a = x d(2u)/dx = 2 sqrt(2/pi) (x + 3 * 0.044715 x^3):  dx = dy (s + x s (1 - s) d(2u)/dx)
-            # = dy s (1 + a (1 - s)); sigmoid rather than tanh, which is several times slower on a CPU
+            # and a = x d(2u)/dx = 2 sqrt(2/pi) (x + 3 * 0.044715 x^3):  y' = s + x s (1 - s) d(2u)/dx
+            # = s (1 + a (1 - s)); sigmoid rather than tanh, which is several times slower on a CPU
             s = torch.addcmul(x, x2, x, value=CUBIC).mul_(2 * SQRT_2_OVER_PI).sigmoid_()
             a = x2.mul_(3 * CUBIC * 2 * SQRT_2_OVER_PI).add_(2 * SQRT_2_OVER_PI).mul_(x)
-            return a.addcmul_(a, s, value=-1).add_(1).mul_(s).mul_(dy)
-        # dx = dy (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal density
+            return a.addcmul_(a, s, value=-1).add_(1).mul_(s)
+        # y' = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal density
         x_pdf = x2.mul_(-0.5).exp_().mul_(x).mul_(INV_SQRT_2PI)
-        return torch.mul(x, INV_SQRT_2).erf_().add_(1).mul_(0.5).add_(x_pdf).mul_(dy)
+        return torch.mul(x, INV_SQRT_2).erf_().add_(1).mul_(0.5).add_(x_pdf)
 
     def reference(self, x):
         return F.gelu(x, approximate=self.approximate)
