@@ -35,7 +35,9 @@ class GELU(Module):
 
     def forward(self, x):
         self.cache = x                                     # backward needs only x
-        return F.gelu(x, approximate=self.approximate)
+        if self.approximate == "tanh":  # as x sigmoid(2u), in cache-sized pieces: faster here than F.gelu's tanh
+            return elementwise_in_pieces(_gelu_tanh, x)
+        return F.gelu(x)
 
     def backward(self, dy):
         x = self.take_cache()
@@ -64,3 +66,8 @@ class GELU(Module):
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"
+
+
+def _gelu_tanh(x):
+    """x (1 + tanh(u)) / 2 = x sigmoid(2u), 2u = 2 sqrt(2/pi) (x + 0.044715 x^3)."""
+    return torch.addcmul(x, x * x, x, value=CUBIC).mul_(2 * SQRT_2_OVER_PI).sigmoid_().mul_(x)
