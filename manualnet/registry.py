@@ -91,12 +91,14 @@ def construct(factory, kwargs, where, fixed=None):
 
 def argument_problems(factory, kwargs, where, fixed=()):
     """What is wrong with the config section ``where`` calling ``factory(**kwargs)`` (the names in ``fixed``
-    are supplied by the code): unknown and missing arguments, values of the wrong type, one line each."""
+    are supplied by the code), one line each, nothing raised: unknown and missing arguments and values of the
+    wrong type (read off its signature), and values out of range (its own ``problems``, see ``refuse``)."""
     return _checked(factory, kwargs, where, fixed)[0]
 
 
 def _checked(factory, kwargs, where, fixed):
-    """``(problems, kwargs with values converted to their annotated types)``."""
+    """``(problems, kwargs with values converted to their annotated types)``. Types are converted here (a
+    ``--set optim.lr=1e-3`` is the string '1e-3' to YAML); ranges are the factory's to say, once."""
     params = _parameters(factory)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     allowed = {n: p for n, p in params.items()
@@ -106,8 +108,34 @@ def _checked(factory, kwargs, where, fixed):
                 for k in kwargs if k not in allowed and not accepts_any]
     problems += [f"{where}.{n}: required argument is missing" for n, p in allowed.items()
                  if p.default is p.empty and n not in kwargs]
-    values, wrong_types = typecheck(allowed, kwargs, where)
-    return problems + wrong_types, values
+    values, wrong_types = _typechecked(allowed, kwargs, where)
+    problems += [line for lines in wrong_types.values() for line in lines]
+    own = getattr(factory, "problems", None)
+    if callable(own):  # its own checks, on its defaults and the given values of the right type
+        args = {n: p.default for n, p in allowed.items() if p.default is not p.empty}
+        args.update({k: v for k, v in values.items() if k in allowed and k not in wrong_types})
+        problems += [f"{where}.{name}: expected {expected}, got {kwargs.get(name, args[name])!r}"
+                     for name, expected in own(args)]
+    return problems, values
+
+
+# -- a constructor's own checks ---------------------------------------------------------------------------
+# A class that checks its arguments' ranges says what is wrong in a classmethod ``problems(args)`` ->
+# ``[(name, expected), ...]`` that checks only the names ``args`` has and raises nothing; its constructor
+# calls ``refuse`` with it, and a config's check (``argument_problems``) calls it too, so each range is
+# written once and a config with several mistakes hears of them all.
+
+def expect(args, name, ok, expected):
+    """``[(name, expected)]`` if ``args`` has ``name`` and ``ok(its value)`` is false, else ``[]``."""
+    return [(name, expected)] if name in args and not ok(args[name]) else []
+
+
+def refuse(owner, args, problems):
+    """Raise one ConfigError, a line ``<Owner> argument <name>=<value>: expected <expected>`` per problem."""
+    if problems:
+        owner_name = owner.__name__ if isinstance(owner, type) else type(owner).__name__
+        raise ConfigError("\n".join(f"{owner_name} argument {name}={args[name]!r}: expected {expected}"
+                                    for name, expected in problems))
 
 
 def _parameters(factory):
@@ -130,6 +158,12 @@ def typecheck(params, kwargs, where):
     pydantic against its parameter's annotation in ``params`` (name -> inspect.Parameter), or else the
     type of its default; names not in ``params`` are passed through unchecked. A line reads
     ``<where>.<name>: <what was expected>, got <value>``."""
+    values, wrong = _typechecked(params, kwargs, where)
+    return values, [line for lines in wrong.values() for line in lines]
+
+
+def _typechecked(params, kwargs, where):
+    """``typecheck``, its lines grouped by the argument's name (``{name: [line, ...]}``)."""
     fields = {}
     for name in kwargs:
         p = params.get(name)
@@ -140,15 +174,22 @@ def typecheck(params, kwargs, where):
     try:
         checker = create_model("Arguments", __config__=_ARGUMENTS, **fields)
     except Exception:  # noqa: BLE001 - an annotation pydantic cannot check (a user's own class): values as given
-        return dict(kwargs), []
+        return dict(kwargs), {}
     try:
         checked = checker.model_validate({k: kwargs[k] for k in fields})
     except ValidationError as e:
-        return dict(kwargs), [f"{where}.{'.'.join(map(str, err['loc']))}: {err['msg'][0].lower()}{err['msg'][1:]}, "
-                              f"got {err.get('input')!r}" for err in e.errors()]
+        return dict(kwargs), _lines_by_name(e.errors(), where)
     out = dict(kwargs)
     out.update({k: getattr(checked, k) for k in fields})
-    return out, []
+    return out, {}
+
+
+def _lines_by_name(errors, where):
+    lines = {}
+    for err in errors:
+        lines.setdefault(err["loc"][0], []).append(f"{where}.{'.'.join(map(str, err['loc']))}: {err['msg'][0].lower()}"
+                                                   f"{err['msg'][1:]}, got {err.get('input')!r}")
+    return lines
 
 
 def _type_of_default(default):

@@ -3,6 +3,7 @@
 import contextlib
 
 import pytest
+import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,6 +66,30 @@ def test_out_of_range_values_are_rejected(section, key, value, expected):
 def test_val_plus_test_fraction_must_leave_training_data():
     assert "val_fraction + test_fraction must be < 1" in problems({**MINIMAL, "data": {"val_fraction": 0.5,
                                                                                          "test_fraction": 0.5}})
+
+
+def test_out_of_range_component_arguments_are_all_reported_by_the_config_check():
+    message = problems({**MINIMAL, "optim": {"type": "SGD", "lr": -1, "momentum": -0.5},
+                        "schedule": {"type": "step", "step_size": 0, "gamma": -2},
+                        "data": {"val_fraction": 1.0}})
+    assert message.splitlines()[1:] == [
+        "optim.lr: expected a finite number >= 0, got -1",
+        "optim.momentum: expected a number >= 0, got -0.5",
+        "schedule.step_size: expected an int > 0 (epochs), got 0",
+        "schedule.gamma: expected a finite number > 0, got -2",
+        "data.val_fraction: expected a fraction >= 0 and less than 1, got 1.0",
+    ]
+
+
+def test_a_range_is_written_once_in_the_constructor_and_the_config_check_follows_it(monkeypatch):
+    from manualnet.optim import SGD
+    from manualnet.registry import expect
+
+    at_most_one = classmethod(lambda cls, hyper: expect(hyper, "lr", lambda lr: 0 <= lr <= 1, "a number in [0, 1]"))
+    monkeypatch.setattr(SGD, "problems", at_most_one)  # the constructor's range changes; the schema is untouched
+    assert "optim.lr: expected a number in [0, 1], got 2" in problems({**MINIMAL, "optim": {"type": "SGD", "lr": 2}})
+    with pytest.raises(ConfigError, match=r"^SGD argument lr=2: expected a number in \[0, 1\]$"):
+        SGD([torch.zeros(2)], lr=2)
 
 
 def test_bad_device_is_rejected():

@@ -474,6 +474,18 @@ def test_shard_resume_matches_the_shards_of_the_full_epoch():
     assert rows(shard.epoch(1, start_batch=1)) == rows(shard.epoch(1))[1:]
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"batch_size": 8, "rank": 1, "world_size": 3}])
+def test_batches_gathered_one_by_one_are_the_rows_of_the_epochs_shuffled_copy(monkeypatch, kwargs):
+    from manualnet.data import batches as batches_module
+
+    whole_epoch = [[rows(make_batches(**kwargs).epoch(e, start_batch=s))] for e in (0, 3) for s in (0, 2)]
+    monkeypatch.setattr(batches_module, "GATHER_PER_BATCH_BYTES", 1)  # every batch gathered on its own
+    one_by_one = [[rows(make_batches(**kwargs).epoch(e, start_batch=s))] for e in (0, 3) for s in (0, 2)]
+    assert one_by_one == whole_epoch
+    xb, yb = next(iter(make_batches(**kwargs).epoch(1)))
+    assert xb._base is None and torch.equal(yb, xb[:, 0].long() * 10)  # its own tensors, not views
+
+
 def test_a_last_batch_smaller_than_the_world_is_a_config_error():
     with pytest.raises(ConfigError, match="leaves a last batch of 1, fewer than the 2 ranks"):
         make_batches(n=21, batch_size=5, world_size=2)

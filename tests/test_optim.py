@@ -309,6 +309,14 @@ def test_invalid_argument_is_a_config_error_naming_it(make, argument):
         make(named(make_params()))
 
 
+def test_every_invalid_argument_is_a_line_of_one_error():
+    with pytest.raises(ConfigError) as e:
+        SGD(named(make_params()), lr=-1, momentum=-0.5, nesterov="yes")
+    assert str(e.value).splitlines() == ["SGD argument lr=-1: expected a finite number >= 0",
+                                         "SGD argument momentum=-0.5: expected a number >= 0",
+                                         "SGD argument nesterov='yes': expected True or False"]
+
+
 def test_lr_setter_rejects_negative_lr():
     optimizer = SGD(named(make_params()), lr=0.1)
     with pytest.raises(ConfigError, match="argument lr=-1"):

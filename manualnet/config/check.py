@@ -9,7 +9,7 @@ from manualnet.config.model import DATA_SIZES, inferred_arguments, is_layer_spec
 from manualnet.config.plugins import load_plugins
 from manualnet.config.schema import Config
 from manualnet.data.base import DATASETS, check_arguments
-from manualnet.data.dataset import COMMON_KEYS
+from manualnet.data.dataset import COMMON_KEYS, fraction_problems
 from manualnet.errors import ConfigError
 from manualnet.nn import LAYERS, LOSSES
 from manualnet.optim import OPTIMIZERS, SCHEDULES
@@ -58,6 +58,9 @@ def component_problems(raw, base_dir=None):
         if registry is OPTIMIZERS:
             problems += _overflowing(kwargs, where, raw.get("dtype", "float32"))
     data = raw.get("data", {})
+    if isinstance(data, dict):  # values of another type: the schema says so
+        problems += fraction_problems({k: data.get(k, COMMON_KEYS[k]) for k in ("val_fraction", "test_fraction")
+                                       if _is_real(data.get(k, COMMON_KEYS[k]))})
     name = data.get("dataset", "digits") if isinstance(data, dict) else None
     if isinstance(name, str) and all(isinstance(k, str) for k in data):
         try:
@@ -91,6 +94,10 @@ def _overflowing(kwargs, where, dtype_name):
     largest = torch.finfo(dtype).max
     return [f"{where}.{key}: {value} overflows {dtype_name} (largest {largest:.3g})" for key, value in kwargs.items()
             if math.isfinite(number := _number(value)) and abs(number) > largest]
+
+
+def _is_real(value):
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _number(value):

@@ -4,14 +4,14 @@ Every key is spelled once, here. ``load_config(path, overrides)`` returns a vali
 ConfigError whose message has one line per problem, each naming the key path and what was expected (with
 the closest valid name for a typo). Component sections (``model`` items, ``loss``, ``optim``, ``schedule``,
 ``data``) name a registered ``type``/``dataset`` and pass the other keys to it as keyword arguments; those are
-checked against its signature in ``manualnet.components``.
+checked in ``manualnet.config.check`` against its constructor: its signature and its own ``problems``.
 """
 
 import re
 from functools import partial
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Section(BaseModel):
@@ -26,18 +26,14 @@ class Component(BaseModel):
 
 
 class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="allow")  # per-dataset keys, checked against the loader's signature
-    dataset: str = "digits"
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    test_fraction: float = Field(0.2, ge=0, lt=1)
-    standardize: bool = True
+    """The data set by name; its keys are checked against the loader's signature, and the fractions' range by
+    the split (``data.dataset.fraction_problems``), not here."""
 
-    @model_validator(mode="after")
-    def _leaves_training_data(self):
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction must be < 1, "
-                             f"got {self.val_fraction} + {self.test_fraction}")
-        return self
+    model_config = ConfigDict(extra="allow")
+    dataset: str = "digits"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    standardize: bool = True
 
 
 MAX_TIMEOUT_S = 7 * 24 * 3600  # a week: torch.distributed keeps its timeout in milliseconds; 1e300 s overflows

@@ -1,5 +1,9 @@
 """Mini-batches cut from one seeded permutation per epoch: whole-tensor gathers, no per-sample loading.
 
+Small batches are views of one shuffled copy of the data made per epoch (a gather per batch would cost more
+in calls than in copying); batches of at least ``GATHER_PER_BATCH_BYTES`` are gathered one by one (the bytes
+copied are the same, into memory that stays warm, without an epoch-sized buffer whose first fill page-faults).
+
 Epoch e's order is a pure function of (seed, e), so a run resumed at (epoch e, batch k) sees exactly the
 batches it would have seen, and every data-parallel rank agrees on the global batches without talking.
 """
@@ -9,14 +13,16 @@ import torch
 from manualnet.data.base import seeded_generator
 from manualnet.errors import ConfigError, DataError
 
+GATHER_PER_BATCH_BYTES = 64 * 1024  # an MNIST batch, 128 x 784 floats, is 400 kB; spirals' 64 x 2, 512 B
+
 
 class Batches:
     """Batches of ``batch_size`` rows of x, y (and ``labels``), in a seeded random order each epoch.
 
     Iterating ``epoch(e)`` yields ``(xb, yb)`` (``(xb, yb, lb)`` when ``labels`` is given): the rows
-    ``order(e)[lo:hi]`` of each tensor, as views of a per-epoch shuffled copy (see ``_shuffled``): a batch
-    is valid until the next epoch starts. ``len()`` is the number of batches per epoch; the last one is
-    smaller when ``batch_size`` does not divide N, unless ``drop_last``.
+    ``order(e)[lo:hi]`` of each tensor, gathered per batch or as views of a per-epoch shuffled copy (see
+    ``_shuffled``): a batch is valid until the next epoch starts. ``len()`` is the number of batches per
+    epoch; the last one is smaller when ``batch_size`` does not divide N, unless ``drop_last``.
 
     Data parallel: with ``world_size`` W > 1, rank r yields only its contiguous shard of each global batch,
     split like ``torch.tensor_split(batch, W)[r]``: a batch of B rows gives the first B mod W ranks
@@ -82,7 +88,13 @@ class Batches:
                 lo, hi = self.shard_bounds(batch)
                 yield tuple(t[lo:hi] for t in self.tensors)
             return
-        shuffled = self._shuffled(self.order(epoch).to(self.tensors[0].device))
+        order = self.order(epoch).to(self.tensors[0].device)
+        if self.batch_size * sum(t[0].numel() * t.element_size() for t in self.tensors) >= GATHER_PER_BATCH_BYTES:
+            for batch in range(start_batch, len(self)):
+                lo, hi = self.shard_bounds(batch)
+                yield self._gathered(order[lo:hi])
+            return
+        shuffled = self._shuffled(order)
         if getattr(self, "_views", None) is None:  # the buffers never move: their batch views are made once
             self._views = [tuple(t[lo:hi] for t in shuffled) for lo, hi in map(self.shard_bounds, range(len(self)))]
         yield from self._views[start_batch:]
@@ -92,10 +104,16 @@ class Batches:
         from epoch to epoch); the batches are then views, one copy per epoch instead of one per batch."""
         if getattr(self, "_buffers", None) is None:
             self._buffers = {id(t): torch.empty_like(t) for t in self.tensors}
+        return self._gathered(order, self._buffers)
+
+    def _gathered(self, rows, buffers=None):
+        """The ``rows`` of each tensor (into ``buffers[id(tensor)]`` when given); targets that are the labels
+        are gathered once."""
         done = {}
         for t in self.tensors:
-            if id(t) not in done:  # targets that are the labels are gathered once
-                done[id(t)] = torch.index_select(t, 0, order, out=self._buffers[id(t)])
+            if id(t) not in done:
+                done[id(t)] = torch.index_select(t, 0, rows, out=buffers[id(t)]) if buffers else \
+                    torch.index_select(t, 0, rows)
         return tuple(done[id(t)] for t in self.tensors)
 
     def __iter__(self):

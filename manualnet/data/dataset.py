@@ -115,15 +115,23 @@ class Dataset:
         return f"{self.name}: {self.task}, {features}, {kind}, {sizes} train/val/test samples"
 
 
+def fraction_problems(fractions):
+    """A line per problem with the split fractions in ``fractions`` (``{"val_fraction": 0.1, ...}``, either
+    or both), raising nothing: their one check, which ``split_indices`` and a config's check call."""
+    lines = [f"data.{key}: expected a fraction >= 0 and less than 1, got {f!r}" for key, f in fractions.items()
+             if not (isinstance(f, int | float) and 0 <= f < 1)]
+    val, test = fractions.get("val_fraction"), fractions.get("test_fraction")
+    if not lines and val is not None and test is not None and val + test >= 1:
+        lines.append(f"data: val_fraction + test_fraction must be < 1 to leave training data, got {val} + {test}")
+    return lines
+
+
 def split_indices(n, val_fraction, test_fraction, generator):
     """(train, val, test) index tensors: a seeded permutation of range(n) cut into round(f * n)-sized
     val and test parts; train keeps the rest and must not be empty."""
-    for key, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= f < 1:
-            raise ConfigError(f"data.{key}: expected a fraction in [0, 1), got {f}")
-    if val_fraction + test_fraction >= 1:
-        raise ConfigError(f"data: val_fraction + test_fraction must be < 1 to leave training data, got "
-                          f"{val_fraction} + {test_fraction}")
+    problems = fraction_problems({"val_fraction": val_fraction, "test_fraction": test_fraction})
+    if problems:
+        raise ConfigError("\n".join(problems))
     n_val, n_test = round(val_fraction * n), round(test_fraction * n)
     if n - n_val - n_test < 1:
         raise DataError(f"data: {n} samples leave none for training after val_fraction {val_fraction} and "

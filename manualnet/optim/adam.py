@@ -1,8 +1,7 @@
-import math
-
 import torch
 
-from manualnet.optim.optimizer import Optimizer, is_number, register_optimizer, require
+from manualnet.optim.optimizer import Optimizer, is_finite_nonnegative, is_number, register_optimizer
+from manualnet.registry import expect
 
 
 @register_optimizer("Adam")
@@ -30,15 +29,13 @@ class Adam(Optimizer):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
     @classmethod
-    def check(cls, hyper):
-        super().check(hyper)
-        betas = hyper["betas"]
-        require(cls, "betas", betas, isinstance(betas, (tuple, list)) and len(betas) == 2
-                and all(is_number(b) and 0 <= b < 1 for b in betas), "two numbers in [0, 1), like (0.9, 0.999)")
+    def problems(cls, hyper):
+        found = super().problems(hyper)
+        found += expect(hyper, "betas", lambda b: isinstance(b, (tuple, list)) and len(b) == 2
+                        and all(is_number(x) and 0 <= x < 1 for x in b), "two numbers in [0, 1), like (0.9, 0.999)")
         for key in ("eps", "weight_decay"):
-            value = hyper[key]
-            require(cls, key, value, is_number(value) and 0 <= value < math.inf, "a finite number >= 0")
-        require(cls, "amsgrad", hyper["amsgrad"], isinstance(hyper["amsgrad"], bool), "True or False")
+            found += expect(hyper, key, is_finite_nonnegative, "a finite number >= 0")
+        return found + expect(hyper, "amsgrad", lambda v: isinstance(v, bool), "True or False")
 
     @classmethod
     def buffer_names(cls, hyper):

@@ -16,7 +16,7 @@ import torch
 from manualnet.errors import ConfigError
 from manualnet.optim.flat import FlatLayout, split
 from manualnet.optim.state import read_state_dict
-from manualnet.registry import Registry
+from manualnet.registry import Registry, expect, refuse
 
 OPTIMIZERS = Registry("optimizer")
 
@@ -91,9 +91,11 @@ class Optimizer:
     """Base class: ``step()`` updates every group's parameters in place; ``zero_grad()`` zeroes gradients.
 
     Subclasses list their hyperparameters' defaults in ``__init__`` (passed to this one as keywords, ``lr``
-    first), check them in ``check(hyper)``, name their per-parameter buffers in ``buffer_names(hyper)`` and
-    implement ``update(group, params, grads)``, called under ``torch.no_grad()`` with ``self.steps`` already
-    counting this step; ``group.state`` and ``group.scratch_buffers(params)`` hold lists aligned with params.
+    first), say which are out of range in ``problems(hyper)`` (the one check of them: the constructor, the lr
+    setter, a checkpoint and a config's check all call it), name their per-parameter buffers in
+    ``buffer_names(hyper)`` and implement ``update(group, params, grads)``, called under ``torch.no_grad()``
+    with ``self.steps`` already counting this step; ``group.state`` and ``group.scratch_buffers(params)`` hold
+    lists aligned with params.
     """
 
     def __init__(self, params, **defaults):
@@ -142,7 +144,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        require(self, "lr", value, is_number(value) and 0 <= value < math.inf, "a finite number >= 0")
+        refuse(self, {"lr": value}, self.problems({"lr": value}))
         for group, scale in zip(self.param_groups, self._lr_scales, strict=True):
             group.lr = float(value) * scale
 
@@ -151,10 +153,14 @@ class Optimizer:
         return _plain(self.param_groups[0].hyper)
 
     @classmethod
+    def problems(cls, hyper):
+        """``[(name, expected), ...]`` for the hyperparameters in ``hyper`` out of range; raises nothing."""
+        return expect(hyper, "lr", is_finite_nonnegative, "a finite number >= 0")
+
+    @classmethod
     def check(cls, hyper):
-        """Raise ConfigError naming the first invalid hyperparameter in ``hyper``."""
-        lr = hyper["lr"]
-        require(cls, "lr", lr, is_number(lr) and 0 <= lr < math.inf, "a finite number >= 0")
+        """Raise one ConfigError naming every hyperparameter in ``hyper`` out of range."""
+        refuse(cls, hyper, cls.problems(hyper))
 
     @classmethod
     def buffer_names(cls, hyper):
@@ -203,11 +209,8 @@ def is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def require(owner, name, value, ok, expected):
-    """Raise ConfigError ``"<Owner> argument <name>=<value>: expected <expected>"`` unless ``ok``."""
-    if not ok:
-        owner_name = owner.__name__ if isinstance(owner, type) else type(owner).__name__
-        raise ConfigError(f"{owner_name} argument {name}={value!r}: expected {expected}")
+def is_finite_nonnegative(value):
+    return is_number(value) and 0 <= value < math.inf
 
 
 def _plain(hyper):

@@ -12,12 +12,11 @@ changes at epoch boundaries. Building a schedule sets ``optimizer.lr = lr(0)``; 
 after each optimizer step, sets ``optimizer.lr = lr(s)`` for the next one.
 """
 
-import bisect
 import math
 
 from manualnet.errors import CheckpointError
-from manualnet.optim.optimizer import is_number, require
-from manualnet.registry import Registry
+from manualnet.optim.optimizer import is_finite_nonnegative, is_number
+from manualnet.registry import Registry, expect, refuse
 
 SCHEDULES = Registry("schedule")
 
@@ -30,16 +29,16 @@ class Schedule:
         steps_per_epoch, epochs: the run's length (positive ints); S = steps_per_epoch * epochs steps.
         warmup_epochs: length of the linear warmup in epochs (a float is fine), W < S steps once rounded.
         warmup_start_factor: f0 in [0, 1], the warmup's starting fraction of the lr.
+    A subclass sets its own arguments (named in ``DECAY``) as attributes before calling this ``__init__``,
+    which checks them all with ``problems``.
     """
 
+    DECAY = ()
+
     def __init__(self, optimizer, steps_per_epoch, epochs, warmup_epochs=0.0, warmup_start_factor=0.0):
-        for key, value in (("steps_per_epoch", steps_per_epoch), ("epochs", epochs)):
-            require(self, key, value, isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                    "an int > 0")
-        require(self, "warmup_epochs", warmup_epochs, is_number(warmup_epochs) and 0 <= warmup_epochs < math.inf,
-                "a finite number >= 0")
-        require(self, "warmup_start_factor", warmup_start_factor,
-                is_number(warmup_start_factor) and 0 <= warmup_start_factor <= 1, "a number in [0, 1]")
+        args = {"steps_per_epoch": steps_per_epoch, "epochs": epochs, "warmup_epochs": warmup_epochs,
+                "warmup_start_factor": warmup_start_factor, **{key: getattr(self, key) for key in self.DECAY}}
+        refuse(self, args, self.problems(args))
         self.optimizer = optimizer
         self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
         self.total_steps = steps_per_epoch * epochs
@@ -49,6 +48,15 @@ class Schedule:
         self.base_lr = optimizer.lr
         self.step_count = 0
         optimizer.lr = self.lr_at(0)
+
+    @classmethod
+    def problems(cls, args):
+        """``[(name, expected), ...]`` for the arguments in ``args`` out of range; raises nothing."""
+        found = []
+        for key in ("steps_per_epoch", "epochs"):
+            found += expect(args, key, is_count, "an int > 0")
+        found += expect(args, "warmup_epochs", is_finite_nonnegative, "a finite number >= 0")
+        return found + expect(args, "warmup_start_factor", lambda f: is_number(f) and 0 <= f <= 1, "a number in [0, 1]")
 
     def step(self):
         """Count one optimizer step and set the lr of the next."""
@@ -108,13 +116,17 @@ class StepSchedule(Schedule):
     Args: as Schedule, and step_size: epochs between decays (an int > 0); gamma: the decay factor (> 0).
     """
 
+    DECAY = ("step_size", "gamma")
+
     def __init__(self, optimizer, steps_per_epoch, epochs, step_size, gamma=0.1, warmup_epochs=0.0,
                  warmup_start_factor=0.0):
-        require(self, "step_size", step_size, isinstance(step_size, int) and not isinstance(step_size, bool)
-                and step_size > 0, "an int > 0 (epochs)")
-        require(self, "gamma", gamma, is_number(gamma) and 0 < gamma < math.inf, "a finite number > 0")
         self.step_size, self.gamma = step_size, gamma
         super().__init__(optimizer, steps_per_epoch, epochs, warmup_epochs, warmup_start_factor)
+
+    @classmethod
+    def problems(cls, args):
+        return (super().problems(args) + expect(args, "step_size", is_count, "an int > 0 (epochs)")
+                + expect(args, "gamma", is_finite_positive, "a finite number > 0"))
 
     def decayed(self, step):
         return self.base_lr * self.gamma ** (self.epoch(step) // self.step_size)
@@ -127,17 +139,24 @@ class MultiStepSchedule(Schedule):
     Args: as Schedule, and milestones: the epochs (ints >= 0) at which the lr is multiplied by gamma (> 0).
     """
 
+    DECAY = ("milestones", "gamma")
+
     def __init__(self, optimizer, steps_per_epoch, epochs, milestones, gamma=0.1, warmup_epochs=0.0,
                  warmup_start_factor=0.0):
-        require(self, "milestones", milestones, isinstance(milestones, (list, tuple)) and all(
-            isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in milestones),
-            "a list of epochs (ints >= 0)")
-        require(self, "gamma", gamma, is_number(gamma) and 0 < gamma < math.inf, "a finite number > 0")
-        self.milestones, self.gamma = sorted(milestones), gamma
+        self.milestones, self.gamma = milestones, gamma
         super().__init__(optimizer, steps_per_epoch, epochs, warmup_epochs, warmup_start_factor)
 
+    @classmethod
+    def problems(cls, args):
+        return (super().problems(args)
+                + expect(args, "milestones", lambda ms: isinstance(ms, (list, tuple)) and all(
+                    isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in ms),
+                    "a list of epochs (ints >= 0)")
+                + expect(args, "gamma", is_finite_positive, "a finite number > 0"))
+
     def decayed(self, step):
-        return self.base_lr * self.gamma ** bisect.bisect_right(self.milestones, self.epoch(step))
+        epoch = self.epoch(step)
+        return self.base_lr * self.gamma ** sum(m <= epoch for m in self.milestones)
 
 
 @SCHEDULES.register("exponential")
@@ -147,11 +166,16 @@ class ExponentialSchedule(Schedule):
     Args: as Schedule, and gamma: the decay factor per epoch (> 0).
     """
 
+    DECAY = ("gamma",)
+
     def __init__(self, optimizer, steps_per_epoch, epochs, gamma, warmup_epochs=0.0,
                  warmup_start_factor=0.0):
-        require(self, "gamma", gamma, is_number(gamma) and 0 < gamma < math.inf, "a finite number > 0")
         self.gamma = gamma
         super().__init__(optimizer, steps_per_epoch, epochs, warmup_epochs, warmup_start_factor)
+
+    @classmethod
+    def problems(cls, args):
+        return super().problems(args) + expect(args, "gamma", is_finite_positive, "a finite number > 0")
 
     def decayed(self, step):
         return self.base_lr * self.gamma ** self.epoch(step)
@@ -170,11 +194,16 @@ class CosineSchedule(Schedule):
     Args: as Schedule, and eta_min: the final lr (>= 0).
     """
 
+    DECAY = ("eta_min",)
+
     def __init__(self, optimizer, steps_per_epoch, epochs, eta_min=0.0, warmup_epochs=0.0,
                  warmup_start_factor=0.0):
-        require(self, "eta_min", eta_min, is_number(eta_min) and 0 <= eta_min < math.inf, "a finite number >= 0")
         self.eta_min = eta_min
         super().__init__(optimizer, steps_per_epoch, epochs, warmup_epochs, warmup_start_factor)
+
+    @classmethod
+    def problems(cls, args):
+        return super().problems(args) + expect(args, "eta_min", is_finite_nonnegative, "a finite number >= 0")
 
     def decayed(self, step):
         T = self.total_steps - self.warmup_steps
@@ -182,3 +211,11 @@ class CosineSchedule(Schedule):
             return self.base_lr
         t = min(max(step - self.warmup_steps, 0), T)
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / T)) / 2
+
+
+def is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def is_finite_positive(value):
+    return is_number(value) and 0 < value < math.inf

@@ -1,6 +1,7 @@
 import torch
 
-from manualnet.optim.optimizer import Optimizer, is_number, register_optimizer, require
+from manualnet.optim.optimizer import Optimizer, is_number, register_optimizer
+from manualnet.registry import expect
 
 
 @register_optimizer("SGD")
@@ -28,16 +29,18 @@ class SGD(Optimizer):
                          weight_decay=weight_decay)
 
     @classmethod
-    def check(cls, hyper):
-        super().check(hyper)
+    def problems(cls, hyper):
+        found = super().problems(hyper)
         for key in ("momentum", "dampening", "weight_decay"):
-            value = hyper[key]
-            require(cls, key, value, is_number(value) and value >= 0, "a number >= 0")
-        require(cls, "nesterov", hyper["nesterov"], isinstance(hyper["nesterov"], bool), "True or False")
-        if hyper["nesterov"]:
-            require(cls, "nesterov", True, hyper["momentum"] > 0 and hyper["dampening"] == 0,
-                    f"momentum > 0 and dampening = 0 for Nesterov momentum "
-                    f"(got momentum={hyper['momentum']!r}, dampening={hyper['dampening']!r})")
+            found += expect(hyper, key, lambda v: is_number(v) and v >= 0, "a number >= 0")
+        found += expect(hyper, "nesterov", lambda v: isinstance(v, bool), "True or False")
+        momentum, dampening = hyper.get("momentum"), hyper.get("dampening")
+        valid = is_number(momentum) and is_number(dampening) and not {"momentum", "dampening"} & {n for n, _ in found}
+        if hyper.get("nesterov") is True and valid:  # (no follow-on line for a momentum already wrong)
+            found += expect(hyper, "nesterov", lambda _: momentum > 0 and dampening == 0,
+                            f"momentum > 0 and dampening = 0 for Nesterov momentum "
+                            f"(got momentum={momentum!r}, dampening={dampening!r})")
+        return found
 
     @classmethod
     def buffer_names(cls, hyper):
