@@ -12,17 +12,19 @@ PIECE_ELEMENTS = 2**18  # 1 MB of float32
 
 
 def elementwise_in_pieces(fn, *tensors):
-    """``fn(*tensors)`` for an ``fn`` made of elementwise ops on same-shaped tensors (it may work in place on
-    tensors it allocates, not on its arguments), computed a slice at a time into one new tensor."""
+    """``fn(*tensors, out=out)`` for an ``fn`` made of elementwise ops on same-shaped tensors that writes its
+    result into ``out`` (its last op's ``out=``; it may work in place on tensors it allocates, not on its
+    arguments), computed a slice at a time into one new tensor."""
     first = tensors[0]
-    if first.numel() <= 2 * PIECE_ELEMENTS or first.device.type != "cpu":
-        return fn(*tensors)
     out = torch.empty_like(first, memory_format=torch.contiguous_format)
+    if first.numel() <= 2 * PIECE_ELEMENTS or first.device.type != "cpu":
+        fn(*tensors, out=out)
+        return out
     flat = [t.reshape(-1) for t in tensors]
     out_flat = out.view(-1)
     for start in range(0, out_flat.numel(), PIECE_ELEMENTS):
         piece = slice(start, start + PIECE_ELEMENTS)
-        out_flat[piece] = fn(*(t[piece] for t in flat))
+        fn(*(t[piece] for t in flat), out=out_flat[piece])
     return out
 
 

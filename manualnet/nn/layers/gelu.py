@@ -41,7 +41,8 @@ class GELU(Module):
 
     def backward(self, dy):
         x = self.take_cache()
-        return elementwise_in_pieces(lambda x, dy: self.derivative(x).mul_(dy), x, dy)   # dx = dy * gelu'(x)
+        dx = elementwise_in_pieces(lambda x, dy, out: torch.mul(self.derivative(x), dy, out=out), x, dy)
+        return dx                                          # dx = dy * gelu'(x)
 
     def derivative(self, x):
         """gelu'(x), elementwise (in place on two buffers of its own: an elementwise layer's time and memory
@@ -68,6 +69,6 @@ class GELU(Module):
         return f"approximate={self.approximate!r}"
 
 
-def _gelu_tanh(x):
-    """x (1 + tanh(u)) / 2 = x sigmoid(2u), 2u = 2 sqrt(2/pi) (x + 0.044715 x^3)."""
-    return torch.addcmul(x, x * x, x, value=CUBIC).mul_(2 * SQRT_2_OVER_PI).sigmoid_().mul_(x)
+def _gelu_tanh(x, out):
+    """out = x (1 + tanh(u)) / 2 = x sigmoid(2u), 2u = 2 sqrt(2/pi) (x + 0.044715 x^3)."""
+    torch.mul(torch.addcmul(x, x * x, x, value=CUBIC).mul_(2 * SQRT_2_OVER_PI).sigmoid_(), x, out=out)
