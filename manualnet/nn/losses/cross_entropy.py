@@ -33,6 +33,8 @@ class _ClassIndexLoss(Loss):
     @staticmethod
     def flat(pred, target):
         """(*, C) scores and (*) targets as (N, C) and (N,): one sample per position."""
+        if pred.dim() == 2:
+            return pred, target
         return pred.reshape(-1, pred.shape[-1]), target.reshape(-1)
 
     def pick(self, log_p, target):
@@ -63,7 +65,8 @@ class CrossEntropyLoss(_ClassIndexLoss):
         log_p, t, shape = self.take_cache()
         dx = log_p.exp_()                       # dx = softmax(x) - onehot(t), times the reduction's scale
         dx.scatter_(1, t.unsqueeze(1), -1.0, reduce="add")
-        return dx.mul_(self.scale(len(t)) * dloss).view(shape)
+        dx.mul_(self.scale(len(t)) * dloss)
+        return dx if dx.shape == shape else dx.view(shape)
 
     def reference(self, pred, target):
         return F.cross_entropy(*self.flat(pred, target), reduction=self.reduction)
