@@ -158,8 +158,14 @@ def _time(fn, n, device, sync):
 
 
 def peak_step_memory(fn, device):
-    """Peak bytes allocated while one step runs, relative to what was allocated before it (negative
-    allocations, such as gradients freed by ``zero_grad(set_to_none=True)``, count)."""
+    """(low, high) peak bytes allocated while one step runs, relative to what was allocated before it (negative
+    allocations, such as gradients freed by ``zero_grad(set_to_none=True)``, count).
+
+    On the CPU, from the profiler's events. Memory freed inside an op's scope (autograd frees a node's saved
+    tensors and its incoming gradient inside its evaluate_function, while or after the node computes) is
+    reported with that op, not when it happened: counted at the scope's start it gives ``low``, at its end
+    ``high``; the true peak lies between. Frees in Python, between ops (manualnet's), are exact: low == high.
+    On CUDA both are the allocator's exact peak."""
     fn()  # first step creates lazy state (momentum buffers): not transient memory
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -167,16 +173,25 @@ def peak_step_memory(fn, device):
         torch.cuda.reset_peak_memory_stats()
         fn()
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
+        peak = torch.cuda.max_memory_allocated() - base
+        return peak, peak
     from torch.profiler import ProfilerActivity, profile
 
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    current = peak = 0  # allocations count at the op that made them, frees arrive as "[memory]" events
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        current += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
-        peak = max(peak, current)
-    return peak
+    bounds = []
+    for freed_at_end in (False, True):
+        changes = []
+        for e in prof.events():
+            delta = e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
+            late = freed_at_end and delta < 0 and e.name != "[memory]"
+            changes.append((e.time_range.end if late else e.time_range.start, delta))
+        current = peak = 0
+        for _, delta in sorted(changes, key=lambda change: change[0]):
+            current += delta
+            peak = max(peak, current)
+        bounds.append(peak)
+    return tuple(bounds)
 
 
 @contextlib.contextmanager
@@ -201,14 +216,15 @@ def bench_size(name, device, dtype, rounds):
     flops = 6 * params * batch
     transient = {k: peak_step_memory(functions[k], device) for k in ("manualnet", "autograd")}
     resident = resident_bytes()
-    memory = {k: resident[k] + transient[k] for k in transient}
+    memory = {k: [resident[k] + b for b in transient[k]] for k in transient}
     return {
         "size": name, "layers": "-".join(map(str, sizes)), "batch": batch,
         "manualnet_steps_per_s": 1 / seconds["manualnet"], "autograd_steps_per_s": 1 / seconds["autograd"],
         "floor_steps_per_s": 1 / seconds["floor"], "ratio_vs_autograd": seconds["autograd"] / seconds["manualnet"],
         "manualnet_gflops": flops / seconds["manualnet"] / 1e9,
         "fraction_of_floor": seconds["floor"] / seconds["manualnet"],
-        "manualnet_peak_bytes": memory["manualnet"], "autograd_peak_bytes": memory["autograd"],
+        "manualnet_peak_bytes": memory["manualnet"][1], "autograd_peak_bytes_low": memory["autograd"][0],
+        "autograd_peak_bytes": memory["autograd"][1],
     }
 
 
@@ -359,13 +375,14 @@ def _pure_steps(setup, work, step_times=None):
 
 def format_rows(rows):
     header = (f"{'size':<7}{'layers':<22}{'batch':>6}{'manualnet/s':>13}{'autograd/s':>12}{'ratio':>7}"
-              f"{'GFLOP/s':>9}{'floor/s':>11}{'of floor':>9}{'peak MB (mn / ag)':>20}")
+              f"{'GFLOP/s':>9}{'floor/s':>11}{'of floor':>9}{'peak MB (mn / ag low-high)':>29}")
     lines = [header]
     for r in rows:
         lines.append(f"{r['size']:<7}{r['layers']:<22}{r['batch']:>6}{r['manualnet_steps_per_s']:>13.1f}"
                      f"{r['autograd_steps_per_s']:>12.1f}{r['ratio_vs_autograd']:>7.2f}{r['manualnet_gflops']:>9.1f}"
                      f"{r['floor_steps_per_s']:>11.1f}{r['fraction_of_floor']:>9.2f}"
-                     f"{r['manualnet_peak_bytes'] / 2**20:>10.2f} / {r['autograd_peak_bytes'] / 2**20:<8.2f}")
+                     f"{r['manualnet_peak_bytes'] / 2**20:>12.2f} / {r['autograd_peak_bytes_low'] / 2**20:.2f}-"
+                     f"{r['autograd_peak_bytes'] / 2**20:<6.2f}")
     return "\n".join(lines)
 
 

@@ -138,7 +138,8 @@ def main(argv=None):
            "threads": torch.get_num_threads(), "dtype": args.dtype, "rounds": args.rounds,
            "ms_per_step": {k: 1e3 * s for k, s in seconds.items()},
            "speedup": {k: seconds[k] / seconds["manualnet"] for k in seconds if k != "manualnet"},
-           "peak_step_mb": {k: b / 2**20 for k, b in peak.items()},
+           "peak_step_mb": {k: high / 2**20 for k, (_, high) in peak.items()},
+           "eager_peak_step_mb_low": peak["eager"][0] / 2**20,
            "manualnet_ms_by_part": {k: 1e3 * s for k, s in parts.items()}}
     print(format_row(row))
     if args.json:
@@ -149,7 +150,8 @@ def main(argv=None):
 def format_row(row):
     times = ", ".join(f"{k} {v:.1f} ms" for k, v in row["ms_per_step"].items())
     ratios = ", ".join(f"{v:.2f}x {k}'s speed" for k, v in row["speedup"].items())
-    memory = ", ".join(f"{k} {v:.1f} MB" for k, v in row["peak_step_mb"].items())
+    memory = ", ".join(f"{k} {row['eager_peak_step_mb_low']:.1f}-{v:.1f} MB" if k == "eager" else f"{k} {v:.1f} MB"
+                       for k, v in row["peak_step_mb"].items())
     total = sum(row["manualnet_ms_by_part"].values())
     parts = ", ".join(f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in row["manualnet_ms_by_part"].items())
     return (f"{row['model']}, {row['dtype']}, {row['threads']} threads, median of {row['rounds']} interleaved "
