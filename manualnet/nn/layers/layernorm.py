@@ -1,3 +1,5 @@
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -39,24 +41,27 @@ class LayerNorm(Module):
             raise self.fail(f"expects inputs ending in {self.normalized_shape}, got shape {tuple(x.shape)}")
 
     def forward(self, x):
-        # xhat = (x - mean) / sqrt(var + eps), with rstd = 1 / sqrt(var + eps), in one fused pass
-        xhat, _, rstd = torch.native_layer_norm(x, self.normalized_shape, None, None, self.eps)
-        self.cache = (xhat, rstd)                          # backward needs the normalised x and 1/std
-        return xhat if self.weight is None else torch.addcmul(self.bias, xhat, self.weight)
+        # y = xhat * w + b, xhat = (x - mean) * rstd, in one fused pass that also returns the mean and
+        # rstd = 1 / sqrt(var + eps)
+        y, mean, rstd = torch.native_layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        self.cache = (x, mean, rstd)                       # backward needs x, its mean and 1/std
+        return y
 
     def backward(self, dy):
-        xhat, rstd = self.take_cache()
-        batch_dims = tuple(range(dy.dim() - len(self.normalized_shape)))
-        dy_xhat, dxhat = dy * xhat, dy
+        x, mean, rstd = self.take_cache()
+        n = math.prod(self.normalized_shape)
+        xhat = torch.addcmul(-mean * rstd, x, rstd).view(-1, n)   # (x - mean) / std again: (positions, n)
+        dy, rstd = dy.reshape(-1, n), rstd.view(-1, 1)
+        dxhat = dy
         if self.weight is not None:
-            self.weight.grad += dy_xhat.sum(batch_dims)       # dw = sum over positions of dy * xhat
-            self.bias.grad += dy.sum(batch_dims)               # db = sum over positions of dy
-            dxhat = dy * self.weight
-            dy_xhat.mul_(self.weight)                          # now dxhat * xhat
+            self.weight.grad += (dy * xhat).sum(0).view(self.normalized_shape)   # dw = sum over positions of dy * xhat
+            self.bias.grad += dy.sum(0).view(self.normalized_shape)              # db = sum over positions of dy
+            dxhat = dy * self.weight.view(-1)
         # dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / std, means over the normalised dims
-        mean_dxhat = dxhat.mean(self.dims, keepdim=True)
-        mean_dxhat_xhat = dy_xhat.mean(self.dims, keepdim=True)
-        return torch.sub(dxhat, mean_dxhat).addcmul_(xhat, mean_dxhat_xhat, value=-1).mul_(rstd)
+        mean_dxhat = dxhat.mean(-1, keepdim=True)
+        mean_dxhat_xhat = (dxhat * xhat).mean(-1, keepdim=True)
+        dx = torch.addcmul(-rstd * mean_dxhat, dxhat, rstd).addcmul_(xhat, rstd * mean_dxhat_xhat, value=-1)
+        return dx.view(x.shape)
 
     def reference(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
