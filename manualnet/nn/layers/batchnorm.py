@@ -67,9 +67,11 @@ class _BatchNorm(Module):
         x, mu, istd, batch_stats = self.take_cache()
         dims = [0, *range(2, x.dim())]
         mu, istd = self._per_channel(mu, x), self._per_channel(istd, x)
-        xhat = (x - mu).mul_(istd)                               # recomputed: one pass, where keeping it held
-        dbeta = dy.sum(dims, keepdim=True)                       # a second tensor of x's size to backward
-        dgamma = (dy * xhat).sum(dims, keepdim=True)             # as (1, C, 1...) to broadcast below
+        dbeta = dy.sum(dims, keepdim=True)                       # as (1, C, 1...) to broadcast below
+        # dgamma = sum dy * xhat = istd * sum dy * (x - mu); xhat is not kept, and the buffer that holds
+        # dy * (x - mu) for the sum becomes dx below: backward allocates one tensor of x's size
+        buf = torch.sub(x, mu)
+        dgamma = buf.mul_(dy).sum(dims, keepdim=True).mul_(istd)
         if self.affine:
             self.weight.grad += dgamma.flatten()
             self.bias.grad += dbeta.flatten()
@@ -77,8 +79,8 @@ class _BatchNorm(Module):
         if not batch_stats:
             return dy * scale                                    # dx = gamma * istd * dy
         k = scale / (x.numel() // x.shape[1])
-        # dx = gamma istd / M (M dy - dbeta - xhat dgamma), the per-channel factors folded first, in place
-        return xhat.mul_(-k * dgamma).sub_(k * dbeta).addcmul_(dy, scale)
+        # dx = gamma istd / M (M dy - dbeta - xhat dgamma), xhat = (x - mu) istd, the per-channel factors first
+        return torch.sub(x, mu, out=buf).mul_(-k * istd * dgamma).sub_(k * dbeta).addcmul_(dy, scale)
 
     def reference(self, x):
         """torch's own batch_norm on copies of the running statistics (the manual forward updates the real ones)."""
