@@ -29,7 +29,9 @@ class BatchNormMutant(mn.BatchNorm2d):
     drop = None
 
     def backward(self, dy):
-        xhat, istd, _ = self.take_cache()
+        x, mu, istd, _ = self.take_cache()
+        istd = istd.view(1, -1, 1, 1)
+        xhat = (x - mu.view(1, -1, 1, 1)) * istd
         dbeta, dgamma = dy.sum((0, 2, 3), keepdim=True), (dy * xhat).sum((0, 2, 3), keepdim=True)
         if self.drop != "dgamma":
             self.weight.grad += dgamma.flatten()

@@ -47,46 +47,40 @@ class _BatchNorm(Module):
             raise self.fail(f"training needs more than one value per channel to take a variance, got {tuple(x.shape)}")
 
     def forward(self, x):
-        dims = [0, *range(2, x.dim())]
         if self.training:
-            # Two passes (mean, then mean square of x - mu): exact enough in float64, and several times
-            # faster on a CPU than torch.var_mean's one-pass Welford over the non-adjacent dims (0, 2, 3).
-            mu = x.mean(dims, keepdim=True)
-            x_mu = x - mu
-            var = (x_mu * x_mu).mean(dims, keepdim=True)
-            self._track(mu, var, x.numel() // x.shape[1])
+            # torch's fused forward kernel: y, and the batch's mu and istd for backward; it also folds them into
+            # the running statistics, by the rule above with momentum m
+            y, mu, istd = torch.native_batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
+                                                  True, self._momentum(), self.eps)
         else:
-            x_mu = x - self._per_channel(self.running_mean, x)
-            var = self._per_channel(self.running_var, x)
-        istd = (var + self.eps).rsqrt()
-        xhat = x_mu * istd
-        self.cache = xhat, istd, self.training      # backward needs xhat and istd (and gamma, a parameter)
-        if not self.affine:
-            return xhat
-        return (xhat * self._per_channel(self.weight, x)).add_(self._per_channel(self.bias, x))
+            mu, istd = self.running_mean, (self.running_var + self.eps).rsqrt()
+            y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        self.cache = x, mu, istd, self.training      # backward needs x, mu and istd (and gamma, a parameter)
+        return y
 
-    def _track(self, mu, var, m_count):
-        """Fold this batch's statistics into the running ones (in place: checkpoints hold these tensors)."""
+    def _momentum(self):
+        """m for this batch's update of the running statistics, counting it in num_batches_tracked."""
         self.num_batches_tracked += 1
-        m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        self.running_mean.mul_(1 - m).add_(mu.flatten(), alpha=m)
-        self.running_var.mul_(1 - m).add_(var.flatten(), alpha=m * m_count / (m_count - 1))
+        return self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
 
     def backward(self, dy):
-        xhat, istd, batch_stats = self.take_cache()
-        dims = [0, *range(2, xhat.dim())]
+        x, mu, istd, batch_stats = self.take_cache()
+        dims = [0, *range(2, x.dim())]
+        mu, istd = self._per_channel(mu, x), self._per_channel(istd, x)
         dbeta = dy.sum(dims, keepdim=True)                       # as (1, C, 1...) to broadcast below
-        dgamma = (dy * xhat).sum(dims, keepdim=True)
+        # dgamma = sum dy * xhat = istd * sum dy * (x - mu); xhat is not kept, and the buffer that holds
+        # dy * (x - mu) for the sum becomes dx below: backward allocates one tensor of x's size
+        buf = torch.sub(x, mu)
+        dgamma = buf.mul_(dy).sum(dims, keepdim=True).mul_(istd)
         if self.affine:
             self.weight.grad += dgamma.flatten()
             self.bias.grad += dbeta.flatten()
-        scale = istd * self._per_channel(self.weight, xhat) if self.affine else istd
+        scale = istd * self._per_channel(self.weight, x) if self.affine else istd
         if not batch_stats:
             return dy * scale                                    # dx = gamma * istd * dy
-        k = scale / (xhat.numel() // xhat.shape[1])
-        # dx = gamma istd / M (M dy - dbeta - xhat dgamma), the per-channel factors folded first; in place
-        # after the first product, so that backward allocates one tensor of x's size, as autograd's does
-        return (xhat * (-k * dgamma)).sub_(k * dbeta).addcmul_(dy, scale)
+        k = scale / (x.numel() // x.shape[1])
+        # dx = gamma istd / M (M dy - dbeta - xhat dgamma), xhat = (x - mu) istd, the per-channel factors first
+        return torch.sub(x, mu, out=buf).mul_(-k * istd * dgamma).sub_(k * dbeta).addcmul_(dy, scale)
 
     def reference(self, x):
         """torch's own batch_norm on copies of the running statistics (the manual forward updates the real ones)."""

@@ -1,3 +1,4 @@
+
 import torch
 import torch.nn.functional as F
 
@@ -53,16 +54,22 @@ class MaxPool2d(_Pool2d):
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
 
     def forward(self, x):
-        y, argmax = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
-                                 return_indices=True)
-        self.cache = x.shape, argmax              # backward needs where each maximum came from (flat in H*W)
-        return y
+        # on a channels-last copy: torch's CPU max-pool kernel for that layout is several times faster than its
+        # (N, C, H, W) one, copies included (docs/cnn.md); the indices are flat in H*W either way
+        y, argmax = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), self.kernel_size, self.stride,
+                                 self.padding, self.dilation, self.ceil_mode, return_indices=True)
+        # backward needs where each maximum came from, flat in H*W: kept in the narrowest integer type that
+        # holds H*W (a byte for planes up to 16x16), not torch's int64, as it is held until backward
+        kept = next(t for t in (torch.uint8, torch.int16, torch.int32, torch.int64)
+                    if x.shape[2] * x.shape[3] <= torch.iinfo(t).max + 1)
+        self.cache = x.shape, argmax.to(kept, memory_format=torch.contiguous_format)
+        return y.contiguous()
 
     def backward(self, dy):
         shape, argmax = self.take_cache()
         n, c, h, w = shape
         dx = dy.new_zeros(n, c, h * w)
-        dx.scatter_add_(2, argmax.flatten(2), dy.flatten(2))   # dx[argmax[p, q]] += dy[p, q]
+        dx.scatter_add_(2, argmax.flatten(2).long(), dy.flatten(2))   # dx[argmax[p, q]] += dy[p, q]
         return dx.view(shape)
 
     def reference(self, x):
