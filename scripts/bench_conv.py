@@ -6,8 +6,8 @@ draw differently) at batch 64 on (1, 8, 8) images, and a LeNet-size net (conv 6@
 120-84-10) at batch 128 on (1, 28, 28) images. Each step: zero_grad, forward, CrossEntropy, backward (no
 gradient for the input images, as autograd skips them), SGD with momentum. Interleaved rounds, medians, as
 ``scripts/bench.py`` times the MLPs; peak memory is what the step allocates beyond what it started with plus
-what both sides keep between steps (parameters, gradients, momentum buffers); see ``peak_bounds`` for why
-autograd's is a range.
+what both sides keep between steps (parameters, gradients, momentum buffers); see ``bench.py``'s
+``peak_step_memory`` for why autograd's is a range.
 
 A third row per net runs the same step with Conv2d's backward written the other way, by unfold (im2col)
 and matrix products, ``UnfoldConv2d`` below: the library keeps the faster formulation.
@@ -133,37 +133,12 @@ def _nbytes(tensors):
     return sum(storages.values())
 
 
-def peak_bounds(fn):
-    """(low, high) peak bytes one step allocates beyond what it started with, from the profiler's events.
-    Memory freed inside an op's scope (autograd frees a node's saved tensors inside its evaluate_function)
-    is reported with that op, not when it happened: counted at the scope's start it gives ``low`` (what
-    ``bench.py``'s MLP rows use), at its end ``high``; the true peak lies between. Frees in Python, between
-    ops (manualnet's), are exact: low == high."""
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    with BENCH["_quiet_stderr"](), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    bounds = []
-    for freed_at_end in (False, True):
-        changes = []
-        for e in prof.events():
-            delta = e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
-            late = freed_at_end and delta < 0 and e.name != "[memory]"
-            changes.append((e.time_range.end if late else e.time_range.start, delta))
-        current = peak = 0
-        for _, delta in sorted(changes):
-            current += delta
-            peak = max(peak, current)
-        bounds.append(peak)
-    return tuple(bounds)
-
-
 def bench_net(name, rounds):
     functions, resident_bytes = step_functions(name)
     seconds = BENCH["time_interleaved"](functions, torch.device("cpu"), rounds)
     resident = resident_bytes()
-    peaks = {k: [resident[k] + b for b in peak_bounds(fn)] for k, fn in functions.items()}
+    peaks = {k: [resident[k] + b for b in BENCH["peak_step_memory"](fn, torch.device("cpu"))]
+             for k, fn in functions.items()}
     shape, batch = NETS[name]
     return {"net": name, "input": "x".join(map(str, shape)), "batch": batch,
             **{f"{k}_steps_per_s": 1 / s for k, s in seconds.items()},
