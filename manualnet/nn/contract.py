@@ -7,10 +7,9 @@ no autograd graph is built through manual math from an input that requires grad.
 
 The speed trick: a module remembers the input signatures (shapes, dtypes, devices, mode) whose checks
 passed. A call with such a signature runs "trusted": its children's inputs follow from its own, so inside it
-every child's forward and backward skips its checks but for the cheap one (forward before backward; dy comes
-from the parent's own backward, checked on its first call), and with tensor subclasses' ``__torch_function__``
-off, as a Parameter's is anyway. Registering a parameter or module anywhere forgets every remembered
-signature.
+every child's forward and backward skips its checks but for the cheap ones (forward before backward, dy's
+shape), and with tensor subclasses' ``__torch_function__`` off, as a Parameter's is anyway. Registering a
+parameter or module anywhere forgets every remembered signature.
 """
 
 import contextlib
@@ -116,17 +115,15 @@ def _checked_backward(backward):
         if expected is None:
             raise self.fail("backward called without a forward to go back through (call forward first; each "
                             "forward feeds one backward, and forward under torch.inference_mode() keeps none)")
-        for p in d["_parameters"].values():
-            if p.grad is None:  # dropped by zero_grad(set_to_none=True), torch.optim's default
-                p.grad = torch.zeros_like(p)
-        if _State.trusted:  # dy comes from its parent's backward, whose shapes were checked on its first call
-            result = backward(self, *grads, **kwargs)
-            d["_out_shapes"] = None
-            return result
         if grads and not (len(grads) == 1 and type(grads[0]) is torch.Tensor and grads[0].shape == expected) \
                 and _grad_shapes(grads, expected) != expected:
             raise self.fail(_grads_problem(grads, expected))
-        if d["_graph"] or _needs_no_grad(grads):
+        for p in d["_parameters"].values():
+            if p.grad is None:  # dropped by zero_grad(set_to_none=True), torch.optim's default
+                p.grad = torch.zeros_like(p)
+        if _State.trusted:
+            result = backward(self, *grads, **kwargs)
+        elif d["_graph"] or _needs_no_grad(grads):
             with torch.no_grad():
                 result = _first_backward(self, backward, grads, kwargs)
         else:
