@@ -1,8 +1,9 @@
 """Mini-batches cut from one seeded permutation per epoch: whole-tensor gathers, no per-sample loading.
 
 Small batches are views of one shuffled copy of the data made per epoch (a gather per batch would cost more
-in calls than in copying); batches of at least ``GATHER_PER_BATCH_BYTES`` are gathered one by one (the bytes
-copied are the same, into memory that stays warm, without an epoch-sized buffer whose first fill page-faults).
+in calls than in copying); batches of at least ``GATHER_PER_BATCH_BYTES`` are gathered one by one into two
+buffers used in turn (the bytes copied are the same, into memory that stays mapped and warm, without an
+epoch-sized buffer whose first fill page-faults, nor a fresh batch-sized one each step).
 
 Epoch e's order is a pure function of (seed, e), so a run resumed at (epoch e, batch k) sees exactly the
 batches it would have seen, and every data-parallel rank agrees on the global batches without talking.
@@ -20,8 +21,9 @@ class Batches:
     """Batches of ``batch_size`` rows of x, y (and ``labels``), in a seeded random order each epoch.
 
     Iterating ``epoch(e)`` yields ``(xb, yb)`` (``(xb, yb, lb)`` when ``labels`` is given): the rows
-    ``order(e)[lo:hi]`` of each tensor, gathered per batch or as views of a per-epoch shuffled copy (see
-    ``_shuffled``): a batch is valid until the next epoch starts. ``len()`` is the number of batches per
+    ``order(e)[lo:hi]`` of each tensor, gathered per batch into one of two buffers in turn, or as views of a
+    per-epoch shuffled copy (see ``_shuffled``): a gathered batch is valid until the batch after next is
+    made, a view until the next epoch starts (the trainer uses each batch for its one step). ``len()`` is the number of batches per
     epoch; the last one is smaller when ``batch_size`` does not divide N, unless ``drop_last``.
 
     Data parallel: with ``world_size`` W > 1, rank r yields only its contiguous shard of each global batch,
@@ -90,9 +92,10 @@ class Batches:
             return
         order = self.order(epoch).to(self.tensors[0].device)
         if self.batch_size * sum(t[0].numel() * t.element_size() for t in self.tensors) >= GATHER_PER_BATCH_BYTES:
+            pair = [self._batch_buffers(), self._batch_buffers()]
             for batch in range(start_batch, len(self)):
                 lo, hi = self.shard_bounds(batch)
-                yield self._gathered(order[lo:hi])
+                yield self._gathered(order[lo:hi], pair[batch % 2])
             return
         shuffled = self._shuffled(order)
         if getattr(self, "_views", None) is None:  # the buffers never move: their batch views are made once
@@ -106,14 +109,18 @@ class Batches:
             self._buffers = {id(t): torch.empty_like(t) for t in self.tensors}
         return self._gathered(order, self._buffers)
 
-    def _gathered(self, rows, buffers=None):
-        """The ``rows`` of each tensor (into ``buffers[id(tensor)]`` when given); targets that are the labels
-        are gathered once."""
+    def _batch_buffers(self):
+        """{id(tensor): a buffer of a batch's rows of it}, allocated once per epoch: its pages stay mapped."""
+        rows = max(hi - lo for lo, hi in (self.shard_bounds(0), self.shard_bounds(len(self) - 1)))
+        return {id(t): t.new_empty((rows, *t.shape[1:])) for t in self.tensors}
+
+    def _gathered(self, rows, buffers):
+        """The ``rows`` of each tensor into (the first rows of) ``buffers[id(tensor)]``; targets that are the
+        labels are gathered once."""
         done = {}
         for t in self.tensors:
             if id(t) not in done:
-                done[id(t)] = torch.index_select(t, 0, rows, out=buffers[id(t)]) if buffers else \
-                    torch.index_select(t, 0, rows)
+                done[id(t)] = torch.index_select(t, 0, rows, out=buffers[id(t)][:len(rows)])
         return tuple(done[id(t)] for t in self.tensors)
 
     def __iter__(self):
