@@ -1,7 +1,7 @@
 import gzip
 import inspect
-import itertools
 import io
+import itertools
 import math
 import urllib.error
 
