@@ -23,8 +23,9 @@ class Batches:
     Iterating ``epoch(e)`` yields ``(xb, yb)`` (``(xb, yb, lb)`` when ``labels`` is given): the rows
     ``order(e)[lo:hi]`` of each tensor, gathered per batch into one of two buffers in turn, or as views of a
     per-epoch shuffled copy (see ``_shuffled``): a gathered batch is valid until the batch after next is
-    made, a view until the next epoch starts (the trainer uses each batch for its one step). ``len()`` is the number of batches per
-    epoch; the last one is smaller when ``batch_size`` does not divide N, unless ``drop_last``.
+    made, a view until the next epoch starts (the trainer uses each batch for its one step). ``len()`` is the
+    number of batches per epoch; the last one is smaller when ``batch_size`` does not divide N, unless
+    ``drop_last``.
 
     Data parallel: with ``world_size`` W > 1, rank r yields only its contiguous shard of each global batch,
     split like ``torch.tensor_split(batch, W)[r]``: a batch of B rows gives the first B mod W ranks
