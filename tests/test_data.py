@@ -483,11 +483,14 @@ def test_batches_gathered_one_by_one_are_the_rows_of_the_epochs_shuffled_copy(mo
     monkeypatch.setattr(batches_module, "GATHER_PER_BATCH_BYTES", 1)  # every batch gathered on its own
     one_by_one = [[rows(make_batches(**kwargs).epoch(e, start_batch=s))] for e in (0, 3) for s in (0, 2)]
     assert one_by_one == whole_epoch
-    first, second, third = (b[0] for b in itertools.islice(make_batches(**kwargs).epoch(1), 3))
     xb, yb = next(iter(make_batches(**kwargs).epoch(1)))
-    assert torch.equal(yb, xb[:, 0].long() * 10)
-    # two buffers in turn: a batch stays as it was while the next one is made (the loop still holds it)
+    assert xb._base is None and torch.equal(yb, xb[:, 0].long() * 10)  # its own tensors, not views
+    kept = list(make_batches(**kwargs).epoch(1))                      # a user's list keeps every batch intact
+    assert rows(iter(kept)) == rows(make_batches(**kwargs).epoch(1))
+    # the trainer's reuse: two buffers in turn, a batch intact while the next one is made (the loop holds it)
+    first, second, third = (b[0] for b in itertools.islice(make_batches(**kwargs).epoch(1, reuse=True), 3))
     assert second.data_ptr() != first.data_ptr() and third.data_ptr() == first.data_ptr()
+    assert rows(make_batches(**kwargs).epoch(3, reuse=True)) == rows(make_batches(**kwargs).epoch(3))
 
 
 def test_a_last_batch_smaller_than_the_world_is_a_config_error():

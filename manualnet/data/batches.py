@@ -1,9 +1,9 @@
 """Mini-batches cut from one seeded permutation per epoch: whole-tensor gathers, no per-sample loading.
 
 Small batches are views of one shuffled copy of the data made per epoch (a gather per batch would cost more
-in calls than in copying); batches of at least ``GATHER_PER_BATCH_BYTES`` are gathered one by one into two
-buffers used in turn (the bytes copied are the same, into memory that stays mapped and warm, without an
-epoch-sized buffer whose first fill page-faults, nor a fresh batch-sized one each step).
+in calls than in copying); batches of at least ``GATHER_PER_BATCH_BYTES`` are gathered one by one (the bytes
+copied are the same, without an epoch-sized buffer whose first fill page-faults), for the trainer into two
+buffers used in turn (memory that stays mapped and warm, not a fresh batch-sized tensor each step).
 
 Epoch e's order is a pure function of (seed, e), so a run resumed at (epoch e, batch k) sees exactly the
 batches it would have seen, and every data-parallel rank agrees on the global batches without talking.
@@ -21,10 +21,9 @@ class Batches:
     """Batches of ``batch_size`` rows of x, y (and ``labels``), in a seeded random order each epoch.
 
     Iterating ``epoch(e)`` yields ``(xb, yb)`` (``(xb, yb, lb)`` when ``labels`` is given): the rows
-    ``order(e)[lo:hi]`` of each tensor, gathered per batch into one of two buffers in turn, or as views of a
-    per-epoch shuffled copy (see ``_shuffled``): a gathered batch is valid until the batch after next is
-    made, a view until the next epoch starts (the trainer uses each batch for its one step). ``len()`` is the
-    number of batches per epoch; the last one is smaller when ``batch_size`` does not divide N, unless
+    ``order(e)[lo:hi]`` of each tensor, gathered per batch (see ``epoch``'s ``reuse``) or as views of a
+    per-epoch shuffled copy (see ``_shuffled``): a view is valid until the next epoch starts. ``len()`` is
+    the number of batches per epoch; the last one is smaller when ``batch_size`` does not divide N, unless
     ``drop_last``.
 
     Data parallel: with ``world_size`` W > 1, rank r yields only its contiguous shard of each global batch,
@@ -78,14 +77,16 @@ class Batches:
             return torch.arange(self.n)
         return torch.randperm(self.n, generator=seeded_generator(self.seed, f"epoch {epoch}"))
 
-    def epoch(self, epoch, start_batch=0):
-        """This rank's batches of epoch ``epoch``, from batch ``start_batch`` on (for an exact resume)."""
+    def epoch(self, epoch, start_batch=0, reuse=False):
+        """This rank's batches of epoch ``epoch``, from batch ``start_batch`` on (for an exact resume). With
+        ``reuse``, batches gathered one by one go into two buffers in turn, so each is valid only until the
+        batch after next is made (the trainer's way: a batch serves its one step); without, each is new."""
         if not 0 <= start_batch <= len(self):
             raise DataError(f"Batches: cannot start epoch {epoch} at batch {start_batch}: an epoch has "
                             f"{len(self)} batches of {self.batch_size} (did batch_size change since the checkpoint?)")
-        return self._batches(epoch, start_batch)
+        return self._batches(epoch, start_batch, reuse)
 
-    def _batches(self, epoch, start_batch):
+    def _batches(self, epoch, start_batch, reuse):
         if not self.shuffle:  # batches are views: no copy at all
             for batch in range(start_batch, len(self)):
                 lo, hi = self.shard_bounds(batch)
@@ -93,10 +94,10 @@ class Batches:
             return
         order = self.order(epoch).to(self.tensors[0].device)
         if self.batch_size * sum(t[0].numel() * t.element_size() for t in self.tensors) >= GATHER_PER_BATCH_BYTES:
-            pair = [self._batch_buffers(), self._batch_buffers()]
+            pair = [self._batch_buffers(), self._batch_buffers()] if reuse else None
             for batch in range(start_batch, len(self)):
                 lo, hi = self.shard_bounds(batch)
-                yield self._gathered(order[lo:hi], pair[batch % 2])
+                yield self._gathered(order[lo:hi], pair[batch % 2] if reuse else None)
             return
         shuffled = self._shuffled(order)
         if getattr(self, "_views", None) is None:  # the buffers never move: their batch views are made once
@@ -115,13 +116,14 @@ class Batches:
         rows = max(hi - lo for lo, hi in (self.shard_bounds(0), self.shard_bounds(len(self) - 1)))
         return {id(t): t.new_empty((rows, *t.shape[1:])) for t in self.tensors}
 
-    def _gathered(self, rows, buffers):
-        """The ``rows`` of each tensor into (the first rows of) ``buffers[id(tensor)]``; targets that are the
-        labels are gathered once."""
+    def _gathered(self, rows, buffers=None):
+        """The ``rows`` of each tensor (into the first rows of ``buffers[id(tensor)]`` when given); targets
+        that are the labels are gathered once."""
         done = {}
         for t in self.tensors:
             if id(t) not in done:
-                done[id(t)] = torch.index_select(t, 0, rows, out=buffers[id(t)][:len(rows)])
+                done[id(t)] = torch.index_select(t, 0, rows, out=buffers[id(t)][:len(rows)]) if buffers else \
+                    torch.index_select(t, 0, rows)
         return tuple(done[id(t)] for t in self.tensors)
 
     def __iter__(self):

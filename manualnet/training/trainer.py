@@ -113,7 +113,7 @@ class Trainer:
         self.model.train()
         self._epoch_started = time.perf_counter()
         self.progress.start_epoch(self.at.epoch + 1, self.at.batch)
-        for xb, tb, lb in self.batches.epoch(self.at.epoch, start_batch=self.at.batch):
+        for xb, tb, lb in self.batches.epoch(self.at.epoch, start_batch=self.at.batch, reuse=True):
             self._hook("step_started")
             self.train_step(xb, tb, lb)
             self.at.batch += 1
