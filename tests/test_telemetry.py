@@ -63,11 +63,14 @@ def test_activation_histograms_are_the_outputs_of_the_steps_own_forward(tmp_path
     seen, batches, befores = [], [], {}
     monkeypatch.setattr(trainer_module, "log_histograms",
                         lambda log, model, activations, step: seen.append((activations, befores[step], step)))
-    copy = trainer_module.parameters_before  # the weights each step's forward ran with, before its update
-    monkeypatch.setattr(trainer_module, "parameters_before",
-                        lambda model: befores.setdefault(trainer.at.step + 1, copy(model)))
     step = trainer.train_step
-    trainer.train_step = lambda xb, tb, lb: (batches.append(xb.clone()), step(xb, tb, lb))
+
+    def recorded_step(xb, tb, lb):  # the batch and the weights each step's forward ran with
+        batches.append(xb.clone())
+        befores[trainer.at.step + 1] = [p.clone() for p in trainer.model.parameters()]
+        step(xb, tb, lb)
+
+    trainer.train_step = recorded_step
     with torch.no_grad():
         for xb, tb, lb in list(trainer.batches.epoch(0))[:6]:
             trainer.train_step(xb, tb, lb)

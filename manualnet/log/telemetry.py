@@ -84,10 +84,12 @@ def parameters_before(model):
 
 def update_ratios(model, before):
     """log10(std(update) / std(param)) per parameter (-inf for a scalar or a parameter that did not move),
-    with one host sync for the whole model; ``before`` is ``parameters_before(model)``. Each std comes from
-    the tensor's norm and sum (var = (|x|^2 - (sum x)^2 / n) / (n - 1)), the norms in one fused op."""
+    with one host sync for the whole model; ``before`` is ``parameters_before(model)``, used up: it becomes
+    before - after, the update negated, whose std is the update's (no second copy of the model). Each std
+    comes from the tensor's norm and sum (var = (|x|^2 - (sum x)^2 / n) / (n - 1)), the norms in one fused op."""
     params = [p.detach() for p in model.parameters()]
-    tensors = [*torch._foreach_sub(params, before), *params]
+    torch._foreach_sub_(before, params)
+    tensors = [*before, *params]
     norms, sums = torch._foreach_norm(tensors), [t.sum() for t in tensors]
     values = torch.stack([*norms, *sums]).double().tolist()
     k = len(params)

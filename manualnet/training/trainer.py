@@ -138,7 +138,7 @@ class Trainer:
         norm = self.clip(xb, tb, loss, plan.log)                                                       # clip
         if plan.audit:
             audit(self, xb, tb)
-        before = parameters_before(self.model) if plan.histograms or (plan.log and self.cluster.is_main) else None
+        before = parameters_before(self.model) if plan.log and self.cluster.is_main else None  # update ratios
         self.optimizer.step()                                                                          # step
         self.schedule.step()
         self.at.step = step
