@@ -64,7 +64,12 @@ def _guarded(name, rows_of, cls, gen, seed):
 def _layer_rows(cls, gen, seed):
     if hasattr(cls, "example"):  # a module that needs arguments or several inputs builds its own example
         module, inputs = cls.example(gen)
-        return check_module(module, *inputs, fd=True, seed=seed)
+        rows = check_module(module, *inputs, fd=True, seed=seed)
+        strided = tuple(map(_transposed_view, inputs))
+        if any(not x.is_contiguous() for x in strided):  # and again on the same values laid out otherwise
+            rows += _noted(check_module(module, *strided, fd=True, seed=seed), next(x for x in strided
+                                                                                     if not x.is_contiguous()))
+        return rows
     rows = []
     for batch, width in SHAPES:
         widths = dict.fromkeys((width, *WIDTHS))
@@ -161,6 +166,14 @@ def _strided(values):
     buffer = values.new_zeros(width + 2, batch)
     buffer[:width] = values.t()
     return buffer[:width].t()
+
+
+def _transposed_view(x):
+    """A floating x's values as a non-contiguous view whose last two dims are swapped in memory (a view's
+    rows are then not contiguous either: backward must not assume x.view works); other inputs as they are."""
+    if not x.is_floating_point() or x.dim() < 2 or min(x.shape[-2:]) < 2:
+        return x
+    return x.transpose(-1, -2).contiguous().transpose(-1, -2)
 
 
 def _noted(rows, x, reduction=None):

@@ -50,7 +50,7 @@ class LayerNorm(Module):
     def backward(self, dy):
         x, mean, rstd = self.take_cache()
         n = math.prod(self.normalized_shape)
-        xhat = torch.addcmul(-mean * rstd, x, rstd).view(-1, n)   # (x - mean) / std again: (positions, n)
+        xhat = torch.addcmul(-mean * rstd, x, rstd).reshape(-1, n)  # (x - mean) / std again: (positions, n)
         dy, rstd = dy.reshape(-1, n), rstd.view(-1, 1)
         dxhat = dy
         if self.weight is not None:
