@@ -111,8 +111,8 @@ def _checked(factory, kwargs, where, fixed):
     values, wrong_types = _typechecked(allowed, kwargs, where)
     problems += [line for lines in wrong_types.values() for line in lines]
     own = getattr(factory, "problems", None)
-    if callable(own):  # its own checks, on its defaults and the given values of the right type
-        args = {n: p.default for n, p in allowed.items() if p.default is not p.empty}
+    if callable(own):  # its own checks, on the given values of the right type and the defaults of the rest
+        args = {n: p.default for n, p in allowed.items() if p.default is not p.empty and n not in kwargs}
         args.update({k: v for k, v in values.items() if k in allowed and k not in wrong_types})
         problems += [f"{where}.{name}: expected {expected}, got {kwargs.get(name, args[name])!r}"
                      for name, expected in own(args)]

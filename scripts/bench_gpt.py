@@ -6,7 +6,7 @@ ways from the same weights: manualnet with mn.optim.AdamW; the same model in tor
 attention through scaled_dot_product_attention) with torch.optim.AdamW, eager; and that model under
 torch.compile. Interleaved rounds in one process, medians; peak memory of a step; and where manualnet's step
 spends its time (each module type's forward + backward, the loss, the optimizer). Run
-``python scripts/bench.py --gpt`` (or ``manualnet bench --gpt``); ``--json FILE`` writes the rows.
+``python scripts/bench.py --gpt``; ``--json FILE`` writes the rows.
 """
 
 import argparse

@@ -74,11 +74,17 @@ def test_out_of_range_component_arguments_are_all_reported_by_the_config_check()
                         "data": {"val_fraction": 1.0}})
     assert message.splitlines()[1:] == [
         "optim.lr: expected a finite number >= 0, got -1",
-        "optim.momentum: expected a number >= 0, got -0.5",
+        "optim.momentum: expected a finite number >= 0, got -0.5",
         "schedule.step_size: expected an int > 0 (epochs), got 0",
         "schedule.gamma: expected a finite number > 0, got -2",
         "data.val_fraction: expected a fraction >= 0 and less than 1, got 1.0",
     ]
+
+
+def test_a_value_of_the_wrong_type_is_one_line_not_a_follow_on_about_its_default():
+    message = problems({**MINIMAL, "optim": {"type": "SGD", "lr": 0.1, "momentum": "abc", "nesterov": True}})
+    assert message == "config: optim.momentum: input should be a valid number, unable to parse string as a number, " \
+                      "got 'abc'"                                 # and nothing on nesterov, from momentum's default
 
 
 def test_a_range_is_written_once_in_the_constructor_and_the_config_check_follows_it(monkeypatch):

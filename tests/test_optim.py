@@ -313,7 +313,7 @@ def test_every_invalid_argument_is_a_line_of_one_error():
     with pytest.raises(ConfigError) as e:
         SGD(named(make_params()), lr=-1, momentum=-0.5, nesterov="yes")
     assert str(e.value).splitlines() == ["SGD argument lr=-1: expected a finite number >= 0",
-                                         "SGD argument momentum=-0.5: expected a number >= 0",
+                                         "SGD argument momentum=-0.5: expected a finite number >= 0",
                                          "SGD argument nesterov='yes': expected True or False"]
 
 
@@ -426,3 +426,9 @@ def test_param_groups_are_read_and_set_by_key_as_torch_optims_dicts_are():
     assert optimizer.lr == 0.02 and optimizer.state_dict()["param_groups"][0]["lr"] == 0.02
     with pytest.raises(KeyError, match="betas"):
         group["betas"] = (0.9, 0.99)
+
+
+@pytest.mark.parametrize("key", ["momentum", "dampening", "weight_decay"])
+def test_sgd_refuses_an_infinite_coefficient_as_adam_does(key):
+    with pytest.raises(ConfigError, match=f"SGD argument {key}=inf: expected a finite number >= 0"):
+        SGD([torch.zeros(2)], lr=0.1, **{key: math.inf})

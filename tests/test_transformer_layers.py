@@ -111,8 +111,9 @@ def test_attention_equals_torch_multihead_attention_with_a_causal_mask():
 
 
 def test_attention_refuses_heads_that_do_not_divide_the_width():
-    with pytest.raises(LayerError, match="num_heads=3 must divide embed_dim=8"):
-        mn.CausalSelfAttention(8, 3)
+    for heads in (3, 0):
+        with pytest.raises(LayerError, match=f"num_heads={heads} must be at least 1 and divide embed_dim=8"):
+            mn.CausalSelfAttention(8, heads)
 
 
 def test_cross_entropy_on_sequence_logits_equals_torch_with_classes_in_dim_1():

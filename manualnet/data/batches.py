@@ -22,8 +22,10 @@ class Batches:
 
     Iterating ``epoch(e)`` yields ``(xb, yb)`` (``(xb, yb, lb)`` when ``labels`` is given): the rows
     ``order(e)[lo:hi]`` of each tensor, gathered per batch (see ``epoch``'s ``reuse``) or as views of a
-    per-epoch shuffled copy (see ``_shuffled``): a view is valid until the next epoch starts. ``len()`` is
-    the number of batches per epoch; the last one is smaller when ``batch_size`` does not divide N, unless
+    per-epoch shuffled copy (see ``_shuffled``): a view is valid until the next epoch's batches start (two
+    epochs' generators share the copy: walk them one after the other, not zipped), and without ``shuffle``
+    batches are views of the data themselves (change one in place and the data changes). ``len()`` is the
+    number of batches per epoch; the last one is smaller when ``batch_size`` does not divide N, unless
     ``drop_last``.
 
     Data parallel: with ``world_size`` W > 1, rank r yields only its contiguous shard of each global batch,

@@ -34,9 +34,10 @@ class CausalSelfAttention(Module):
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, generator=None):
         super().__init__()
-        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
-        if embed_dim % num_heads:
-            raise self.fail(f"num_heads={num_heads} must divide embed_dim={embed_dim}")
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        if num_heads < 1 or embed_dim % num_heads:
+            raise self.fail(f"num_heads={num_heads} must be at least 1 and divide embed_dim={embed_dim}")
+        self.head_dim = embed_dim // num_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.qkv = Linear(embed_dim, 3 * embed_dim, bias=bias, generator=generator)
         self.proj = Linear(embed_dim, embed_dim, bias=bias, generator=generator)
