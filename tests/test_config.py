@@ -87,6 +87,13 @@ def test_a_value_of_the_wrong_type_is_one_line_not_a_follow_on_about_its_default
                       "got 'abc'"                                 # and nothing on nesterov, from momentum's default
 
 
+@pytest.mark.parametrize("section, example", [("optim", "{type: ..., ...}"), ("data", "{dataset: ..., ...}"),
+                                               ("train", "{key: value}")])
+def test_a_section_that_is_not_a_mapping_says_what_it_should_be(section, example):
+    expected = f"config: {section}: expected a mapping such as {example}, got [1, 2]"
+    assert problems({**MINIMAL, section: [1, 2]}) == expected
+
+
 def test_a_range_is_written_once_in_the_constructor_and_the_config_check_follows_it(monkeypatch):
     from manualnet.optim import SGD
     from manualnet.registry import expect

@@ -116,7 +116,11 @@ def _describe(err, raw):
     if err["type"] == "missing":
         return f"{path}: required key is missing"
     got = err.get("input")
-    shown = f", got {got!r}" if not isinstance(got, dict | list) else ""
+    shown = f", got {got!r}" if not isinstance(got, dict) else ""
+    if err["type"] == "model_type":  # pydantic names its model class: say what the YAML must hold instead
+        example = {"data": "{dataset: ..., ...}"}.get(path, "{type: ..., ...}" if path in ("optim", "schedule", "loss")
+                                                      else "{key: value}")
+        return f"{path}: expected a mapping such as {example}{shown}"
     msg = err["msg"].removeprefix("Value error, ")
     return f"{path}: {msg[0].lower() + msg[1:]}{shown}" if msg else path
 
