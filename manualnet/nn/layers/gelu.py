@@ -41,8 +41,8 @@ class GELU(Module):
 
     def backward(self, dy):
         x = self.take_cache()
-        dx = elementwise_in_pieces(lambda x, dy, out: torch.mul(self.derivative(x), dy, out=out), x, dy)
-        return dx                                          # dx = dy * gelu'(x)
+        # dx = dy * gelu'(x), in cache-sized pieces
+        return elementwise_in_pieces(lambda x, dy, out: torch.mul(self.derivative(x), dy, out=out), x, dy)
 
     def derivative(self, x):
         """gelu'(x), elementwise (in place on two buffers of its own: an elementwise layer's time and memory
