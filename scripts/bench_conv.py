@@ -111,20 +111,13 @@ def manual_step(model, x, t):
     """The trainer's step on ``model`` (zero_grad, forward, loss, backward, SGD), and what it keeps."""
     loss, optimizer = mn.CrossEntropyLoss(), SGD(model.named_parameters(), lr=LR, momentum=MOMENTUM)
 
-    def step():
-        with torch.no_grad():
-            optimizer.zero_grad()
-            loss(model(x), t)
-            model.backward(loss.backward())
-            optimizer.step()
-
     def resident():
         params = list(model.parameters())
         state = [t for group in optimizer.param_groups for ts in (group.state or {}).values() for t in ts]
         state += [t for group in optimizer.param_groups for t in group.scratch or []]
         return _nbytes([*params, *(p.grad for p in params if p.grad is not None), *state])
 
-    return step, resident
+    return BENCH["idiomatic_step"](model, loss, optimizer, x, t), resident
 
 
 def _nbytes(tensors):

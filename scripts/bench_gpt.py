@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-from bench import peak_step_memory, time_interleaved  # noqa: E402
+from bench import idiomatic_step, peak_step_memory, time_interleaved  # noqa: E402
 
 import manualnet as mn  # noqa: E402
 from tests.torch_gpt import TorchGPT  # noqa: E402
@@ -41,13 +41,6 @@ def build(args, device, dtype):
     x, t = idx[:, :-1], idx[:, 1:]
     loss_fn, optimizer = mn.CrossEntropyLoss(), mn.optim.AdamW(ours.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
 
-    def manualnet_step():
-        with torch.no_grad():
-            optimizer.zero_grad()
-            loss_fn(ours(x), t)
-            ours.backward(loss_fn.backward())
-            optimizer.step()
-
     def torch_step(model, opt):
         def step():
             opt.zero_grad()
@@ -55,7 +48,7 @@ def build(args, device, dtype):
             opt.step()
         return step
 
-    steps = {"manualnet": manualnet_step,
+    steps = {"manualnet": idiomatic_step(ours, loss_fn, optimizer, x, t),
              "eager": torch_step(theirs, torch.optim.AdamW(theirs.parameters(), lr=LR, weight_decay=WEIGHT_DECAY))}
     if args.compile:
         twin = TorchGPT(**sizes).to(device=device, dtype=dtype)

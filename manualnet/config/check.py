@@ -13,6 +13,7 @@ from manualnet.data.dataset import COMMON_KEYS, fraction_problems
 from manualnet.errors import ConfigError
 from manualnet.nn import LAYERS, LOSSES
 from manualnet.optim import OPTIMIZERS, SCHEDULES
+from manualnet.optim.optimizer import is_number
 from manualnet.registry import argument_problems
 
 
@@ -60,7 +61,7 @@ def component_problems(raw, base_dir=None):
     data = raw.get("data", {})
     if isinstance(data, dict):  # values of another type: the schema says so
         problems += fraction_problems({k: data.get(k, COMMON_KEYS[k]) for k in ("val_fraction", "test_fraction")
-                                       if _is_real(data.get(k, COMMON_KEYS[k]))})
+                                       if is_number(data.get(k, COMMON_KEYS[k]))})
     name = data.get("dataset", "digits") if isinstance(data, dict) else None
     if isinstance(name, str) and all(isinstance(k, str) for k in data):
         try:
@@ -94,10 +95,6 @@ def _overflowing(kwargs, where, dtype_name):
     largest = torch.finfo(dtype).max
     return [f"{where}.{key}: {value} overflows {dtype_name} (largest {largest:.3g})" for key, value in kwargs.items()
             if math.isfinite(number := _number(value)) and abs(number) > largest]
-
-
-def _is_real(value):
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _number(value):

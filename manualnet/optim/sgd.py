@@ -1,8 +1,6 @@
-import math
-
 import torch
 
-from manualnet.optim.optimizer import Optimizer, is_number, register_optimizer
+from manualnet.optim.optimizer import Optimizer, is_finite_nonnegative, is_number, register_optimizer
 from manualnet.registry import expect
 
 
@@ -34,7 +32,7 @@ class SGD(Optimizer):
     def problems(cls, hyper):
         found = super().problems(hyper)
         for key in ("momentum", "dampening", "weight_decay"):
-            found += expect(hyper, key, lambda v: is_number(v) and 0 <= v < math.inf, "a finite number >= 0")
+            found += expect(hyper, key, is_finite_nonnegative, "a finite number >= 0")
         found += expect(hyper, "nesterov", lambda v: isinstance(v, bool), "True or False")
         momentum, dampening = hyper.get("momentum"), hyper.get("dampening")
         valid = is_number(momentum) and is_number(dampening) and not {"momentum", "dampening"} & {n for n, _ in found}

@@ -66,9 +66,9 @@ def _layer_rows(cls, gen, seed):
         module, inputs = cls.example(gen)
         rows = check_module(module, *inputs, fd=True, seed=seed)
         strided = tuple(map(_transposed_view, inputs))
-        if any(not x.is_contiguous() for x in strided):  # and again on the same values laid out otherwise
-            rows += _noted(check_module(module, *strided, fd=True, seed=seed), next(x for x in strided
-                                                                                     if not x.is_contiguous()))
+        laid_out = [x for x in strided if not x.is_contiguous()]
+        if laid_out:  # and again on the same values laid out otherwise
+            rows += _noted(check_module(module, *strided, fd=True, seed=seed), laid_out[0])
         return rows
     rows = []
     for batch, width in SHAPES:

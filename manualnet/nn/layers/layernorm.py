@@ -21,7 +21,6 @@ class LayerNorm(Module):
         super().__init__()
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps, self.elementwise_affine = shape, float(eps), elementwise_affine
-        self.dims = tuple(range(-len(shape), 0))
         self.weight = self.bias = None
         if elementwise_affine:
             self.weight = Parameter(torch.ones(shape, device=device, dtype=dtype))
