@@ -15,9 +15,10 @@ def flatten_(tensors):
     """Move ``tensors`` (one dtype, one device) into one new contiguous buffer, in place: each becomes a view
     of the buffer, values kept. Returns the buffer."""
     flat = torch.empty(sum(t.numel() for t in tensors), dtype=tensors[0].dtype, device=tensors[0].device)
-    for t, view in zip(tensors, split(flat, tensors), strict=True):
-        view.copy_(t)
-        t.data = view
+    with torch.no_grad():  # copying a torch.nn parameter (it requires grad) must not put the buffer in a graph
+        for t, view in zip(tensors, split(flat, tensors), strict=True):
+            view.copy_(t)
+            t.data = view
     return flat
 
 
@@ -55,8 +56,9 @@ class FlatLayout:
 
     def valid(self):
         """Whether every parameter still lives in the buffer and still has its view as ``.grad``."""
-        return list(map(torch.Tensor.data_ptr, self.params)) == self._pointers and \
-            all(map(operator.is_, map(_grad, self.params), self._grads))
+        with torch._C.DisableTorchFunctionSubclass():  # a Parameter's .grad and data_ptr() at a tensor's cost
+            return list(map(torch.Tensor.data_ptr, self.params)) == self._pointers and \
+                all(map(operator.is_, map(_grad, self.params), self._grads))
 
 
 _grad = operator.attrgetter("grad")

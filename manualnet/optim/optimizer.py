@@ -3,7 +3,8 @@
 Built like ``torch.optim``: from ``model.parameters()``, ``model.named_parameters()`` or a list of parameter
 groups (dicts with ``"params"`` and per-group hyperparameters such as ``lr`` or ``weight_decay``). Each group
 keeps its parameters and gradients in two flat buffers while it can (``manualnet.optim.flat``), so the update
-runs once per group with ``torch._foreach_*`` ops, no per-step allocation, no host sync. The state (momentum
+is a few in-place ops on one tensor per group (``torch._foreach_*`` ops where it has several), with no per-step
+allocation and no host sync. The state (momentum
 and moment buffers) is created at the first step and saved keyed by parameter NAME, so a checkpoint survives
 a rebuild of the model.
 """
@@ -93,7 +94,7 @@ class Optimizer:
     Subclasses list their hyperparameters' defaults in ``__init__`` (passed to this one as keywords, ``lr``
     first), say which are out of range in ``problems(hyper)`` (the one check of them: the constructor, the lr
     setter, a checkpoint and a config's check all call it), name their per-parameter buffers in
-    ``buffer_names(hyper)`` and implement ``update(group, params, grads)``, called under ``torch.no_grad()``
+    ``buffer_names(hyper)`` and implement ``update(group, params, grads)``, which builds no autograd graph,
     with ``self.steps`` already counting this step; ``group.state`` and ``group.scratch_buffers(params)`` hold
     lists aligned with params.
     """
@@ -108,11 +109,15 @@ class Optimizer:
     def step(self):
         """Apply one update to every parameter, in place."""
         self.steps += 1
-        with torch.no_grad():
-            for group in self.param_groups:
-                params, grads = group.targets()
-                if params:
+        for group in self.param_groups:
+            params, grads = group.targets()
+            if not params:
+                continue
+            if group.layout is None:  # the parameters themselves, which may require grad: build no graph
+                with torch.no_grad():
                     self.update(group, params, grads)
+            else:                     # the flat buffers, which never require grad
+                self.update(group, params, grads)
 
     def zero_grad(self, set_to_none=False):
         """Zero the gradients in place (one op per group while it is flat). ``set_to_none`` drops them

@@ -47,25 +47,22 @@ class SGD(Optimizer):
         return ("momentum_buffer",) if hyper["momentum"] != 0 else ()
 
     def update(self, group, params, grads):
-        momentum = group.momentum
-        d = grads
-        if group.weight_decay != 0:
-            d = group.scratch_buffers(params)    # d = g + wd * p, without touching the gradients
-            torch._foreach_copy_(d, grads)
-            torch._foreach_add_(d, params, alpha=group.weight_decay)
-        if momentum != 0:
-            if group.state is None:              # torch: the first buffer is a copy of d, undamped
-                group.state = {"momentum_buffer": [t.clone() for t in d]}
-            else:
-                bufs = group.state["momentum_buffer"]
-                torch._foreach_mul_(bufs, momentum)
-                torch._foreach_add_(bufs, d, alpha=1 - group.dampening)
-            bufs = group.state["momentum_buffer"]
-            if group.nesterov:
-                if d is grads:
-                    d = group.scratch_buffers(params)
-                    torch._foreach_copy_(d, grads)
-                torch._foreach_add_(d, bufs, alpha=momentum)
-            else:
-                d = bufs
-        torch._foreach_add_(params, d, alpha=-group.lr)
+        momentum, dampening, weight_decay = group.momentum, group.dampening, group.weight_decay
+        first = momentum != 0 and group.state is None
+        if first:                                  # torch: the first buffer is a copy of d, undamped
+            group.state = {"momentum_buffer": []}
+        bufs = group.state["momentum_buffer"] if momentum != 0 else None
+        scratch = group.scratch_buffers(params) if weight_decay != 0 or group.nesterov else None
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            d = g
+            if weight_decay != 0:
+                d = torch.add(g, p, alpha=weight_decay, out=scratch[i])   # d = g + wd * p, g untouched
+            if momentum != 0:
+                if first:
+                    bufs.append(d.clone())
+                elif dampening == 0:
+                    torch.add(d, bufs[i], alpha=momentum, out=bufs[i])     # b = momentum * b + d
+                else:
+                    bufs[i].mul_(momentum).add_(d, alpha=1 - dampening)
+                d = torch.add(d, bufs[i], alpha=momentum, out=scratch[i]) if group.nesterov else bufs[i]
+            p.add_(d, alpha=-group.lr)
