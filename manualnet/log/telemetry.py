@@ -9,6 +9,7 @@ from manualnet.nn import Conv2d
 
 FILTER_SCALE = 8   # a 3x3 kernel drawn as 24x24 pixels: TensorBoard shows images at their own size
 MAX_TILES = 256
+HISTOGRAM_SAMPLE = 2**16  # a larger tensor's bucket counts come from a sample of this many of its values
 
 def record_outputs(model, x, outputs):
     """``model(x)``, with a copy of each top-level child's output put in ``outputs`` (``"0.Linear"`` -> tensor):
@@ -77,52 +78,73 @@ def filter_grid(weight, scale=FILTER_SCALE, pad=1):
     return grid.permute(1, 2, 0)
 
 
-def parameters_before(model):
-    """A copy of every parameter as it is now."""
-    return [p.detach().clone() for p in model.parameters()]
+def parameters_before(model, into=None):
+    """A copy of every parameter as it is now, written into ``into`` (an earlier call's copy) when it still
+    matches: a fresh copy of a large model page-faults on every call."""
+    params = [p.detach() for p in model.parameters()]
+    if into is None or [(c.shape, c.dtype, c.device) for c in into] != [(p.shape, p.dtype, p.device) for p in params]:
+        return [p.clone() for p in params]
+    torch._foreach_copy_(into, params)
+    return into
 
 
 def update_ratios(model, before):
     """log10(std(update) / std(param)) per parameter (-inf for a scalar or a parameter that did not move),
     with one host sync for the whole model; ``before`` is ``parameters_before(model)``, used up: it becomes
     before - after, the update negated, whose std is the update's (no second copy of the model). Each std
-    comes from the tensor's norm and sum (var = (|x|^2 - (sum x)^2 / n) / (n - 1)), the norms in one fused op."""
+    comes from the tensor's sum of squares and sum: var = (sum x^2 - (sum x)^2 / n) / (n - 1)."""
     params = [p.detach() for p in model.parameters()]
     torch._foreach_sub_(before, params)
-    tensors = [*before, *params]
-    norms, sums = torch._foreach_norm(tensors), [t.sum() for t in tensors]
-    values = torch.stack([*norms, *sums]).double().tolist()
+    flat = [t.reshape(-1) for t in (*before, *params)]
+    values = torch.stack([s for t in flat for s in (torch.dot(t, t), t.sum())]).double().tolist()
     k = len(params)
     ratios = []
     for i, p in enumerate(params):
-        n = p.numel()
-        update_var, param_var = (_variance(values[j], values[2 * k + j], n) for j in (i, k + i))
+        update_var, param_var = (_variance(values[2 * j], values[2 * j + 1], p.numel()) for j in (i, k + i))
         ratios.append(0.5 * math.log10(update_var / param_var) if update_var > 0 and param_var > 0 else -math.inf)
     return ratios
 
 
-def _variance(norm, total, n):
-    """The unbiased variance of n numbers from their 2-norm and sum (0 for a scalar)."""
-    return max(norm * norm - total * total / n, 0.0) / (n - 1) if n > 1 else 0.0
+def _variance(squares, total, n):
+    """The unbiased variance of n numbers from their sum of squares and sum (0 for a scalar)."""
+    return max(squares - total * total / n, 0.0) / (n - 1) if n > 1 else 0.0
 
 
 def histogram_data(tensors, bins):
     """``[(tag, numel, min, max, sum, sum of squares, bucket counts)]`` for each non-empty tensor of
     ``tensors`` (tag -> tensor) whose values are all finite, in order, with two host syncs in all. The
     ``bins`` buckets split [min, max] evenly, as ``torch.histc`` makes them (the last one includes max); a
-    constant tensor's range is [v, v + 1e-12]. ``bucket_limits`` gives their right edges."""
-    flat = [(tag, t.detach().reshape(-1)) for tag, t in tensors.items() if t.numel()]
-    if not flat:
+    constant tensor's range is [v, v + 1e-12]. ``bucket_limits`` gives their right edges. The statistics are
+    exact; a large tensor's counts are estimated from a sample (``bucket_counts``)."""
+    kept = [(tag, t.detach()) for tag, t in tensors.items() if t.numel()]
+    if not kept:
         return []
-    stats = torch.stack([s for _, v in flat for s in (*torch.aminmax(v), v.sum(), v.dot(v))]).tolist()
+    flat = [t.reshape(-1) for _, t in kept]
+    stats = torch.stack([s for v in flat for s in (*torch.aminmax(v), v.sum(), v.dot(v))]).tolist()
     rows, counts = [], []
-    for i, (tag, v) in enumerate(flat):
+    for i, (tag, t) in enumerate(kept):
         lo, hi, total, squares = stats[4 * i:4 * i + 4]
         if math.isfinite(lo) and math.isfinite(hi):  # a tensor with a non-finite value has no histogram
             hi = hi if hi > lo else lo + 1e-12
-            rows.append((tag, v.numel(), lo, hi, total, squares))
-            counts.append(torch.histc(v, bins=bins, min=lo, max=hi))
+            rows.append((tag, t.numel(), lo, hi, total, squares))
+            counts.append(bucket_counts(t, bins, lo, hi))
     return [(*row, bucket) for row, bucket in zip(rows, torch.stack(counts).tolist(), strict=True)] if rows else []
+
+
+def bucket_counts(t, bins, lo, hi):
+    """``torch.histc``'s counts of tensor ``t``'s values over [lo, hi]; for more than ``HISTOGRAM_SAMPLE``
+    values, the counts of every k-th value times n / (sample size): the histogram's shape, at a fraction of
+    the cost of binning every value of a large layer's weights. k shares no factor with a row's length (the
+    product of the dimensions after the first), so the sample visits every column: a k dividing it would
+    see a fixed subset of an MNIST net's first-layer columns, some of them the always-zero border pixels'."""
+    v, n = t.reshape(-1), t.numel()
+    if n <= HISTOGRAM_SAMPLE:
+        return torch.histc(v, bins=bins, min=lo, max=hi)
+    row, k = n // t.shape[0], -(-n // HISTOGRAM_SAMPLE)
+    while math.gcd(k, row) != 1:
+        k += 1
+    sample = v[::k]
+    return torch.histc(sample, bins=bins, min=lo, max=hi) * (n / sample.numel())
 
 
 def bucket_limits(lo, hi, bins):

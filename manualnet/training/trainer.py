@@ -65,7 +65,7 @@ class Trainer:
         if hasattr(first, "needs_input_grad"):  # the model's input is data: nothing upstream wants its gradient
             first.needs_input_grad = False
         self.at, self.running, self.checkpoints = Position(), RunningMetrics(), CheckpointKeeper(self)
-        self.elapsed_before, self.last_metrics, self.hooks = 0.0, {}, hooks
+        self.elapsed_before, self.last_metrics, self.hooks, self._before = 0.0, {}, hooks, None
         if resume is not None:
             self.checkpoints.restore(resume)
         main = self.cluster.is_main
@@ -138,7 +138,7 @@ class Trainer:
         norm = self.clip(xb, tb, loss, plan.log)                                                       # clip
         if plan.audit:
             audit(self, xb, tb)
-        before = parameters_before(self.model) if plan.log and self.cluster.is_main else None  # update ratios
+        before = self.snapshot(plan)                                                                   # update ratios
         self.optimizer.step()                                                                          # step
         self.schedule.step()
         self.at.step = step
@@ -156,6 +156,14 @@ class Trainer:
         return StepPlan(log=log, histograms=bool(every) and step % every == 0 and self.cluster.is_main,
                         audit=bool(self.cfg.verify.every) and step % self.cfg.verify.every == 0,
                         accuracy=self.s.classification and (log or last), activations={})
+
+    def snapshot(self, plan):
+        """The parameters before this step's update, when it logs their update ratios (copied into the
+        last logging step's copy)."""
+        if plan.log and self.cluster.is_main:
+            self._before = parameters_before(self.model, into=self._before)
+            return self._before
+        return None
 
     def agree(self, xb, tb, loss, correct):
         """The ranks' sum of the gradients, the global batch's mean loss, its correct count and the stop
