@@ -181,6 +181,23 @@ def test_train_accuracy_is_counted_on_logging_steps_and_on_the_last_batch_only_w
     assert steps == counted and 0 < metrics["train/accuracy"] <= 1
 
 
+def test_without_tensorboard_no_step_computes_histograms_or_update_ratios(tmp_path, monkeypatch):
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
+    from manualnet.training import trainer as trainer_module
+
+    calls = []
+    for name in ("parameters_before", "log_update_ratios", "log_histograms", "record_outputs"):
+        monkeypatch.setattr(trainer_module, name, lambda *a, name=name, **k: calls.append(name))
+    setup = build(load_config(config_path("spirals"), ["log.every=2", "log.histograms_every=3",
+                                                       "log.tensorboard=false"]))
+    trainer = trainer_module.Trainer(setup, tmp_path, quiet=True)
+    with torch.no_grad():
+        trainer.train_epoch()
+    trainer.log.close()
+    assert trainer.at.step > 6 and calls == []
+
+
 def test_every_epoch_reports_train_accuracy_even_when_no_step_logs(tmp_path):
     code, run_dir = train(tmp_path, "mlp", "--set", "log.every=100000")
     assert code == 0

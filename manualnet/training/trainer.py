@@ -150,17 +150,18 @@ class Trainer:
     def plan(self, step):
         """What step ``step`` logs. Train accuracy is measured on the logging steps' batches, and on an
         epoch's last batch when none of its batches was (so every epoch has one): counting every batch costs
-        a few ops a step, as much as a small network's layer."""
-        log, every = step % self.cfg.log.every == 0, self.cfg.log.histograms_every
+        a few ops a step, as much as a small network's layer. Histograms and update ratios are only for
+        TensorBoard: without it, no step computes them."""
+        log, every = step % self.cfg.log.every == 0, self.cfg.log.histograms_every if self.cfg.log.tensorboard else 0
         last = self.at.batch == len(self.batches) - 1 and not self.running.epoch.counted
         return StepPlan(log=log, histograms=bool(every) and step % every == 0 and self.cluster.is_main,
                         audit=bool(self.cfg.verify.every) and step % self.cfg.verify.every == 0,
                         accuracy=self.s.classification and (log or last), activations={})
 
     def snapshot(self, plan):
-        """The parameters before this step's update, when it logs their update ratios (copied into the
-        last logging step's copy)."""
-        if plan.log and self.cluster.is_main:
+        """The parameters before this step's update, when it logs their update ratios to TensorBoard (copied
+        into the last logging step's copy)."""
+        if plan.log and self.cluster.is_main and self.cfg.log.tensorboard:
             self._before = parameters_before(self.model, into=self._before)
             return self._before
         return None
@@ -199,7 +200,7 @@ class Trainer:
             metrics = self.running.interval_metrics(self.optimizer.lr, norm)
             self.log.scalars(metrics, step, self.at.epoch + 1)
             self.progress.step(metrics)
-            if self.cluster.is_main:
+            if before is not None:
                 log_update_ratios(self.log, self.model, before, step)
         elif self.progress.tty:
             self.progress.step()
