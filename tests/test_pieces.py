@@ -33,6 +33,20 @@ def test_gelu_backward_in_pieces_matches_autograd(small_pieces, approximate):
     assert all_passed(check_module(mn.GELU(approximate), x, fd=True))
 
 
+@pytest.mark.parametrize("piece", [7, 2**18])
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_backward_into_its_own_dy_gives_the_new_tensor_backward_gives(monkeypatch, piece, approximate):
+    monkeypatch.setattr(pieces, "PIECE_ELEMENTS", piece)
+    gen = torch.Generator().manual_seed(0)
+    x, dy = torch.randn(6, 11, generator=gen, dtype=torch.float64), torch.randn(6, 11, generator=gen, dtype=torch.float64)
+    gelu = mn.GELU(approximate)
+    gelu(x)
+    expected = gelu.backward(dy)
+    gelu(x)
+    into = dy.clone()
+    assert gelu.backward(into, out=into) is into and torch.equal(into, expected)
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_attention_backward_head_by_head_matches_autograd(monkeypatch, dropout):
     monkeypatch.setattr(pieces, "PIECE_ELEMENTS", 2 * 5 * 5)   # two of the six (batch, head) pairs at a time

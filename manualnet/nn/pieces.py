@@ -11,12 +11,14 @@ import torch
 PIECE_ELEMENTS = 2**18  # 1 MB of float32
 
 
-def elementwise_in_pieces(fn, *tensors):
+def elementwise_in_pieces(fn, *tensors, out=None):
     """``fn(*tensors, out=out)`` for an ``fn`` made of elementwise ops on same-shaped tensors that writes its
     result into ``out`` (its last op's ``out=``; it may work in place on tensors it allocates, not on its
-    arguments), computed a slice at a time into one new tensor."""
+    arguments), computed a slice at a time into ``out``: a new tensor, or a given contiguous one (which may be
+    one of ``tensors``, read by each piece before it is written)."""
     first = tensors[0]
-    out = torch.empty_like(first, memory_format=torch.contiguous_format)
+    if out is None:
+        out = torch.empty_like(first, memory_format=torch.contiguous_format)
     if first.numel() <= 2 * PIECE_ELEMENTS or first.device.type != "cpu":
         fn(*tensors, out=out)
         return out

@@ -39,10 +39,12 @@ class GELU(Module):
             return elementwise_in_pieces(_gelu_tanh, x)
         return F.gelu(x)
 
-    def backward(self, dy):
+    def backward(self, dy, out=None):
+        """dx, written into ``out`` when given: dy itself, from a caller that owns it (the MLP block, whose
+        projection's gradient is new), saves a buffer of x's size."""
         x = self.take_cache()
         # dx = dy * gelu'(x), in cache-sized pieces
-        return elementwise_in_pieces(lambda x, dy, out: torch.mul(self.derivative(x), dy, out=out), x, dy)
+        return elementwise_in_pieces(lambda x, dy, out: torch.mul(self.derivative(x), dy, out=out), x, dy, out=out)
 
     def derivative(self, x):
         """gelu'(x), elementwise (in place on two buffers of its own: an elementwise layer's time and memory

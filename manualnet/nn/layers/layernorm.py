@@ -51,15 +51,18 @@ class LayerNorm(Module):
         n = math.prod(self.normalized_shape)
         xhat = torch.addcmul(-mean * rstd, x, rstd).reshape(-1, n)  # (x - mean) / std again: (positions, n)
         dy, rstd = dy.reshape(-1, n), rstd.view(-1, 1)
-        dxhat = dy
+        g = dy * xhat
         if self.weight is not None:
-            self.weight.grad += (dy * xhat).sum(0).view(self.normalized_shape)   # dw = sum over positions of dy * xhat
-            self.bias.grad += dy.sum(0).view(self.normalized_shape)              # db = sum over positions of dy
-            dxhat = dy * self.weight.view(-1)
+            w = self.weight.view(-1)
+            self.weight.grad += g.sum(0).view(self.normalized_shape)   # dw = sum over positions of dy * xhat
+            self.bias.grad += dy.sum(0).view(self.normalized_shape)    # db = sum over positions of dy
+            mean_dxhat_xhat = (g @ w).unsqueeze(1) / n                 # mean(dxhat * xhat), dxhat = dy * w
+            dxhat = torch.mul(dy, w, out=g)                            # (g's memory, no longer needed)
+        else:
+            mean_dxhat_xhat = g.mean(-1, keepdim=True)
+            dxhat = g.copy_(dy)
         # dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / std, means over the normalised dims
-        mean_dxhat = dxhat.mean(-1, keepdim=True)
-        mean_dxhat_xhat = (dxhat * xhat).mean(-1, keepdim=True)
-        dx = torch.addcmul(-rstd * mean_dxhat, dxhat, rstd).addcmul_(xhat, rstd * mean_dxhat_xhat, value=-1)
+        dx = dxhat.sub_(dxhat.mean(-1, keepdim=True)).addcmul_(xhat, mean_dxhat_xhat, value=-1).mul_(rstd)
         return dx.view(x.shape)
 
     def reference(self, x):

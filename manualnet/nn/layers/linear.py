@@ -56,6 +56,7 @@ class Linear(Module):
             self.bias.grad.add_(dy2.sum(0))                  # db += sum_n dy_n
         if not self.needs_input_grad:
             return None
+        del x, x2                                            # dx needs no x: its memory goes before dx's comes
         return dy @ self.weight                              # dx = dy @ W: (*, out) @ (out, in) -> (*, in)
 
     def reference(self, x):

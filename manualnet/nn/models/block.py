@@ -40,7 +40,7 @@ class MLP(Module):
     def backward(self, dy):
         dy = self.drop.backward(dy)
         dy = self.proj.backward(dy)
-        dy = self.act.backward(dy)
+        dy = self.act.backward(dy, out=dy)      # dy is the projection's new gradient: GELU's dx can take its place
         return self.fc.backward(dy)
 
     def reference(self, x):
