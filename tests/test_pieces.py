@@ -38,7 +38,7 @@ def test_gelu_backward_in_pieces_matches_autograd(small_pieces, approximate):
 def test_gelu_backward_into_its_own_dy_gives_the_new_tensor_backward_gives(monkeypatch, piece, approximate):
     monkeypatch.setattr(pieces, "PIECE_ELEMENTS", piece)
     gen = torch.Generator().manual_seed(0)
-    x, dy = torch.randn(6, 11, generator=gen, dtype=torch.float64), torch.randn(6, 11, generator=gen, dtype=torch.float64)
+    x, dy = (torch.randn(6, 11, generator=gen, dtype=torch.float64) for _ in range(2))
     gelu = mn.GELU(approximate)
     gelu(x)
     expected = gelu.backward(dy)
