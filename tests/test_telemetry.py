@@ -69,7 +69,7 @@ def test_activation_histograms_are_the_outputs_of_the_steps_own_forward(tmp_path
     from manualnet.training import trainer as trainer_module
     from tests.helpers import config_path
 
-    setup = build(load_config(config_path("spirals"), ["log.histograms_every=3", "log.tensorboard=false"]))
+    setup = build(load_config(config_path("spirals"), ["log.histograms_every=3"]))
     trainer = trainer_module.Trainer(setup, tmp_path, quiet=True)
     seen, batches, befores = [], [], {}
     monkeypatch.setattr(trainer_module, "log_histograms",

@@ -92,22 +92,24 @@ def update_ratios(model, before):
     """log10(std(update) / std(param)) per parameter (-inf for a scalar or a parameter that did not move),
     with one host sync for the whole model; ``before`` is ``parameters_before(model)``, used up: it becomes
     before - after, the update negated, whose std is the update's (no second copy of the model). Each std
-    comes from the tensor's sum of squares and sum: var = (sum x^2 - (sum x)^2 / n) / (n - 1)."""
+    comes from the tensor's norm and sum (var = (|x|^2 - (sum x)^2 / n) / (n - 1)), the norms in one fused op."""
     params = [p.detach() for p in model.parameters()]
     torch._foreach_sub_(before, params)
-    flat = [t.reshape(-1) for t in (*before, *params)]
-    values = torch.stack([s for t in flat for s in (torch.dot(t, t), t.sum())]).double().tolist()
+    tensors = [*before, *params]
+    norms, sums = torch._foreach_norm(tensors), [t.sum() for t in tensors]
+    values = torch.stack([*norms, *sums]).double().tolist()
     k = len(params)
     ratios = []
     for i, p in enumerate(params):
-        update_var, param_var = (_variance(values[2 * j], values[2 * j + 1], p.numel()) for j in (i, k + i))
+        n = p.numel()
+        update_var, param_var = (_variance(values[j], values[2 * k + j], n) for j in (i, k + i))
         ratios.append(0.5 * math.log10(update_var / param_var) if update_var > 0 and param_var > 0 else -math.inf)
     return ratios
 
 
-def _variance(squares, total, n):
-    """The unbiased variance of n numbers from their sum of squares and sum (0 for a scalar)."""
-    return max(squares - total * total / n, 0.0) / (n - 1) if n > 1 else 0.0
+def _variance(norm, total, n):
+    """The unbiased variance of n numbers from their 2-norm and sum (0 for a scalar)."""
+    return max(norm * norm - total * total / n, 0.0) / (n - 1) if n > 1 else 0.0
 
 
 def histogram_data(tensors, bins):

@@ -36,7 +36,7 @@ from manualnet.training.threads import cpu_threads, torch_threads
 __all__ = ["AuditFailed", "Diverged", "Interrupted", "StoppedAtOnce", "Trainer"]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class StepPlan:
     """What one step records beyond the algorithm: its scalars, histograms, an audit, the batch's accuracy."""
 
@@ -44,7 +44,10 @@ class StepPlan:
     histograms: bool
     audit: bool
     accuracy: bool
-    activations: dict = None
+    activations: dict = None  # the layers' outputs, filled by the forward of a step that logs histograms
+
+
+QUIET_STEP = StepPlan(log=False, histograms=False, audit=False, accuracy=False)  # most steps: the algorithm alone
 
 
 class Trainer:
@@ -153,10 +156,13 @@ class Trainer:
         a few ops a step, as much as a small network's layer. Histograms and update ratios are only for
         TensorBoard: without it, no step computes them."""
         log, every = step % self.cfg.log.every == 0, self.cfg.log.histograms_every if self.cfg.log.tensorboard else 0
+        histograms = bool(every) and step % every == 0 and self.cluster.is_main
+        audit = bool(self.cfg.verify.every) and step % self.cfg.verify.every == 0
         last = self.at.batch == len(self.batches) - 1 and not self.running.epoch.counted
-        return StepPlan(log=log, histograms=bool(every) and step % every == 0 and self.cluster.is_main,
-                        audit=bool(self.cfg.verify.every) and step % self.cfg.verify.every == 0,
-                        accuracy=self.s.classification and (log or last), activations={})
+        accuracy = self.s.classification and (log or last)
+        if not (log or histograms or audit or accuracy):
+            return QUIET_STEP
+        return StepPlan(log, histograms, audit, accuracy, {} if histograms else None)
 
     def snapshot(self, plan):
         """The parameters before this step's update, when it logs their update ratios to TensorBoard (copied
