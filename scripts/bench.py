@@ -260,10 +260,11 @@ def trainer_overhead(config_path, rounds, overrides=()):
     from manualnet.training.threads import torch_threads
 
     config, base_dir = load_config(config_path, overrides), Path(config_path).parent
-    looped, pure, loops, validations = [], [], [], []
+    looped, pure, loops, validations, fetches = [], [], [], [], []
     for _ in range(rounds):
         trainer, clock = _fit(config, base_dir)
         looped.append(clock.intervals())
+        fetches.append(clock.fetches(len(trainer.batches)))
         loops.append(clock.ended - clock.begun)
         validations.append(sum(seconds for _, seconds in clock.validations))
         pure.append([])
@@ -283,6 +284,7 @@ def trainer_overhead(config_path, rounds, overrides=()):
             "overhead_per_round": statistics.median((loop - val) / p for loop, val, p in per_round) - 1,
             "overhead_with_validation": statistics.median(loop / p for loop, _, p in per_round) - 1,
             "validation_share": statistics.median(val / p for _, val, p in per_round),
+            "batch_fetch_s": sum(statistics.median(f) for f in zip(*fetches, strict=True)),
             "costs": _costs(config, len(trainer.batches), start, extra)}
 
 
@@ -306,14 +308,23 @@ def _costs(config, steps_per_epoch, start, extra):
 
 
 class LoopClock:
-    """The trainer's hooks (``Trainer(hooks=...)``), timing its loop from outside: each step's start, each
-    validation pass and the loop's end."""
+    """The trainer's hooks (``Trainer(hooks=...)``), timing its loop from outside: each step's start and end,
+    each validation pass and the loop's end."""
 
     def __init__(self):
-        self.begun, self.ended, self.starts, self.validations = None, None, [], []
+        self.begun, self.ended, self.starts, self.ends, self.validations = None, None, [], [], []
 
     def step_started(self):
         self.starts.append(time.perf_counter())
+
+    def step_ended(self):
+        self.ends.append(time.perf_counter())
+
+    def fetches(self, steps_per_epoch):
+        """Seconds from each step's end to the next step's start within an epoch: fetching the next batch
+        (a gather, or a view of the epoch's shuffled copy), as the loop does it."""
+        return [self.starts[i + 1] - self.ends[i] for i in range(len(self.starts) - 1)
+                if (i + 1) % steps_per_epoch]
 
     def validated(self, seconds):
         self.validations.append((len(self.starts), seconds))  # it ran after step number len(starts)
@@ -474,7 +485,8 @@ def main(argv=None):
                   f"steps (medians of {args.trainer_rounds} rounds): overhead {100 * loop['overhead']:.1f}% without "
                   f"the validation passes (per-step medians; per round: {100 * loop['overhead_per_round']:.1f}%, "
                   f"{100 * loop['overhead_with_validation']:.1f}% with the validation passes)")
-            print("where it goes, beyond the same steps alone: " + format_costs(loop["costs"]))
+            print("where it goes, beyond the same steps alone: " + format_costs(loop["costs"]) +
+                  f"; fetching the batches in the epochs (part of each kind): {1e3 * loop['batch_fetch_s']:.1f} ms")
             result["trainer"] = loop
     if args.json:
         with open(args.json, "w") as f:

@@ -45,6 +45,7 @@ def test_bench_writes_rows_for_each_size_and_the_trainer_overhead(tmp_path, caps
     assert costs["epoch end"]["steps"] == 19 and costs["end"]["steps"] == 1  # 20 epochs of 11 steps
     by_kind = sum(c["total_s"] for c in costs.values())
     assert abs(by_kind - loop["overhead"] * loop["pure_steps_median_s"]) < 1e-9  # the headline, taken apart
+    assert 0 < loop["batch_fetch_s"] < loop["loop_s"]  # 200 fetches within the epochs (each epoch's first: at its end)
     out = capsys.readouterr().out
     assert "ratio" in out and "where it goes, beyond the same steps alone: epoch end" in out
 

@@ -52,8 +52,8 @@ QUIET_STEP = StepPlan(log=False, histograms=False, audit=False, accuracy=False) 
 
 class Trainer:
     """Trains ``setup``'s model into ``run_dir``. ``hooks``: an object whose optional methods
-    ``step_started()``, ``validated(seconds)`` and ``loop_ended()`` the loop calls (the benchmark times the
-    loop through them)."""
+    ``step_started()``, ``step_ended()``, ``validated(seconds)`` and ``loop_ended()`` the loop calls (the
+    benchmark times the loop through them)."""
 
     def __init__(self, setup, run_dir, quiet=False, resume=None, cluster=None, hooks=None):
         self.s, self.cfg, self.run_dir = setup, setup.config, run_dir
@@ -119,6 +119,7 @@ class Trainer:
         for xb, tb, lb in self.batches.epoch(self.at.epoch, start_batch=self.at.batch, reuse=True):
             self._hook("step_started")
             self.train_step(xb, tb, lb)
+            self._hook("step_ended")
             self.at.batch += 1
             if self._stopping is not None:
                 self.checkpoints.save()
