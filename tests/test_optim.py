@@ -91,6 +91,27 @@ def test_optimizer_matches_torch_optim_for_100_steps(ours, theirs, kwargs, forea
     torch.testing.assert_close(torch.stack(ours_after), torch.stack(theirs_after), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("layout", ["flat", "per-parameter"])
+@pytest.mark.parametrize(("ours", "theirs", "kwargs"), PARITY, ids=lambda v: getattr(v, "__name__", None))
+def test_float32_updates_are_torch_optims_bit_for_bit(ours, theirs, kwargs, layout):
+    params = {k: v.float() for k, v in make_params().items()}
+    torch_params = [p.detach().clone().requires_grad_() for p in params.values()]
+    optimizer, reference = ours(named(params), **kwargs), theirs(torch_params, foreach=False, **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        for p, tp in zip(params.values(), torch_params, strict=True):
+            g = torch.randn(p.shape, generator=gen)
+            if layout == "flat":
+                p.grad.copy_(g)
+            else:  # a new .grad tensor: the group leaves its flat buffers
+                p.grad = g
+            tp.grad = g.clone()
+        optimizer.step()
+        reference.step()
+    assert len(optimizer.grad_buffers()) == (1 if layout == "flat" else len(params))
+    assert all(torch.equal(p, tp.detach()) for p, tp in zip(params.values(), torch_params, strict=True))
+
+
 @pytest.mark.parametrize(("ours", "theirs", "kwargs"), PARITY, ids=lambda v: getattr(v, "__name__", None))
 def test_flat_model_matches_torch_optim_when_a_tensor_leaves_the_layout(ours, theirs, kwargs):
     torch.manual_seed(0)
@@ -125,8 +146,9 @@ def test_flat_model_is_updated_as_one_tensor_per_op():
         optimizer.step()
         optimizer.zero_grad()
     flat_size = sum(p.numel() for p in model.parameters())
-    # b = momentum * b + g in one op, p -= lr * b, then the gradients zeroed: each on the whole flat buffer
-    assert log.calls == [("add", [flat_size]), ("add_", [flat_size]), ("_foreach_zero_", [flat_size])]
+    # b = momentum * b + g, p -= lr * b, then the gradients zeroed: each op on the whole flat buffer
+    assert log.calls == [("mul_", [flat_size]), ("add_", [flat_size]), ("add_", [flat_size]),
+                         ("_foreach_zero_", [flat_size])]
 
 
 class ListSizes(TorchDispatchMode):

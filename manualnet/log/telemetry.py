@@ -118,31 +118,31 @@ def histogram_data(tensors, bins):
     ``bins`` buckets split [min, max] evenly, as ``torch.histc`` makes them (the last one includes max); a
     constant tensor's range is [v, v + 1e-12]. ``bucket_limits`` gives their right edges. The statistics are
     exact; a large tensor's counts are estimated from a sample (``bucket_counts``)."""
-    kept = [(tag, t.detach()) for tag, t in tensors.items() if t.numel()]
-    if not kept:
+    flat = [(tag, t.detach().reshape(-1), t.numel() // t.shape[0] if t.dim() else 1)
+            for tag, t in tensors.items() if t.numel()]
+    if not flat:
         return []
-    flat = [t.reshape(-1) for _, t in kept]
-    stats = torch.stack([s for v in flat for s in (*torch.aminmax(v), v.sum(), v.dot(v))]).tolist()
+    stats = torch.stack([s for _, v, _ in flat for s in (*torch.aminmax(v), v.sum(), v.dot(v))]).tolist()
     rows, counts = [], []
-    for i, (tag, t) in enumerate(kept):
+    for i, (tag, v, row) in enumerate(flat):
         lo, hi, total, squares = stats[4 * i:4 * i + 4]
         if math.isfinite(lo) and math.isfinite(hi):  # a tensor with a non-finite value has no histogram
             hi = hi if hi > lo else lo + 1e-12
-            rows.append((tag, t.numel(), lo, hi, total, squares))
-            counts.append(bucket_counts(t, bins, lo, hi))
+            rows.append((tag, v.numel(), lo, hi, total, squares))
+            counts.append(bucket_counts(v, bins, lo, hi, row))
     return [(*row, bucket) for row, bucket in zip(rows, torch.stack(counts).tolist(), strict=True)] if rows else []
 
 
-def bucket_counts(t, bins, lo, hi):
-    """``torch.histc``'s counts of tensor ``t``'s values over [lo, hi]; for more than ``HISTOGRAM_SAMPLE``
+def bucket_counts(v, bins, lo, hi, row=1):
+    """``torch.histc``'s counts of the 1-d ``v``'s values over [lo, hi]; for more than ``HISTOGRAM_SAMPLE``
     values, the counts of every k-th value times n / (sample size): the histogram's shape, at a fraction of
-    the cost of binning every value of a large layer's weights. k shares no factor with a row's length (the
-    product of the dimensions after the first), so the sample visits every column: a k dividing it would
-    see a fixed subset of an MNIST net's first-layer columns, some of them the always-zero border pixels'."""
-    v, n = t.reshape(-1), t.numel()
+    the cost of binning every value of a large layer's weights. k shares no factor with ``row``, the length
+    of a row of the tensor ``v`` flattens, so the sample spreads over its columns: a k dividing it would see
+    a fixed subset of an MNIST net's first-layer columns, some of them the always-zero border pixels'."""
+    n = v.numel()
     if n <= HISTOGRAM_SAMPLE:
         return torch.histc(v, bins=bins, min=lo, max=hi)
-    row, k = n // t.shape[0], -(-n // HISTOGRAM_SAMPLE)
+    k = -(-n // HISTOGRAM_SAMPLE)
     while math.gcd(k, row) != 1:
         k += 1
     sample = v[::k]

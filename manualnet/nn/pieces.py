@@ -14,12 +14,12 @@ PIECE_ELEMENTS = 2**18  # 1 MB of float32
 def elementwise_in_pieces(fn, *tensors, out=None):
     """``fn(*tensors, out=out)`` for an ``fn`` made of elementwise ops on same-shaped tensors that writes its
     result into ``out`` (its last op's ``out=``; it may work in place on tensors it allocates, not on its
-    arguments), computed a slice at a time into ``out``: a new tensor, or a given contiguous one (which may be
-    one of ``tensors``, read by each piece before it is written)."""
+    arguments), computed a slice at a time into ``out``: a new tensor, or a given one (which may be one of
+    ``tensors``, read by each piece before it is written; one that is not contiguous is written whole)."""
     first = tensors[0]
     if out is None:
         out = torch.empty_like(first, memory_format=torch.contiguous_format)
-    if first.numel() <= 2 * PIECE_ELEMENTS or first.device.type != "cpu":
+    if first.numel() <= 2 * PIECE_ELEMENTS or first.device.type != "cpu" or not out.is_contiguous():
         fn(*tensors, out=out)
         return out
     flat = [t.reshape(-1) for t in tensors]

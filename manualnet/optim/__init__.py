@@ -1,8 +1,9 @@
 """Optimizers, learning-rate schedules and gradient clipping, written without autograd.
 
 Optimizers take ``model.parameters()`` (or named parameters, or parameter groups) as ``torch.optim`` does,
-update them in place from their ``.grad`` (a few ops per parameter group, on its flat buffers) and reproduce
-``torch.optim`` step for step; schedules set ``optimizer.lr`` before each step.
+update them in place from their ``.grad`` (a few ops per parameter group, on its flat buffers while it has
+them) and reproduce ``torch.optim`` step for step (in float32 to the bit, against its per-tensor form, the
+CPU's default); schedules set ``optimizer.lr`` before each step.
 """
 
 from manualnet.optim.adam import Adam, AdamW

@@ -1,12 +1,11 @@
-"""The optimizer contract: update every parameter in place from its ``.grad``, with a few fused ops.
+"""The optimizer contract: update every parameter in place from its ``.grad``, with a few ops per group.
 
 Built like ``torch.optim``: from ``model.parameters()``, ``model.named_parameters()`` or a list of parameter
 groups (dicts with ``"params"`` and per-group hyperparameters such as ``lr`` or ``weight_decay``). Each group
 keeps its parameters and gradients in two flat buffers while it can (``manualnet.optim.flat``), so the update
-is a few in-place ops on one tensor per group (``torch._foreach_*`` ops where it has several), with no per-step
-allocation and no host sync. The state (momentum
-and moment buffers) is created at the first step and saved keyed by parameter NAME, so a checkpoint survives
-a rebuild of the model.
+is a few in-place ops on one tensor per group (else on each parameter's), with no per-step allocation and no
+host sync. The state (momentum and moment buffers) is created at the first step and saved keyed by parameter
+NAME, so a checkpoint survives a rebuild of the model.
 """
 
 import math

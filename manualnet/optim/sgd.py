@@ -49,7 +49,7 @@ class SGD(Optimizer):
     def update(self, group, params, grads):
         momentum, dampening, weight_decay = group.momentum, group.dampening, group.weight_decay
         first = momentum != 0 and group.state is None
-        if first:                                  # torch: the first buffer is a copy of d, undamped
+        if first:
             group.state = {"momentum_buffer": []}
         bufs = group.state["momentum_buffer"] if momentum != 0 else None
         scratch = group.scratch_buffers(params) if weight_decay != 0 or group.nesterov else None
@@ -59,10 +59,8 @@ class SGD(Optimizer):
                 d = torch.add(g, p, alpha=weight_decay, out=scratch[i])   # d = g + wd * p, g untouched
             if momentum != 0:
                 if first:
-                    bufs.append(d.clone())
-                elif dampening == 0:
-                    torch.add(d, bufs[i], alpha=momentum, out=bufs[i])     # b = momentum * b + d
-                else:
+                    bufs.append(d.clone())                                 # torch: the first b is d, undamped
+                else:  # two ops, rounded as torch's are (add's alpha form fuses a multiply-add: one rounding)
                     bufs[i].mul_(momentum).add_(d, alpha=1 - dampening)
                 d = torch.add(d, bufs[i], alpha=momentum, out=scratch[i]) if group.nesterov else bufs[i]
             p.add_(d, alpha=-group.lr)

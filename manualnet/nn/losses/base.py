@@ -16,18 +16,9 @@ def register_loss(name):
     return LOSSES.register(name)
 
 
-class LossValue(torch.Tensor):
-    """What a loss's forward returns: a 0-d tensor like any other (``.item()``, arithmetic), except that
-    ``.backward()``, the autograd habit, says what to call instead: there is no graph to go back through."""
-
-    __torch_function__ = torch._C._disabled_torch_function_impl
-
-    def __format__(self, spec):  # f"{loss:.4f}": torch formats only exact Tensors
-        return self.as_subclass(torch.Tensor).__format__(spec)
-
-    def backward(self, *args, **kwargs):
-        raise LayerError("this loss value has no autograd graph: manualnet's backward is written by hand. Call "
-                         "dpred = loss_fn.backward(), then model.backward(dpred) (the trainer does both)")
+def _no_graph_to_go_back_through(*args, **kwargs):
+    raise LayerError("this loss value has no autograd graph: manualnet's backward is written by hand. Call "
+                     "dpred = loss_fn.backward(), then model.backward(dpred) (the trainer does both)")
 
 
 class Loss(Module):
@@ -79,6 +70,10 @@ class Loss(Module):
 def _returning_a_loss_value(forward):
     @functools.wraps(forward)
     def value(self, pred, target):
-        return forward(self, pred, target).as_subclass(LossValue)
+        loss = forward(self, pred, target)
+        # the autograd habit, loss.backward(), says what to call instead; an attribute of this one tensor
+        # (it stays a plain torch.Tensor), as a tensor subclass costs every step more
+        loss.backward = _no_graph_to_go_back_through
+        return loss
 
     return value
