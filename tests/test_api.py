@@ -39,6 +39,16 @@ def test_calling_backward_on_a_loss_value_says_what_to_call():
     assert loss_fn.backward().shape == (4, 3)   # the hand-written backward is still there to call
 
 
+def test_a_loss_built_under_autograd_keeps_torchs_backward():
+    from manualnet.nn.contract import autograd_through_forward
+
+    pred = torch.randn(4, 3, requires_grad=True)
+    with autograd_through_forward():  # as verify differentiates a module's own forward
+        loss = mn.CrossEntropyLoss()(pred, torch.tensor([0, 1, 2, 0]))
+    loss.backward()
+    assert pred.grad.shape == (4, 3)
+
+
 @pytest.mark.parametrize(("loss", "said"), [("CrossEntropyLoss", "applies softmax twice"),
                                              ("NLLLoss", "use LogSoftmax")])
 def test_a_softmax_before_a_loss_that_does_its_own_is_a_warning_at_build_time(tmp_path, capsys, loss, said):

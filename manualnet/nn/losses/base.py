@@ -71,9 +71,10 @@ def _returning_a_loss_value(forward):
     @functools.wraps(forward)
     def value(self, pred, target):
         loss = forward(self, pred, target)
-        # the autograd habit, loss.backward(), says what to call instead; an attribute of this one tensor
-        # (it stays a plain torch.Tensor), as a tensor subclass costs every step more
-        loss.backward = _no_graph_to_go_back_through
+        if not loss.requires_grad:  # no graph (one built under autograd, as verify's, keeps torch's backward)
+            # the autograd habit, loss.backward(), says what to call instead; an attribute of this one tensor
+            # (it stays a plain torch.Tensor), as a tensor subclass costs every step more
+            loss.backward = _no_graph_to_go_back_through
         return loss
 
     return value
