@@ -5,6 +5,8 @@ Configs and plugins refer to things by these names; an unknown name gets the clo
 
 import difflib
 import inspect
+import math
+import numbers
 from typing import Any
 
 from pydantic import ConfigDict, ValidationError, create_model
@@ -136,6 +138,22 @@ def refuse(owner, args, problems):
         owner_name = owner.__name__ if isinstance(owner, type) else type(owner).__name__
         raise ConfigError("\n".join(f"{owner_name} argument {name}={args[name]!r}: expected {expected}"
                                     for name, expected in problems))
+
+
+def is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def is_finite_nonnegative(value):
+    return is_number(value) and 0 <= value < math.inf
+
+
+def is_finite_positive(value):
+    return is_number(value) and 0 < value < math.inf
 
 
 def _parameters(factory):

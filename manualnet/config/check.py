@@ -13,8 +13,7 @@ from manualnet.data.dataset import COMMON_KEYS, fraction_problems
 from manualnet.errors import ConfigError
 from manualnet.nn import LAYERS, LOSSES
 from manualnet.optim import OPTIMIZERS, SCHEDULES
-from manualnet.optim.optimizer import is_number
-from manualnet.registry import argument_problems
+from manualnet.registry import argument_problems, is_number
 
 
 def component_problems(raw, base_dir=None):

@@ -1,7 +1,7 @@
 import torch
 
-from manualnet.optim.optimizer import Optimizer, is_finite_nonnegative, is_number, register_optimizer
-from manualnet.registry import expect
+from manualnet.optim.optimizer import Optimizer, register_optimizer
+from manualnet.registry import expect, is_finite_nonnegative, is_number
 
 
 @register_optimizer("Adam")

@@ -8,15 +8,13 @@ host sync. The state (momentum and moment buffers) is created at the first step 
 NAME, so a checkpoint survives a rebuild of the model.
 """
 
-import math
-import numbers
 
 import torch
 
 from manualnet.errors import ConfigError
 from manualnet.optim.flat import FlatLayout, split
 from manualnet.optim.state import read_state_dict
-from manualnet.registry import Registry, expect, refuse
+from manualnet.registry import Registry, expect, is_finite_nonnegative, refuse
 
 OPTIMIZERS = Registry("optimizer")
 
@@ -207,14 +205,6 @@ class Optimizer:
         count = sum(len(g.params) for g in self.param_groups)
         return f"{type(self).__name__}({args}; {count} parameter tensors in {len(self.param_groups)} group(s), " \
                f"steps={self.steps})"
-
-
-def is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def is_finite_nonnegative(value):
-    return is_number(value) and 0 <= value < math.inf
 
 
 def _plain(hyper):

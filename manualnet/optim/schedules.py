@@ -15,8 +15,7 @@ after each optimizer step, sets ``optimizer.lr = lr(s)`` for the next one.
 import math
 
 from manualnet.errors import CheckpointError
-from manualnet.optim.optimizer import is_finite_nonnegative, is_number
-from manualnet.registry import Registry, expect, refuse
+from manualnet.registry import Registry, expect, is_count, is_finite_nonnegative, is_finite_positive, is_number, refuse
 
 SCHEDULES = Registry("schedule")
 
@@ -211,11 +210,3 @@ class CosineSchedule(Schedule):
             return self.base_lr
         t = min(max(step - self.warmup_steps, 0), T)
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / T)) / 2
-
-
-def is_count(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def is_finite_positive(value):
-    return is_number(value) and 0 < value < math.inf

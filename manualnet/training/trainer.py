@@ -38,16 +38,18 @@ __all__ = ["AuditFailed", "Diverged", "Interrupted", "StoppedAtOnce", "Trainer"]
 
 @dataclasses.dataclass(frozen=True)
 class StepPlan:
-    """What one step records beyond the algorithm: its scalars, histograms, an audit, the batch's accuracy."""
+    """What one step records beyond the algorithm: its scalars, update ratios, histograms, an audit, the
+    batch's accuracy."""
 
     log: bool
+    update_ratios: bool
     histograms: bool
     audit: bool
     accuracy: bool
     activations: dict = None  # the layers' outputs, filled by the forward of a step that logs histograms
 
 
-QUIET_STEP = StepPlan(log=False, histograms=False, audit=False, accuracy=False)  # most steps: the algorithm alone
+QUIET_STEP = StepPlan(log=False, update_ratios=False, histograms=False, audit=False, accuracy=False)  # most steps
 
 
 class Trainer:
@@ -156,19 +158,20 @@ class Trainer:
         epoch's last batch when none of its batches was (so every epoch has one): counting every batch costs
         a few ops a step, as much as a small network's layer. Histograms and update ratios are only for
         TensorBoard: without it, no step computes them."""
-        log, every = step % self.cfg.log.every == 0, self.cfg.log.histograms_every if self.cfg.log.tensorboard else 0
-        histograms = bool(every) and step % every == 0 and self.cluster.is_main
+        log, every = step % self.cfg.log.every == 0, self.cfg.log.histograms_every
+        tensorboard = self.cfg.log.tensorboard and self.cluster.is_main
+        histograms = tensorboard and bool(every) and step % every == 0
         audit = bool(self.cfg.verify.every) and step % self.cfg.verify.every == 0
         last = self.at.batch == len(self.batches) - 1 and not self.running.epoch.counted
         accuracy = self.s.classification and (log or last)
         if not (log or histograms or audit or accuracy):
             return QUIET_STEP
-        return StepPlan(log, histograms, audit, accuracy, {} if histograms else None)
+        return StepPlan(log, tensorboard and log, histograms, audit, accuracy, {} if histograms else None)
 
     def snapshot(self, plan):
-        """The parameters before this step's update, when it logs their update ratios to TensorBoard (copied
-        into the last logging step's copy)."""
-        if plan.log and self.cluster.is_main and self.cfg.log.tensorboard:
+        """The parameters before this step's update, when it logs their update ratios (copied into the last
+        logging step's copy)."""
+        if plan.update_ratios:
             self._before = parameters_before(self.model, into=self._before)
             return self._before
         return None
