@@ -1,7 +1,6 @@
 """TensorBoard histograms: weights, gradients, activations and update-to-data ratios, per layer; and the first
 conv layer's filters as an image grid."""
 
-import functools
 import math
 
 import torch
@@ -80,32 +79,32 @@ def filter_grid(weight, scale=FILTER_SCALE, pad=1):
 
 
 def parameters_before(model, into=None):
-    """Every parameter as it is now (of a large one, its ``sampled`` values), concatenated into one tensor:
-    ``into`` (an earlier call's) when it still fits, as a fresh one of a large model page-faults each time."""
+    """A copy of every parameter as it is now (of a large one, its ``sampled`` values), written into ``into``
+    (an earlier call's copy) when it still matches: a fresh copy of a large model page-faults on every call."""
     params = [sampled(p) for p in model.parameters()]
-    fits = into is not None and into.numel() == sum(p.numel() for p in params) and \
-        into.dtype == functools.reduce(torch.promote_types, (p.dtype for p in params)) and \
-        into.device == params[0].device
-    return torch.cat(params, out=into) if fits else torch.cat(params)
+    if into is None or [(c.shape, c.dtype, c.device) for c in into] != [(p.shape, p.dtype, p.device) for p in params]:
+        return [p.clone() for p in params]
+    torch._foreach_copy_(into, params)
+    return into
 
 
 def update_ratios(model, before):
     """log10(std(update) / std(param)) per parameter (-inf for a scalar or a parameter that did not move),
     with one host sync for the whole model; ``before`` is ``parameters_before(model)``, used up: it becomes
-    before - after, the update negated, whose std is the update's. Each std comes from the values' norm and
-    sum (var = (|x|^2 - (sum x)^2 / n) / (n - 1)), the norms in one fused op: a few ops for the whole model,
-    not a few per parameter. A parameter of more than ``HISTOGRAM_SAMPLE`` values is measured on its
-    ``sampled`` values, as its histogram is counted: an estimate whose spread is a fraction of a percent."""
+    before - after, the update negated, whose std is the update's (no second copy of the model). Each std
+    comes from the tensor's norm and sum (var = (|x|^2 - (sum x)^2 / n) / (n - 1)), the norms in one fused op.
+    A parameter of more than ``HISTOGRAM_SAMPLE`` values is measured on its ``sampled`` values, as its
+    histogram is counted: an estimate, within a fraction of a percent, at a fraction of the cost."""
     params = [sampled(p) for p in model.parameters()]
-    lengths = [p.numel() for p in params]
-    after = torch.cat(params)
-    updates, values = before.sub_(after).split(lengths), after.split(lengths)
-    norms, sums = torch._foreach_norm([*updates, *values]), [t.sum() for t in (*updates, *values)]
-    stats = torch.stack([*norms, *sums]).double().tolist()
+    torch._foreach_sub_(before, params)
+    tensors = [*before, *params]
+    norms, sums = torch._foreach_norm(tensors), [t.sum() for t in tensors]
+    values = torch.stack([*norms, *sums]).double().tolist()
     k = len(params)
     ratios = []
-    for i, n in enumerate(lengths):
-        update_var, param_var = (_variance(stats[j], stats[2 * k + j], n) for j in (i, k + i))
+    for i, p in enumerate(params):
+        n = p.numel()
+        update_var, param_var = (_variance(values[j], values[2 * k + j], n) for j in (i, k + i))
         ratios.append(0.5 * math.log10(update_var / param_var) if update_var > 0 and param_var > 0 else -math.inf)
     return ratios
 
@@ -146,18 +145,18 @@ def bucket_counts(v, bins, lo, hi, row=1):
 
 
 def sampled(t, row=None):
-    """``t`` flattened, or for more than ``HISTOGRAM_SAMPLE`` values every k-th of them (a view). k shares no
-    factor with ``row`` (default: the length of one of ``t``'s rows), so the sample spreads over the
-    columns: a k dividing it would see a fixed subset of an MNIST net's first-layer columns, some of them
-    the always-zero border pixels'."""
-    v, n = t.detach().reshape(-1), t.numel()
+    """``t`` itself (detached), or for more than ``HISTOGRAM_SAMPLE`` values every k-th of its values (a 1-d
+    view). k shares no factor with ``row`` (default: the length of one of ``t``'s rows), so the sample spreads
+    over the columns: a k dividing it would see a fixed subset of an MNIST net's first-layer columns, some of
+    them the always-zero border pixels'."""
+    n = t.numel()
     if n <= HISTOGRAM_SAMPLE:
-        return v
+        return t.detach()
     row = row if row is not None else n // t.shape[0]
     k = -(-n // HISTOGRAM_SAMPLE)
     while math.gcd(k, row) != 1:
         k += 1
-    return v[::k]
+    return t.detach().reshape(-1)[::k]
 
 
 def bucket_limits(lo, hi, bins):
