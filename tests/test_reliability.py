@@ -238,9 +238,9 @@ def test_deleting_the_run_directory_stops_the_run_with_exit_3(tmp_path):
     assert proc.returncode == 3, err
     [line] = err.strip().splitlines()  # the next checkpoint write notices: last.pt, or best.pt on its own
     # the write can land while rmtree is halfway: checkpoints/ gone, the run directory not yet
-    assert re.fullmatch(rf"manualnet: error: cannot write {re.escape(str(run_dir))}/checkpoints/(last|best)\.pt: "
-                        rf"{re.escape(str(run_dir))}(/checkpoints)? no longer exists \(deleted or moved during the run\)",
-                        line), line
+    run = re.escape(str(run_dir))
+    assert re.fullmatch(rf"manualnet: error: cannot write {run}/checkpoints/(last|best)\.pt: "
+                        rf"{run}(/checkpoints)? no longer exists \(deleted or moved during the run\)", line), line
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
