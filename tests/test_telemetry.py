@@ -65,7 +65,7 @@ def test_update_ratios_are_log10_of_the_update_std_over_the_parameter_std():
 
 def test_a_large_parameters_update_ratio_is_estimated_from_a_spread_sample():
     torch.manual_seed(0)
-    model = mn.Sequential(mn.Linear(784, 100), mn.ReLU(), mn.Linear(100, 10))  # 78,400 > 2**16 weights
+    model = mn.Sequential(mn.Linear(784, 100), mn.ReLU(), mn.Linear(100, 10))  # 78,400 weights: sampled
     before = telemetry.parameters_before(model)
     assert sum(b.numel() for b in before) < sum(p.numel() for p in model.parameters())  # the large weight: sampled
     old = {k: p.clone() for k, p in model.named_parameters()}
@@ -73,7 +73,7 @@ def test_a_large_parameters_update_ratio_is_estimated_from_a_spread_sample():
         p.add_(torch.randn_like(p) * 0.01 * (1 + torch.rand_like(p)))
     exact = [math.log10((p - old[k]).std().item() / p.std().item()) for k, p in model.named_parameters()]
     estimated = telemetry.update_ratios(model, before)
-    assert estimated[0] != exact[0] and estimated[0] == pytest.approx(exact[0], abs=0.005)
+    assert estimated[0] != exact[0] and estimated[0] == pytest.approx(exact[0], abs=0.02)  # 20 seeds: <= 0.014
     assert estimated[1:] == pytest.approx(exact[1:], rel=1e-5)  # the small ones: every value
 
 

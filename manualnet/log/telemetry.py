@@ -10,6 +10,7 @@ from manualnet.nn import Conv2d
 FILTER_SCALE = 8   # a 3x3 kernel drawn as 24x24 pixels: TensorBoard shows images at their own size
 MAX_TILES = 256
 HISTOGRAM_SAMPLE = 2**16  # a larger tensor's bucket counts come from a sample of this many of its values
+RATIO_SAMPLE = 2**12  # and a larger parameter's update ratio from this many: a std within about 1%
 
 def record_outputs(model, x, outputs):
     """``model(x)``, with a copy of each top-level child's output put in ``outputs`` (``"0.Linear"`` -> tensor):
@@ -81,7 +82,7 @@ def filter_grid(weight, scale=FILTER_SCALE, pad=1):
 def parameters_before(model, into=None):
     """A copy of every parameter as it is now (of a large one, its ``sampled`` values), written into ``into``
     (an earlier call's copy) when it still matches: a fresh copy of a large model page-faults on every call."""
-    params = [sampled(p) for p in model.parameters()]
+    params = [sampled(p, size=RATIO_SAMPLE) for p in model.parameters()]
     if into is None or [(c.shape, c.dtype, c.device) for c in into] != [(p.shape, p.dtype, p.device) for p in params]:
         return [p.clone() for p in params]
     torch._foreach_copy_(into, params)
@@ -93,9 +94,9 @@ def update_ratios(model, before):
     with one host sync for the whole model; ``before`` is ``parameters_before(model)``, used up: it becomes
     before - after, the update negated, whose std is the update's (no second copy of the model). Each std
     comes from the tensor's norm and sum (var = (|x|^2 - (sum x)^2 / n) / (n - 1)), the norms in one fused op.
-    A parameter of more than ``HISTOGRAM_SAMPLE`` values is measured on its ``sampled`` values, as its
-    histogram is counted: an estimate, within a fraction of a percent, at a fraction of the cost."""
-    params = [sampled(p) for p in model.parameters()]
+    A parameter of more than ``RATIO_SAMPLE`` values is measured on a ``sampled`` few of them: each std
+    within about 1% (0.005 in log10), for a few small ops whatever the model's size."""
+    params = [sampled(p, size=RATIO_SAMPLE) for p in model.parameters()]
     torch._foreach_sub_(before, params)
     tensors = [*before, *params]
     norms, sums = torch._foreach_norm(tensors), [t.sum() for t in tensors]
@@ -144,16 +145,16 @@ def bucket_counts(v, bins, lo, hi, row=1):
     return counts if sample.numel() == v.numel() else counts * (v.numel() / sample.numel())
 
 
-def sampled(t, row=None):
-    """``t`` itself (detached), or for more than ``HISTOGRAM_SAMPLE`` values every k-th of its values (a 1-d
-    view). k shares no factor with ``row`` (default: the length of one of ``t``'s rows), so the sample spreads
-    over the columns: a k dividing it would see a fixed subset of an MNIST net's first-layer columns, some of
-    them the always-zero border pixels'."""
+def sampled(t, row=None, size=HISTOGRAM_SAMPLE):
+    """``t`` itself (detached), or for more than ``size`` values every k-th of its values (a 1-d view of at
+    most ``size``). k shares no factor with ``row`` (default: the length of one of ``t``'s rows), so the
+    sample spreads over the columns: a k dividing it would see a fixed subset of an MNIST net's first-layer
+    columns, some of them the always-zero border pixels'."""
     n = t.numel()
-    if n <= HISTOGRAM_SAMPLE:
+    if n <= size:
         return t.detach()
     row = row if row is not None else n // t.shape[0]
-    k = -(-n // HISTOGRAM_SAMPLE)
+    k = -(-n // size)
     while math.gcd(k, row) != 1:
         k += 1
     return t.detach().reshape(-1)[::k]
