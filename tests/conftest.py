@@ -47,6 +47,16 @@ def registries_as_shipped():
         table.entries.update(entries)
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_as_found():
+    """A test that sets torch's thread count (the benchmarks' ``--threads``) leaves it as it found it: a later
+    ``threads: auto`` run would otherwise inherit it."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def pytest_generate_tests(metafunc):
     if "layer_name" in metafunc.fixturenames:
         metafunc.parametrize("layer_name", LAYERS.names())

@@ -265,6 +265,37 @@ def test_a_write_that_fails_is_one_line_exit_3_and_keeps_the_last_checkpoint(tmp
     assert sorted(p.name for p in last.parent.iterdir()) == ["best.pt", "last.pt"]
 
 
+def test_a_kill_between_last_pt_and_its_link_to_best_pt_is_mended_on_resume(tmp_path):
+    run_dir = finished_run(tmp_path, 2, "--set", "optim.lr=0.001")  # every epoch improves: best.pt is last.pt
+    folder = run_dir / "checkpoints"
+    expected = summary(run_dir)
+    stale = checkpoint.load(folder / "best.pt")  # as the epoch before's best.pt, which the link would replace
+    stale.update(epoch=1, step=stale["step"] // 2, model={k: torch.zeros_like(v) for k, v in stale["model"].items()})
+    (folder / "best.pt").unlink()
+    checkpoint.save(stale, folder / "best.pt")
+    (run_dir / "summary.json").unlink()  # killed before the run's end: the resume evaluates best.pt
+    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
+    assert os.path.samefile(folder / "best.pt", folder / "last.pt")
+    assert summary(run_dir)["test/loss"] == expected["test/loss"]
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt"]
+
+
+@pytest.mark.parametrize("tensorboard", [True, False])
+def test_summary_json_comes_after_every_metrics_row_is_on_disk(tmp_path, monkeypatch, tensorboard):
+    from manualnet.training import trainer
+
+    seen = []
+
+    def recording_write_text(path, text):  # summary.json marks the run as done: a kill after it loses nothing
+        if path.name == "summary.json":
+            seen.append([row for row in metrics(path.parent) if "test/loss" in row])
+        files.write_text(path, text)
+
+    monkeypatch.setattr(trainer, "write_text", recording_write_text)
+    finished_run(tmp_path, 1, "--set", f"log.tensorboard={str(tensorboard).lower()}")
+    assert len(seen) == 1 and len(seen[0]) == 1
+
+
 def test_the_file_size_limit_is_one_line_exit_3(tmp_path):
     def limit():  # the mlp's checkpoints are about 160 kB; metrics.jsonl stays under the limit
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))

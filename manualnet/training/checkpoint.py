@@ -68,6 +68,7 @@ def link(source, path):
         return
     try:
         os.replace(tmp, path)
+        tmp.unlink(missing_ok=True)  # still there if path was already this file: rename then does nothing
         fsync_directory(path.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)

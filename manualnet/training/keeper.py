@@ -130,6 +130,9 @@ class CheckpointKeeper:
             raise CheckpointError(f"checkpoint does not fit this run: {e}") from None
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"checkpoint is missing or has a malformed entry: {e}") from None
+        folder = t.run_dir / "checkpoints"
+        if t.cluster.is_main and self.best.step == t.at.step and (folder / "last.pt").is_file():
+            checkpoint.link(folder / "last.pt", folder / "best.pt")  # a kill between last.pt and its link to best.pt
 
 
 def _check_fits(at, saved_batch_size, train):

@@ -272,10 +272,11 @@ class Trainer:
                       "samples_per_sec": round(self.running.samples_total / wall_time, 1) if wall_time > 0 else None})
         if self.s.device.type == "cpu":  # what a CPU run's speed depends on: train.threads as it resolved
             final["threads"] = torch.get_num_threads()
-        if self.cluster.is_main:
-            write_text(self.run_dir / "summary.json", json.dumps(final, indent=2) + "\n")
         results = {k: v for k, v in final.items() if k.split("/")[0] in ("train", "val", "test")}
         self.log.hparams(self.cfg.to_dict(), results)
+        self.log.flush()  # the test row on disk before summary.json, which marks the run as done
+        if self.cluster.is_main:
+            write_text(self.run_dir / "summary.json", json.dumps(final, indent=2) + "\n")
         return final
 
     def test_metrics(self):
