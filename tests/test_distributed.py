@@ -174,14 +174,14 @@ def test_a_run_started_in_one_process_resumes_on_two(runs):
 def test_a_rank_that_dies_or_hangs_stops_the_other_with_one_line(configs, tmp_path):
     timeout = 3
     jobs = {}  # failure -> (run dir, processes); both jobs run at once
-    for failure in ("dies", "hangs"):
-        run_dir = tmp_path / failure / "run"
-        jobs[failure] = run_dir, start_ranks(2, "train", "--config", configs["float32"], "--run-dir", run_dir,
-                                             "--quiet", "--set", "train.epochs=100000",
-                                             "--set", f"train.dist_timeout_s={timeout}", cwd=tmp_path)
     try:
-        for failure, (run_dir, procs) in jobs.items():
+        for failure in ("dies", "hangs"):  # one job's ranks join at a time: 4 importing torch on 2 cores could
+            run_dir = tmp_path / failure / "run"  # leave one rank more than the timeout behind its peer
+            jobs[failure] = run_dir, start_ranks(2, "train", "--config", configs["float32"], "--run-dir", run_dir,
+                                                 "--quiet", "--set", "train.epochs=100000",
+                                                 "--set", f"train.dist_timeout_s={timeout}", cwd=tmp_path)
             wait_for(lambda run_dir=run_dir: started_training(run_dir))
+        for failure, (_, procs) in jobs.items():
             procs[1].send_signal(signal.SIGKILL if failure == "dies" else signal.SIGSTOP)
         stopped = time.monotonic()
         survivors = {failure: wait_all(procs[:1], timeout=timeout + 30)[0] for failure, (_, procs) in jobs.items()}
