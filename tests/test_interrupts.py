@@ -15,8 +15,9 @@ from tests.helpers import config_path, metrics, run_cli, start_cli, summary, wai
 # log.every=7 does not divide an epoch's 20 steps: a stop can fall inside a logging interval. A checkpoint
 # every epoch: metrics.jsonl then gets each epoch's rows as it ends (else at least once a second). One thread:
 # the straight run and the interrupted one are separate processes, and "auto" may pick each its own count.
+EPOCHS = 30  # about 0.4 s of training: the signal tests pause the run before it can end, on a loaded machine too
 ARGS = ["--set", "train.threads=1",
-        "--set", "train.epochs=12", "--set", "train.checkpoint_interval_s=0", "--set", "log.every=7",
+        "--set", f"train.epochs={EPOCHS}", "--set", "train.checkpoint_interval_s=0", "--set", "log.every=7",
         "--set", "log.tensorboard=false", "--set", "log.histograms_every=0"]
 
 
@@ -49,7 +50,7 @@ def test_signal_checkpoints_and_resume_is_bit_identical(tmp_path, straight_run, 
     run_dir = tmp_path / "run"
     proc = start_cli("train", "--config", config_path("mlp"), "--run-dir", run_dir, *ARGS)
     # At the first epoch's checkpoint, or once some epochs are done (the run is paused there, so it cannot finish
-    # before the signal arrives: 12 epochs take well under a second).
+    # before the signal arrives: EPOCHS take under a second).
     wait_for(lambda: started_training(run_dir) and epochs_logged(run_dir) >= epochs_done)
     proc.send_signal(signal.SIGSTOP)
     proc.send_signal(signum)
@@ -86,7 +87,7 @@ def test_sigkill_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, stra
     stale.write_bytes(b"half a checkpoint")
     resumed = run_cli("train", "--resume", run_dir, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    assert summary(run_dir)["epochs"] == 12
+    assert summary(run_dir)["epochs"] == EPOCHS
     assert not stale.exists()
     for name, tensor in weights(straight_run).items():  # the epochs replayed after the kill are the same
         assert torch.equal(tensor, weights(run_dir)[name]), name
