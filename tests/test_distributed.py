@@ -175,8 +175,9 @@ def test_a_rank_that_dies_or_hangs_stops_the_other_with_one_line(configs, tmp_pa
     timeout = 3
     jobs = {}  # failure -> (run dir, processes); both jobs run at once
     try:
-        for failure in ("dies", "hangs"):  # one job's ranks join at a time: 4 importing torch on 2 cores could
-            run_dir = tmp_path / failure / "run"  # leave one rank more than the timeout behind its peer
+        # one job's ranks join at a time: 4 importing torch on 2 cores could leave one rank a timeout behind
+        for failure in ("dies", "hangs"):
+            run_dir = tmp_path / failure / "run"
             jobs[failure] = run_dir, start_ranks(2, "train", "--config", configs["float32"], "--run-dir", run_dir,
                                                  "--quiet", "--set", "train.epochs=100000",
                                                  "--set", f"train.dist_timeout_s={timeout}", cwd=tmp_path)

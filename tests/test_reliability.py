@@ -278,6 +278,7 @@ def test_a_kill_between_last_pt_and_its_link_to_best_pt_is_mended_on_resume(tmp_
     assert os.path.samefile(folder / "best.pt", folder / "last.pt")
     assert summary(run_dir)["test/loss"] == expected["test/loss"]
     assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt"]
+    assert [row["test/loss"] for row in metrics(run_dir) if "test/loss" in row] == [expected["test/loss"]]  # once
 
 
 @pytest.mark.parametrize("tensorboard", [True, False])

@@ -73,7 +73,7 @@ def test_a_large_parameters_update_ratio_is_estimated_from_a_spread_sample():
         p.add_(torch.randn_like(p) * 0.01 * (1 + torch.rand_like(p)))
     exact = [math.log10((p - old[k]).std().item() / p.std().item()) for k, p in model.named_parameters()]
     estimated = telemetry.update_ratios(model, before)
-    assert estimated[0] != exact[0] and estimated[0] == pytest.approx(exact[0], abs=0.02)  # 20 seeds: <= 0.014
+    assert estimated[0] != exact[0] and estimated[0] == pytest.approx(exact[0], abs=0.02)  # this seed: 0.006
     assert estimated[1:] == pytest.approx(exact[1:], rel=1e-5)  # the small ones: every value
 
 

@@ -29,8 +29,9 @@ class MetricsLogger:
     """
 
     def __init__(self, run_dir, tensorboard=True, purge_step=None, handoff_s=1.0):
+        self._tested_at = set()  # the steps whose test row the file holds (a resumed run's end, logged once)
         if run_dir and purge_step is not None:
-            _drop_rows_after(run_dir / "metrics.jsonl", purge_step)
+            self._tested_at = _drop_rows_after(run_dir / "metrics.jsonl", purge_step)
         self.jsonl_path = run_dir / "metrics.jsonl" if run_dir else None
         self.jsonl = open(self.jsonl_path, "a") if run_dir else None  # noqa: SIM115 - as long as the run
         self.handoff_s, self._rows, self._pending, self._handed_at = handoff_s, [], [], time.monotonic()
@@ -45,6 +46,13 @@ class MetricsLogger:
         self._rows.append((step, epoch, values))
         self.tensorboard_scalars(values, step)
         self._hand_off_when_due()
+
+    def test_scalars(self, values, step, epoch):
+        """The test metrics (``test/loss``, ...) at ``step``, as ``scalars`` does, unless the file already
+        holds them: a process killed just after writing them, resumed, evaluates the same best.pt again."""
+        if step not in self._tested_at:
+            self.scalars(values, step, epoch)
+            self._tested_at.add(step)
 
     def tensorboard_scalars(self, values, step):
         """Every value of ``values`` (tag -> number) as a TensorBoard scalar at ``step``: one event holding
@@ -144,18 +152,30 @@ def flat_hparams(config, prefix=""):
 
 def _drop_rows_after(path, step):
     """Resuming from a checkpoint at ``step``: drop the rows a killed process logged after it (they are
-    logged again), as TensorBoard's purge_step drops its events; the file is replaced atomically."""
+    logged again), as TensorBoard's purge_step drops its events; the file is replaced atomically. Returns
+    the steps of the test rows kept."""
     if not path.is_file():
-        return
+        return set()
     lines = path.read_bytes().splitlines(keepends=True)
-    kept = [line for line in lines if _row_step(line) <= step]
+    rows = [(line, _row(line)) for line in lines]
+    kept = [(line, row) for line, row in rows if _row_step(row) <= step]
     if len(kept) < len(lines):
-        atomic_write(path, lambda f: f.write(b"".join(kept)))
+        atomic_write(path, lambda f: f.write(b"".join(line for line, _ in kept)))
+    return {row["step"] for _, row in kept if any(key.startswith("test/") for key in row)}
 
 
-def _row_step(line):
+def _row(line):
+    """The row a metrics.jsonl line holds ({} for one a kill cut short or that is not JSON)."""
     try:
-        return int(json.loads(line)["step"])
+        row = json.loads(line)
+    except ValueError:  # bytes that are not UTF-8 too
+        return {}
+    return row if isinstance(row, dict) else {}
+
+
+def _row_step(row):
+    try:
+        return int(row["step"])
     # A line a kill cut short, bytes that are not UTF-8, a step of 1e999: dropped with the rows after it.
     except (ValueError, KeyError, TypeError, OverflowError):
         return math.inf

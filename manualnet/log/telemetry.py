@@ -10,7 +10,7 @@ from manualnet.nn import Conv2d
 FILTER_SCALE = 8   # a 3x3 kernel drawn as 24x24 pixels: TensorBoard shows images at their own size
 MAX_TILES = 256
 HISTOGRAM_SAMPLE = 2**16  # a larger tensor's bucket counts come from a sample of this many of its values
-RATIO_SAMPLE = 2**12  # and a larger parameter's update ratio from this many: a std within about 1%
+RATIO_SAMPLE = 2**12  # and a larger parameter's update ratio from at most this many
 
 def record_outputs(model, x, outputs):
     """``model(x)``, with a copy of each top-level child's output put in ``outputs`` (``"0.Linear"`` -> tensor):
@@ -94,8 +94,9 @@ def update_ratios(model, before):
     with one host sync for the whole model; ``before`` is ``parameters_before(model)``, used up: it becomes
     before - after, the update negated, whose std is the update's (no second copy of the model). Each std
     comes from the tensor's norm and sum (var = (|x|^2 - (sum x)^2 / n) / (n - 1)), the norms in one fused op.
-    A parameter of more than ``RATIO_SAMPLE`` values is measured on a ``sampled`` few of them: each std
-    within about 1% (0.005 in log10), for a few small ops whatever the model's size."""
+    A parameter of more than ``RATIO_SAMPLE`` values is measured on at most that many ``sampled`` ones: a few
+    small ops whatever the model's size, for a ratio typically within 0.005-0.01 of the exact one in log10
+    (more when few values move, as an embedding's rows in a batch)."""
     params = [sampled(p, size=RATIO_SAMPLE) for p in model.parameters()]
     torch._foreach_sub_(before, params)
     tensors = [*before, *params]
@@ -146,10 +147,10 @@ def bucket_counts(v, bins, lo, hi, row=1):
 
 
 def sampled(t, row=None, size=HISTOGRAM_SAMPLE):
-    """``t`` itself (detached), or for more than ``size`` values every k-th of its values (a 1-d view of at
-    most ``size``). k shares no factor with ``row`` (default: the length of one of ``t``'s rows), so the
-    sample spreads over the columns: a k dividing it would see a fixed subset of an MNIST net's first-layer
-    columns, some of them the always-zero border pixels'."""
+    """``t`` itself (detached), or for more than ``size`` values every k-th of its values (at most ``size``;
+    a view when ``t`` is contiguous). k shares no factor with ``row`` (default: the length of one of ``t``'s
+    rows), so the sample spreads over the columns: a k dividing it would see a fixed subset of an MNIST net's
+    first-layer columns, some of them the always-zero border pixels'."""
     n = t.numel()
     if n <= size:
         return t.detach()

@@ -3,6 +3,7 @@ whole before the run stops; restoring a run from its last checkpoint."""
 
 import dataclasses
 import math
+import os
 import time
 
 from manualnet.errors import CheckpointError, ManualnetError
@@ -130,9 +131,9 @@ class CheckpointKeeper:
             raise CheckpointError(f"checkpoint does not fit this run: {e}") from None
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"checkpoint is missing or has a malformed entry: {e}") from None
-        folder = t.run_dir / "checkpoints"
-        if t.cluster.is_main and self.best.step == t.at.step and (folder / "last.pt").is_file():
-            checkpoint.link(folder / "last.pt", folder / "best.pt")  # a kill between last.pt and its link to best.pt
+        last, best = t.run_dir / "checkpoints" / "last.pt", t.run_dir / "checkpoints" / "best.pt"
+        if t.cluster.is_main and self.best.step == t.at.step and last.is_file() and not _same_file(last, best):
+            checkpoint.link(last, best)  # a kill between last.pt (``state``, resumed from) and its link to best.pt
 
 
 def _check_fits(at, saved_batch_size, train):
@@ -144,3 +145,10 @@ def _check_fits(at, saved_batch_size, train):
     if at.epoch > train.epochs:
         raise CheckpointError(f"the run has already trained {at.epoch} epochs, more than train.epochs = "
                               f"{train.epochs}; resume with --set train.epochs={at.epoch} or more")
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # b missing
+        return False

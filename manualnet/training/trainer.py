@@ -265,7 +265,7 @@ class Trainer:
         self.checkpoints.writer.flush()
         if self.cluster.is_main:  # the only rank that wrote (and so can read) the best checkpoint
             test = self.test_metrics()
-            self.log.scalars(test, self.at.step, self.at.epoch)
+            self.log.test_scalars(test, self.at.step, self.at.epoch)
             final.update(test)
         final.update({"best_epoch": self.checkpoints.best.epoch, "epochs": self.at.epoch, "steps": self.at.step,
                       "wall_time_s": round(wall_time, 3),
