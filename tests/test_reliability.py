@@ -281,6 +281,46 @@ def test_a_kill_between_last_pt_and_its_link_to_best_pt_is_mended_on_resume(tmp_
     assert [row["test/loss"] for row in metrics(run_dir) if "test/loss" in row] == [expected["test/loss"]]  # once
 
 
+def test_a_checkpoint_written_while_the_best_weights_wait_for_best_pt_carries_them(tmp_path):
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
+    from manualnet.training.trainer import Trainer
+
+    trainer = Trainer(build(load_config(config_path("regression"), QUICK[1::2])), tmp_path, quiet=True)
+    keeper = trainer.checkpoints
+    keeper.improved(1.0)  # step 0 is the best so far; its weights wait in memory
+    trainer.at.step = 5
+    keeper.save()  # a later step's checkpoint: last.pt, then best.pt
+    keeper.writer.flush()
+    folder = tmp_path / "checkpoints"
+    last, best = checkpoint.load(folder / "last.pt"), checkpoint.load(folder / "best.pt")
+    assert best["step"] == 0 and same(last["best_model"], best["model"])
+    keeper.improved(0.5)  # the best is this step's: last.pt is best.pt, nothing carried
+    keeper.save()
+    keeper.writer.flush()
+    assert "best_model" not in checkpoint.load(folder / "last.pt")
+    trainer.log.close()
+
+
+def test_a_kill_before_a_waiting_best_pt_is_written_is_mended_on_resume(tmp_path):
+    run_dir = finished_run(tmp_path, 2, "--set", "optim.lr=0.001")
+    folder = run_dir / "checkpoints"
+    state = checkpoint.load(folder / "last.pt")
+    # as such a kill leaves it: last.pt says epoch 1 is the best and carries its weights; best.pt is older
+    best_model = {k: v + 1 for k, v in state["model"].items()}
+    state.update(best={**state["best"], "epoch": 1, "step": state["step"] // 2}, best_model=best_model)
+    for name in ("last.pt", "best.pt"):
+        (folder / name).unlink()
+    checkpoint.save(state, folder / "last.pt")
+    checkpoint.save({**state, "model": {k: torch.zeros_like(v) for k, v in best_model.items()}, "epoch": 0,
+                     "step": 0}, folder / "best.pt")
+    (run_dir / "summary.json").unlink()
+    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
+    saved = checkpoint.load(folder / "best.pt")
+    assert saved["epoch"] == 1 and same(saved["model"], best_model)
+    assert summary(run_dir)["best_epoch"] == 1
+
+
 @pytest.mark.parametrize("tensorboard", [True, False])
 def test_summary_json_comes_after_every_metrics_row_is_on_disk(tmp_path, monkeypatch, tensorboard):
     from manualnet.training import trainer

@@ -84,6 +84,8 @@ class CheckpointKeeper:
                  "elapsed_s": t.elapsed(), "last_metrics": dict(t.last_metrics), "threads": t.threads}
         folder = t.run_dir / "checkpoints"
         best_now = self._best_weights is not None and self.best.step == t.at.step
+        if self._best_weights is not None and not best_now:  # best.pt is written next: a kill in between
+            state["best_model"] = self._best_weights          # must not lose the best epoch's weights
         self.writer.submit(state, [folder / "last.pt", *([folder / "best.pt"] if best_now else [])])
         self._best_weights = None if best_now else self._best_weights
         self.save_best()
@@ -131,9 +133,14 @@ class CheckpointKeeper:
             raise CheckpointError(f"checkpoint does not fit this run: {e}") from None
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"checkpoint is missing or has a malformed entry: {e}") from None
+        # a kill between writing last.pt (``state``, resumed from) and best.pt: best.pt is made what it should be
         last, best = t.run_dir / "checkpoints" / "last.pt", t.run_dir / "checkpoints" / "best.pt"
         if t.cluster.is_main and self.best.step == t.at.step and last.is_file() and not _same_file(last, best):
-            checkpoint.link(last, best)  # a kill between last.pt (``state``, resumed from) and its link to best.pt
+            checkpoint.link(last, best)
+        elif t.cluster.is_main and "best_model" in state:
+            self._best_weights = state["best_model"]
+            self.save_best()
+            self.writer.flush()
 
 
 def _check_fits(at, saved_batch_size, train):
