@@ -52,7 +52,6 @@ class MetricsLogger:
         holds them: a process killed just after writing them, resumed, evaluates the same best.pt again."""
         if step not in self._tested_at:
             self.scalars(values, step, epoch)
-            self._tested_at.add(step)
 
     def tensorboard_scalars(self, values, step):
         """Every value of ``values`` (tag -> number) as a TensorBoard scalar at ``step``: one event holding

@@ -3,7 +3,6 @@ whole before the run stops; restoring a run from its last checkpoint."""
 
 import dataclasses
 import math
-import os
 import time
 
 from manualnet.errors import CheckpointError, ManualnetError
@@ -135,7 +134,8 @@ class CheckpointKeeper:
             raise CheckpointError(f"checkpoint is missing or has a malformed entry: {e}") from None
         # a kill between writing last.pt (``state``, resumed from) and best.pt: best.pt is made what it should be
         last, best = t.run_dir / "checkpoints" / "last.pt", t.run_dir / "checkpoints" / "best.pt"
-        if t.cluster.is_main and self.best.step == t.at.step and last.is_file() and not _same_file(last, best):
+        if t.cluster.is_main and self.best.step == t.at.step and last.is_file() and \
+                not (best.exists() and best.samefile(last)):
             checkpoint.link(last, best)
         elif t.cluster.is_main and "best_model" in state:
             self._best_weights = state["best_model"]
@@ -152,10 +152,3 @@ def _check_fits(at, saved_batch_size, train):
     if at.epoch > train.epochs:
         raise CheckpointError(f"the run has already trained {at.epoch} epochs, more than train.epochs = "
                               f"{train.epochs}; resume with --set train.epochs={at.epoch} or more")
-
-
-def _same_file(a, b):
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # b missing
-        return False
