@@ -122,11 +122,36 @@ def test_plugin_that_fails_to_import_gives_path_and_error(tmp_path, capsys):
     assert str(plugin) in err and len(err.strip().splitlines()) == 1
 
 
-def test_resume_of_a_directory_without_checkpoint(tmp_path, capsys):
-    run_dir = tmp_path / "empty_run"
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_trains_it_from_the_start(tmp_path, capsys):
+    run_dir = tmp_path / "run"  # as a kill in the first epoch leaves it: its config, a row, no checkpoint
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(yaml.safe_dump(BASE))
+    (run_dir / "metrics.jsonl").write_text('{"step": 10, "epoch": 1, "train/loss_step": 12.5}\n')
+    code, err = run(capsys, "train", "--resume", run_dir, "--quiet")
+    assert code == 0, err
+    assert err.splitlines() == [f"manualnet: {run_dir} has no checkpoint (it stopped before the end of its first "
+                                "epoch): training it from the start with its config.yaml"]
+    assert (run_dir / "summary.json").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
+    assert "12.5" not in (run_dir / "metrics.jsonl").read_text()  # the lost epoch's rows are gone
+
+
+def test_resume_of_a_directory_with_no_last_checkpoint_but_another(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(BASE))
+    (run_dir / "checkpoints" / "best.pt").write_bytes(b"trained weights")
     expect_error(capsys, "no checkpoint to resume from", "train", "--resume", run_dir)
+    assert (run_dir / "checkpoints" / "best.pt").read_bytes() == b"trained weights"
+
+
+@pytest.mark.parametrize("explicit", [True, False])
+def test_bad_input_found_at_the_first_step_leaves_no_run_behind(tmp_path, capsys, monkeypatch, explicit):
+    monkeypatch.chdir(tmp_path)  # runs/<name>/<timestamp> is made under the working directory
+    raw = with_changes(loss={"type": "BCELoss"}, log={"tensorboard": True})  # logits where it takes probabilities
+    args = ["--run-dir", tmp_path / "run"] if explicit else []
+    expect_error(capsys, "BCELoss", "train", "--config", write_config(tmp_path, raw), *args)
+    left = list((tmp_path / "run").iterdir()) if explicit else list((tmp_path / "runs" / "t").iterdir())
+    assert left == []
 
 
 def test_resume_of_a_missing_directory(tmp_path, capsys):
@@ -211,12 +236,14 @@ def test_resume_refuses_fewer_epochs_than_the_run_has_done(tmp_path, capsys):
     run_dir = tmp_path / "run"
     raw = with_changes(train__epochs=3)
     assert main(["train", "--config", str(write_config(tmp_path, raw)), "--run-dir", str(run_dir), "--quiet"]) == 0
-    expect_error(capsys, "the run has already trained 3 epochs, more than train.epochs = 2; resume with "
-                 "--set train.epochs=3 or more", "train", "--resume", run_dir, "--set", "train.epochs=2")
+    err = expect_error(capsys, "the run has already trained 3 epochs, more than train.epochs = 2; to train more, "
+                       "resume with --set train.epochs=N, N > 3", "train", "--resume", run_dir, "--set",
+                       "train.epochs=2")
+    assert len(err.splitlines()) == 1  # no "run directory:" line before the refusal
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "verify"])
-@pytest.mark.parametrize("device", ["mps", "xla", "meta"])
+@pytest.mark.parametrize("device", ["mps", "xla", "meta", "cpu:0"])  # cpu:0: as `--set device=` refuses it
 def test_a_device_torch_knows_but_manualnet_does_not_run_on(tmp_path, capsys, command, device):
     path = write_config(tmp_path, BASE)
     if command == "eval":
@@ -315,3 +342,11 @@ def test_a_plugin_raising_its_own_base_exception(tmp_path, capsys):
     plugin.write_text("class Odd(BaseException):\n    pass\n\n\nraise Odd('not an Exception')\n")
     expect_error(capsys, f"plugins: {plugin} failed to import: Odd: not an Exception", "train", "--config",
                  write_config(tmp_path, with_changes(plugins=[str(plugin)])))
+
+
+def test_the_device_flag_is_recorded_in_the_runs_config(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, err = run(capsys, "train", "--config", write_config(tmp_path, BASE), "--run-dir", run_dir, "--device",
+                    "cpu", "--quiet")
+    assert code == 0, err
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["device"] == "cpu"

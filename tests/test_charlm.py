@@ -7,6 +7,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from manualnet.cli.main import main
 from manualnet.data import load_dataset
 from manualnet.data.text import stdlib_corpus, unigram_entropy
 from manualnet.errors import DataError
@@ -85,7 +86,7 @@ log: {{every: 4, histograms_every: 0}}
     return run_dir
 
 
-def test_a_language_model_run_keeps_its_vocabulary_and_reports_perplexity_and_the_unigram_baseline(tmp_path):
+def test_a_language_model_run_keeps_its_vocabulary_and_reports_perplexity_and_the_unigram_baseline(tmp_path, capsys):
     run_dir = train_tiny(tmp_path)
     result = summary(run_dir)
     assert result["val/perplexity"] == pytest.approx(math.exp(result["val/loss"]), rel=1e-9)
@@ -110,6 +111,11 @@ def test_a_language_model_run_keeps_its_vocabulary_and_reports_perplexity_and_th
     assert bad.stderr.strip().splitlines() == [
         f"manualnet: error: --prompt: 'E', 'H', 'T' not in the run's vocabulary of {len(set(TEXT))} characters "
         f"({run_dir / 'vocab.json'})"]
+    for option, value, line in (("--tokens", "-5", "--tokens must be >= 0, got -5"),
+                                ("--temperature", "0", "--temperature must be > 0, got 0.0"),
+                                ("--top-k", "0", "--top-k must be >= 1, got 0")):
+        assert main(["sample", "--run", str(run_dir), option, value]) == 2
+        assert capsys.readouterr().err.splitlines() == [f"manualnet: error: {line}"]
 
 
 @pytest.mark.slow

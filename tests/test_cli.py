@@ -69,3 +69,22 @@ def test_help_text_is_plain_text(capsys):
     for p in (parser, *commands.values()):
         text = p.format_help()
         assert "``" not in text and "`" not in text, p.prog
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    parser, commands = _parser()
+    for p in (parser, *commands.values()):
+        for action in p._actions:
+            if action.option_strings:
+                assert action.help, f"{p.prog} {action.option_strings[0]}"
+
+
+def test_a_ctrl_c_before_the_run_handles_signals_says_interrupted(monkeypatch, capsys, tmp_path):
+    import manualnet.cli.commands
+
+    def interrupted(args):
+        raise KeyboardInterrupt  # a plain Ctrl-C: its text is empty
+
+    monkeypatch.setattr(manualnet.cli.commands, "train", interrupted)
+    assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 130
+    assert capsys.readouterr().err == "manualnet: interrupted\n"

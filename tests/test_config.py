@@ -133,7 +133,7 @@ def test_the_schemas_and_the_components_problems_are_reported_together():
                         "model": [{"type": "Linaer", "out_features": 10}, {"type": "ReLU", "inplace": True},
                                   {"type": "Linear"}, {"type": "Dropout", "p": "half"}],
                         "loss": {"type": "CrossEntropyLos"}, "optim": {"type": "SGD", "lrr": 0.1},
-                        "schedule": {"type": "cosine", "warmup": 1}})
+                        "schedule": {"type": "step", "warmup": 1}})
     expected = ["train.epcohs: unknown key (did you mean 'epochs'?)",
                 "data.n_sample: unknown key for dataset 'spirals' (did you mean 'n_samples'?)",
                 "model.0.type: unknown layer 'Linaer' (did you mean 'Linear'?)",
@@ -141,8 +141,9 @@ def test_the_schemas_and_the_components_problems_are_reported_together():
                 "model.2.out_features: required argument is missing",
                 "model.3.p: input should be a valid number",
                 "loss.type: unknown loss 'CrossEntropyLos' (did you mean 'CrossEntropyLoss'?)",
-                "optim.lrr: unknown argument (did you mean 'lr'?)", "optim.lr: required argument is missing",
-                "schedule.warmup: unknown argument (did you mean 'warmup_epochs'?)"]
+                "optim.lrr: unknown argument (did you mean 'lr'?)",
+                "schedule.warmup: unknown argument (did you mean 'warmup_epochs'?)",
+                "schedule.step_size: required argument is missing"]
     assert f"{len(expected)} problems" in message
     for line in expected:
         assert line in message, line
@@ -289,3 +290,14 @@ def test_fuzzed_set_overrides_raise_only_config_errors(override):
         validate(raw)
     except ConfigError:
         pass
+
+
+def test_the_optimizers_and_the_schedules_own_defaults_are_part_of_the_resolved_config():
+    adam = validate({**MINIMAL, "optim": {"type": "Adam", "lr": 0.01}}).to_dict()
+    assert adam["optim"] == {"type": "Adam", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+                             "amsgrad": False}
+    assert adam["schedule"] == {"type": "constant", "warmup_epochs": 0.0, "warmup_start_factor": 0.0}
+    assert validate({**MINIMAL, "optim": {"type": "SGD"}}).to_dict()["optim"]["lr"] == 1e-3  # torch's default
+    assert validate(MINIMAL).to_dict()["optim"]["lr"] == 0.1  # no optim section: the config's SGD
+    resolved = validate(adam).to_dict()
+    assert resolved == adam  # config.yaml read back: the same config

@@ -502,6 +502,10 @@ def test_a_linear_takes_a_single_sample_as_torch_does():
      r"^Sequential: layer 0: Linear\(4->8\): input 0 is torch.float32 on cpu, its parameters torch.float64 on cpu"),
     (lambda: mn.Residual(mn.Linear(3, 4))(torch.randn(2, 3)),
      r"^Residual: the block turns \(2, 3\) into \(2, 4\); a skip connection needs the block to keep its input's"),
+    (lambda: mn.Concat(1)(torch.randn(2, 3), torch.randn(3, 3)),
+     r"^Concat: inputs must be equal in every dim but dim=1, got \(2, 3\), \(3, 3\)$"),
+    (lambda: mn.Concat(2)(torch.randn(2, 3), torch.randn(2, 3)), r"^Concat: dim=2 is out of range for inputs of 2"),
+    (lambda: mn.Concat()(), r"^Concat: takes one input or more, got none$"),
 ])
 def test_a_forward_that_cannot_work_is_one_layer_error(make, message):
     with pytest.raises(LayerError, match=message):

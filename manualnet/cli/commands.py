@@ -16,7 +16,7 @@ from manualnet.training.checkpoint import clean_stale_files
 from manualnet.training.distributed import RankFailed, cluster_for
 from manualnet.training.divergence import Diverged
 from manualnet.training.evaluate import evaluate
-from manualnet.training.run_dir import RunLock, new_run_dir
+from manualnet.training.run_dir import RunLock, clear, new_run_dir, untrained
 from manualnet.training.trainer import AuditFailed, Interrupted, Trainer
 
 
@@ -29,16 +29,22 @@ def train(args):
             print(f"manualnet: {resume_dir} has already trained its {config.train.epochs} epochs: nothing to do (to "
                   f"train more, resume with --set train.epochs=N, N > {config.train.epochs})", file=sys.stderr)
             return 0
-        setup = build(config, device=args.device, base_dir=base_dir)
+        if args.device:  # as --set device=...: the run's config.yaml records the device it was told to use
+            config = config.model_copy(update={"device": args.device})
+        setup = build(config, base_dir=base_dir)
         try:
             with cluster_for(setup.device, config.train.dist_timeout_s, config.seed) as cluster, \
                     _claimed_run_dir(cluster, config.name, args.run_dir, resume_dir) as run_dir:
-                if cluster.is_main and not args.quiet:
-                    print(f"run directory: {run_dir}", file=sys.stderr)
+                if resume_dir is not None and state is None and cluster.is_main:
+                    print(f"manualnet: {run_dir} has no checkpoint (it stopped before the end of its first "
+                          "epoch): training it from the start with its config.yaml", file=sys.stderr)
+                    clear(run_dir, keep=("config.yaml",))
                 try:
                     trainer = Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster)
                 except OSError as e:  # metrics.jsonl or the event file cannot be opened for appending
                     raise storage_error(e) from None
+                if cluster.is_main and not args.quiet:
+                    print(f"run directory: {run_dir}", file=sys.stderr)
                 if cluster.is_main and state is not None and not args.quiet:
                     print(f"resumed from {_where(state)}", file=sys.stderr)
                 cluster.broadcast_tensors(setup.optimizer.param_buffers())  # one model: rank 0's weights everywhere
@@ -95,6 +101,12 @@ def _claimed_run_dir(cluster, name, explicit, resume_dir):
         raise RunDirError(text)
     try:
         yield Path(text)
+    except ManualnetError as e:  # bad input found once the run had started (a loss that does not fit the
+        if lock is not None and e.exit_code == 2 and untrained(lock.path):  # model): nothing of it is kept
+            clear(lock.path)
+            if explicit is None:
+                lock.path.rmdir()
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -163,12 +175,15 @@ def _exit_at_once(signum, frame):
 
 
 def _resume_state(run_dir):
+    """The run's last checkpoint, or None for a run that has none yet (it is trained from the start)."""
     if not run_dir.is_dir():
         raise CheckpointError(f"--resume {run_dir}: no such run directory")
     last = run_dir / "checkpoints" / "last.pt"
     if not (run_dir / "config.yaml").exists() and not last.exists():
         raise CheckpointError(f"--resume {run_dir}: not a run directory (no config.yaml)")
     if not last.is_file():
+        if (run_dir / "config.yaml").is_file() and untrained(run_dir):  # stopped in its first epoch
+            return None
         raise CheckpointError(f"--resume {run_dir}: no checkpoint to resume from ({last} does not exist)")
     return checkpoint.load(last)
 
@@ -180,7 +195,7 @@ def _run_config(run_dir, state, overrides=()):
     try:
         raw = read_yaml(path)
     except ConfigError as e:
-        saved = state.get("config")
+        saved = state.get("config") if state else None
         if not isinstance(saved, dict):
             raise
         print(f"manualnet: warning: {e}; using the config saved in the checkpoint", file=sys.stderr)

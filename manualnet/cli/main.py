@@ -32,7 +32,7 @@ def main(argv=None):
             print(f"manualnet: error: {line}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:  # a second SIGINT/SIGTERM in training says which (trainer.StoppedAtOnce)
-        print(f"manualnet: {e or 'interrupted'}", file=sys.stderr)
+        print(f"manualnet: {str(e) or 'interrupted'}", file=sys.stderr)  # a plain Ctrl-C's text is empty
         return getattr(e, "exit_code", 130)
 
 
@@ -91,13 +91,14 @@ def _parser():
     v.set_defaults(handler=_verify)
     s = sub.add_parser("sample", help="generate text from a language model run's checkpoint",
                        description="Generate text from a language model run's checkpoint (a text data set's run).")
-    s.add_argument("--run", required=True, metavar="RUN_DIR")
-    s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    s.add_argument("--run", required=True, metavar="RUN_DIR", help="the run directory of a text data set's run")
+    s.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="best: the epoch with the lowest val/loss; last: the latest checkpoint (default: best)")
     s.add_argument("--prompt", default="", help="the text to continue (default: a newline)")
-    s.add_argument("--tokens", type=int, default=500, help="how many characters to generate")
+    s.add_argument("--tokens", type=int, default=500, help="how many characters to generate (default: 500)")
     s.add_argument("--temperature", type=float, default=1.0, help="divides the logits: below 1 is more conservative")
     s.add_argument("--top-k", type=int, help="draw only from the k likeliest characters")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seeds the draws: the same seed, the same text (default: 0)")
     s.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     s.set_defaults(handler=_sample)
     return parser, {"train": t, "eval": e, "verify": v, "sample": s}

@@ -17,6 +17,8 @@ def sample_run(args):
     run_dir = Path(args.run)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"--run {run_dir}: not a run directory (no config.yaml)")
+    if args.tokens < 0:
+        raise ConfigError(f"--tokens must be >= 0, got {args.tokens}")
     if args.temperature <= 0:
         raise ConfigError(f"--temperature must be > 0, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:

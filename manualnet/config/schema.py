@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+DEVICES = r"auto|cpu|cuda(:\d+)?"  # what `device:` and --device take: the devices manualnet runs on
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -102,7 +104,7 @@ class Config(Section):
     @field_validator("device")
     @classmethod
     def _device(cls, value):
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        if not re.fullmatch(DEVICES, value):
             raise ValueError("expected auto, cpu, cuda or cuda:N")
         return value
 

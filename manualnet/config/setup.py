@@ -5,6 +5,7 @@
 
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 
 from manualnet.config.model import build_loss, build_model, loss_targets, spec_kwargs, wants_images
 from manualnet.config.plugins import load_plugins
+from manualnet.config.schema import DEVICES
 from manualnet.data import load_dataset
 from manualnet.errors import ConfigError
 from manualnet.nn import CrossEntropyLoss, NLLLoss, Softmax
@@ -63,7 +65,7 @@ def _requested_device(requested):
         device = torch.device(requested)
     except RuntimeError:
         raise ConfigError(f"device: {requested!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):  # mps, xla, ...: torch knows them, manualnet runs on neither
+    if not re.fullmatch(DEVICES, requested):  # mps, xla, cpu:0, ...: torch knows them, manualnet takes none
         raise ConfigError(f"device: {requested!r} is not supported; expected auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():

@@ -18,13 +18,13 @@ class SGD(Optimizer):
 
     Args:
         params: ``model.parameters()``, ``model.named_parameters()`` or a list of parameter groups.
-        lr: learning rate (>= 0). momentum: factor of the velocity b (>= 0); 0 keeps no buffer.
+        lr: learning rate (>= 0; 1e-3, as torch's). momentum: factor of the velocity b (>= 0); 0 keeps no buffer.
         dampening: scales the gradient added to b after the first step. nesterov: Nesterov momentum
             (needs momentum > 0 and dampening 0). weight_decay: L2 penalty coefficient (>= 0).
     State: ``momentum_buffer`` (b) per parameter when momentum != 0.
     """
 
-    def __init__(self, params, lr: float, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params, lr: float = 1e-3, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                          weight_decay=weight_decay)
 

@@ -151,4 +151,4 @@ def _check_fits(at, saved_batch_size, train):
                               "is done)")
     if at.epoch > train.epochs:
         raise CheckpointError(f"the run has already trained {at.epoch} epochs, more than train.epochs = "
-                              f"{train.epochs}; resume with --set train.epochs={at.epoch} or more")
+                              f"{train.epochs}; to train more, resume with --set train.epochs=N, N > {at.epoch}")

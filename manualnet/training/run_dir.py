@@ -7,6 +7,7 @@ same directory, started together with the first or resumed alongside it, is refu
 
 import fcntl
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -87,3 +88,21 @@ def _make(path, **kwargs):
 def write_config(run_dir, config):
     """The run's resolved config as ``config.yaml``, replaced atomically (a kill never leaves it empty)."""
     write_text(Path(run_dir) / "config.yaml", dump_yaml(config))
+
+
+def untrained(path):
+    """Whether the run directory ``path`` holds no checkpoint (the run never finished its first epoch: the
+    first checkpoint comes at its end), so nothing trained is lost with what else it holds."""
+    return not any(Path(path, "checkpoints").glob("*.pt"))
+
+
+def clear(path, keep=()):
+    """Remove everything in the run directory ``path`` but the names in ``keep``: an untrained run's
+    config, logs and events."""
+    for entry in Path(path).iterdir():
+        if entry.name in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()

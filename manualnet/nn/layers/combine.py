@@ -38,6 +38,19 @@ class Concat(Module):
         super().__init__()
         self.dim = dim
 
+    def check_inputs(self, *xs):
+        super().check_inputs(*xs)
+        if not xs:
+            raise self.fail("takes one input or more, got none")
+        ndim = xs[0].dim()
+        if not -ndim <= self.dim < ndim:
+            raise self.fail(f"dim={self.dim} is out of range for inputs of {ndim} dims")
+        others = {tuple(s for d, s in enumerate(x.shape) if d != self.dim % ndim) if x.dim() == ndim else x.shape
+                  for x in xs}
+        if len(others) > 1:
+            raise self.fail(f"inputs must be equal in every dim but dim={self.dim}, got "
+                            f"{', '.join(str(tuple(x.shape)) for x in xs)}")
+
     @classmethod
     def example(cls, generator):
         return cls(dim=1), tuple(torch.randn(3, w, generator=generator, dtype=torch.float64) for w in (2, 5))
