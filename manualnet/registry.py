@@ -91,13 +91,6 @@ def construct(factory, kwargs, where, fixed=None):
         raise ConfigError(f"{where} ({_name(factory)}): cannot be built with these arguments: {first}") from None
 
 
-def defaults(factory, fixed=()):
-    """{name: default} of the arguments a config may give ``factory`` and leave out (not those in ``fixed``,
-    which the code supplies, nor the runtime ones)."""
-    return {n: p.default for n, p in _parameters(factory).items() if p.default is not p.empty
-            and n not in fixed and n not in RUNTIME and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-
-
 def argument_problems(factory, kwargs, where, fixed=()):
     """What is wrong with the config section ``where`` calling ``factory(**kwargs)`` (the names in ``fixed``
     are supplied by the code), one line each, nothing raised: unknown and missing arguments and values of the

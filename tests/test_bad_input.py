@@ -135,13 +135,21 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_trains_it_from_the_
     assert "12.5" not in (run_dir / "metrics.jsonl").read_text()  # the lost epoch's rows are gone
 
 
-def test_resume_of_a_directory_with_no_last_checkpoint_but_another(tmp_path, capsys):
+@pytest.mark.parametrize("kept", [
+    "checkpoints/best.pt",   # trained weights, last.pt deleted
+    "summary.json",          # a finished run whose checkpoints were deleted
+    "metrics.jsonl",         # an epoch's row: a run that trained past its first checkpoint
+    "notes.md",              # not a run directory: a project folder with its own config.yaml
+    "src/model.py",
+])
+def test_resume_without_last_pt_of_a_directory_holding_more_than_an_unfinished_first_epoch(tmp_path, capsys, kept):
     run_dir = tmp_path / "run"
-    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / kept).parent.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(BASE))
-    (run_dir / "checkpoints" / "best.pt").write_bytes(b"trained weights")
+    content = '{"step": 15, "epoch": 1, "train/loss": 0.69}\n' if kept == "metrics.jsonl" else "keep me"
+    (run_dir / kept).write_text(content)
     expect_error(capsys, "no checkpoint to resume from", "train", "--resume", run_dir)
-    assert (run_dir / "checkpoints" / "best.pt").read_bytes() == b"trained weights"
+    assert (run_dir / kept).read_text() == content and (run_dir / "config.yaml").read_text() == yaml.safe_dump(BASE)
 
 
 @pytest.mark.parametrize("explicit", [True, False])
@@ -350,3 +358,21 @@ def test_the_device_flag_is_recorded_in_the_runs_config(tmp_path, capsys):
                     "cpu", "--quiet")
     assert code == 0, err
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["device"] == "cpu"
+
+
+def test_bad_input_found_after_the_run_logged_keeps_the_run(tmp_path, capsys, monkeypatch):
+    from manualnet.errors import LayerError
+    from manualnet.training.trainer import Trainer
+
+    step = Trainer.train_step
+
+    def failing_at_step_12(self, *batch):
+        if self.at.step == 11:
+            raise LayerError("a bad batch")
+        return step(self, *batch)
+
+    monkeypatch.setattr(Trainer, "train_step", failing_at_step_12)
+    run_dir = tmp_path / "run"
+    expect_error(capsys, "a bad batch", "train", "--config", write_config(tmp_path, with_changes(train__batch_size=4)),
+                 "--run-dir", run_dir)
+    assert '"step": 10,' in (run_dir / "metrics.jsonl").read_text()  # what it logged is there to look at

@@ -292,12 +292,11 @@ def test_fuzzed_set_overrides_raise_only_config_errors(override):
         pass
 
 
-def test_the_optimizers_and_the_schedules_own_defaults_are_part_of_the_resolved_config():
-    adam = validate({**MINIMAL, "optim": {"type": "Adam", "lr": 0.01}}).to_dict()
-    assert adam["optim"] == {"type": "Adam", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
-                             "amsgrad": False}
-    assert adam["schedule"] == {"type": "constant", "warmup_epochs": 0.0, "warmup_start_factor": 0.0}
-    assert validate({**MINIMAL, "optim": {"type": "SGD"}}).to_dict()["optim"]["lr"] == 1e-3  # torch's default
-    assert validate(MINIMAL).to_dict()["optim"]["lr"] == 0.1  # no optim section: the config's SGD
-    resolved = validate(adam).to_dict()
-    assert resolved == adam  # config.yaml read back: the same config
+def test_an_optimizer_without_lr_takes_torchs_default_and_no_optim_section_the_configs():
+    from manualnet.config.setup import build
+
+    xor = {"model": [{"type": "Linear", "out_features": 2}], "data": {"dataset": "xor"}}
+    for optim in ("SGD", "Adam", "AdamW"):
+        setup = build(validate({**xor, "optim": {"type": optim}}))
+        assert setup.optimizer.lr == getattr(torch.optim, optim)([torch.zeros(1)]).defaults["lr"] == 1e-3
+    assert build(validate(xor)).optimizer.lr == 0.1

@@ -505,6 +505,8 @@ def test_a_linear_takes_a_single_sample_as_torch_does():
     (lambda: mn.Concat(1)(torch.randn(2, 3), torch.randn(3, 3)),
      r"^Concat: inputs must be equal in every dim but dim=1, got \(2, 3\), \(3, 3\)$"),
     (lambda: mn.Concat(2)(torch.randn(2, 3), torch.randn(2, 3)), r"^Concat: dim=2 is out of range for inputs of 2"),
+    (lambda: mn.Concat(1)(torch.randn(3, 4), torch.randn(3)),
+     r"^Concat: inputs must be equal in every dim but dim=1, got \(3, 4\), \(3,\)$"),
     (lambda: mn.Concat()(), r"^Concat: takes one input or more, got none$"),
 ])
 def test_a_forward_that_cannot_work_is_one_layer_error(make, message):

@@ -16,7 +16,7 @@ from manualnet.training.checkpoint import clean_stale_files
 from manualnet.training.distributed import RankFailed, cluster_for
 from manualnet.training.divergence import Diverged
 from manualnet.training.evaluate import evaluate
-from manualnet.training.run_dir import RunLock, clear, new_run_dir, untrained
+from manualnet.training.run_dir import RunLock, clear, never_trained, new_run_dir, nothing_logged
 from manualnet.training.trainer import AuditFailed, Interrupted, Trainer
 
 
@@ -29,16 +29,14 @@ def train(args):
             print(f"manualnet: {resume_dir} has already trained its {config.train.epochs} epochs: nothing to do (to "
                   f"train more, resume with --set train.epochs=N, N > {config.train.epochs})", file=sys.stderr)
             return 0
-        if args.device:  # as --set device=...: the run's config.yaml records the device it was told to use
-            config = config.model_copy(update={"device": args.device})
-        setup = build(config, base_dir=base_dir)
+        setup = build(config, device=args.device, base_dir=base_dir)
         try:
             with cluster_for(setup.device, config.train.dist_timeout_s, config.seed) as cluster, \
                     _claimed_run_dir(cluster, config.name, args.run_dir, resume_dir) as run_dir:
                 if resume_dir is not None and state is None and cluster.is_main:
                     print(f"manualnet: {run_dir} has no checkpoint (it stopped before the end of its first "
                           "epoch): training it from the start with its config.yaml", file=sys.stderr)
-                    clear(run_dir, keep=("config.yaml",))
+                    clear(run_dir, keep=("config.yaml",))  # (never_trained: nothing but the run's own files)
                 try:
                     trainer = Trainer(setup, run_dir, quiet=args.quiet, resume=state, cluster=cluster)
                 except OSError as e:  # metrics.jsonl or the event file cannot be opened for appending
@@ -101,11 +99,12 @@ def _claimed_run_dir(cluster, name, explicit, resume_dir):
         raise RunDirError(text)
     try:
         yield Path(text)
-    except ManualnetError as e:  # bad input found once the run had started (a loss that does not fit the
-        if lock is not None and e.exit_code == 2 and untrained(lock.path):  # model): nothing of it is kept
-            clear(lock.path)
-            if explicit is None:
-                lock.path.rmdir()
+    except ManualnetError as e:  # bad input found at the run's first steps (a loss that does not fit the
+        if lock is not None and e.exit_code == 2 and nothing_logged(lock.path):  # model): nothing of it is kept
+            with contextlib.suppress(OSError):  # the error to report is the one that stopped the run
+                clear(lock.path)
+                if explicit is None:
+                    lock.path.rmdir()
         raise
     finally:
         if lock is not None:
@@ -182,7 +181,7 @@ def _resume_state(run_dir):
     if not (run_dir / "config.yaml").exists() and not last.exists():
         raise CheckpointError(f"--resume {run_dir}: not a run directory (no config.yaml)")
     if not last.is_file():
-        if (run_dir / "config.yaml").is_file() and untrained(run_dir):  # stopped in its first epoch
+        if (run_dir / "config.yaml").is_file() and never_trained(run_dir):  # stopped in its first epoch
             return None
         raise CheckpointError(f"--resume {run_dir}: no checkpoint to resume from ({last} does not exist)")
     return checkpoint.load(last)

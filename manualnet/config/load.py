@@ -5,11 +5,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from manualnet.config.check import FIXED, component_problems
+from manualnet.config.check import component_problems
 from manualnet.config.schema import MAX_CONFIG_BYTES, MAX_NESTING, Config
 from manualnet.errors import ConfigError
-from manualnet.optim import OPTIMIZERS, SCHEDULES
-from manualnet.registry import closest, defaults
+from manualnet.registry import closest
 
 
 def load_config(path, overrides=()):
@@ -92,17 +91,7 @@ def validate(raw, source="config", base_dir=None, overrides=()):
     if lines:
         raise ConfigError(f"{source}: " + "\n".join(lines) if len(lines) == 1 else
                           f"{source}: {len(lines)} problems\n" + "\n".join(lines))
-    return _with_defaults(config)
-
-
-def _with_defaults(config):
-    """``config`` with the optimizer's and the schedule's own defaults written into their sections: the
-    hyperparameters of a run, given or not, as its config.yaml and TensorBoard's HPARAMS tab show them."""
-    raw = config.to_dict()
-    for key, registry in (("optim", OPTIMIZERS), ("schedule", SCHEDULES)):
-        given = raw[key]
-        raw[key] = {"type": given["type"], **defaults(registry.get(given["type"]), FIXED[key]), **given}
-    return Config.model_validate(raw)
+    return config
 
 
 def _attributed(line, overrides):

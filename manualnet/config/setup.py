@@ -92,10 +92,12 @@ def _absolute_data_path(config, base_dir):
 
 
 def build(config, device=None, base_dir=None):
-    """A Setup for ``config``; ``device`` overrides ``config.device``."""
+    """A Setup for ``config``; ``device`` overrides ``config.device`` (and is recorded there, as a run's
+    config.yaml then shows)."""
     config.plugins = load_plugins(config.plugins, base_dir)
     _absolute_data_path(config, base_dir)
-    device = resolve_device(device or config.device)
+    resolved = resolve_device(device or config.device)
+    config.device, device = device or config.device, resolved
     dtype = getattr(torch, config.dtype)
     data = load_dataset(config.data.model_dump(), seed=config.seed, device=device, dtype=dtype)
     raw = config.to_dict()

@@ -90,15 +90,30 @@ def write_config(run_dir, config):
     write_text(Path(run_dir) / "config.yaml", dump_yaml(config))
 
 
-def untrained(path):
-    """Whether the run directory ``path`` holds no checkpoint (the run never finished its first epoch: the
-    first checkpoint comes at its end), so nothing trained is lost with what else it holds."""
-    return not any(Path(path, "checkpoints").glob("*.pt"))
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "vocab.json", "checkpoints")  # + the event files
+
+
+def never_trained(path):
+    """Whether the run directory ``path`` holds only what a run writes before the end of its first epoch
+    (when its first checkpoint is written): no checkpoint, no summary, no epoch's row in metrics.jsonl, and
+    nothing but a run's own files. Such a run has nothing to resume from and nothing trained to lose."""
+    path = Path(path)
+    if (path / "summary.json").exists() or any(path.glob("checkpoints/*.pt")):
+        return False
+    if not all(e.name in RUN_FILES or e.name.startswith("events.out.tfevents.") for e in path.iterdir()):
+        return False
+    metrics = path / "metrics.jsonl"
+    return not metrics.is_file() or '"train/loss":' not in metrics.read_text(errors="replace")  # an epoch's row
+
+
+def nothing_logged(path):
+    """Whether the run directory ``path`` holds no checkpoint and no metrics row yet."""
+    metrics = Path(path) / "metrics.jsonl"
+    return never_trained(path) and (not metrics.is_file() or metrics.stat().st_size == 0)
 
 
 def clear(path, keep=()):
-    """Remove everything in the run directory ``path`` but the names in ``keep``: an untrained run's
-    config, logs and events."""
+    """Remove everything in the run directory ``path`` but the names in ``keep``."""
     for entry in Path(path).iterdir():
         if entry.name in keep:
             continue

@@ -45,8 +45,7 @@ class Concat(Module):
         ndim = xs[0].dim()
         if not -ndim <= self.dim < ndim:
             raise self.fail(f"dim={self.dim} is out of range for inputs of {ndim} dims")
-        others = {tuple(s for d, s in enumerate(x.shape) if d != self.dim % ndim) if x.dim() == ndim else x.shape
-                  for x in xs}
+        others = {(x.dim(), *(s for d, s in enumerate(x.shape) if d != self.dim % ndim)) for x in xs}
         if len(others) > 1:
             raise self.fail(f"inputs must be equal in every dim but dim={self.dim}, got "
                             f"{', '.join(str(tuple(x.shape)) for x in xs)}")
