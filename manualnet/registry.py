@@ -7,6 +7,7 @@ import difflib
 import inspect
 import math
 import numbers
+from pathlib import Path
 from typing import Any
 
 from pydantic import ConfigDict, ValidationError, create_model
@@ -35,14 +36,15 @@ class Registry:
     def register(self, name):
         """Decorator: ``@registry.register("Name")`` adds a class or function under ``name``.
 
-        Registering the same name again is allowed only for a re-definition of the same thing (a plugin
-        file imported twice); a different object under a taken name is an error.
+        Registering the same name again is allowed only for a re-definition of the same thing (the same
+        module and name, as a notebook cell run twice; or the same file, imported as a module and as a
+        plugin); a different object under a taken name is an error.
         """
 
         def add(obj):
             old = self.entries.get(name)
-            if old is not None and _identity(old) != _identity(obj):
-                raise ValueError(f"{self.kind} name {name!r} is already registered to {_identity(old)}")
+            if old is not None and _dotted(old) != _dotted(obj) and _defined_in(old) != _defined_in(obj):
+                raise ValueError(f"{self.kind} name {name!r} is already registered to {_dotted(old)}")
             self.entries[name] = obj
             obj.registered_name = name
             return obj
@@ -66,7 +68,16 @@ class Registry:
         return sorted(self.entries)
 
 
-def _identity(obj):
+def _defined_in(obj):
+    """The file and name that define ``obj`` (None where no file is): one file imported under two module
+    names (``import swish``, and the same file listed under ``plugins:``) defines the same thing."""
+    try:
+        return str(Path(inspect.getsourcefile(obj)).resolve()), obj.__qualname__
+    except (TypeError, OSError, AttributeError):  # built in, or defined in a session with no file
+        return None, id(obj)
+
+
+def _dotted(obj):
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 

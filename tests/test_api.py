@@ -18,6 +18,8 @@ def test_train_from_python_returns_the_summary_and_the_run_directory(tmp_path):
     assert run.run_dir == tmp_path / "run"
     assert run.summary == json.loads((run.run_dir / "summary.json").read_text())
     assert run.summary["epochs"] == 2 and run.summary["test/loss"] > 0
+    best = torch.load(run.run_dir / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert not run.model.training and all(torch.equal(v, best[k]) for k, v in run.model.state_dict().items())
 
 
 def test_train_takes_a_config_dict_and_names_a_mistyped_override(tmp_path):
@@ -27,6 +29,21 @@ def test_train_takes_a_config_dict_and_names_a_mistyped_override(tmp_path):
     with pytest.raises(mn.ConfigError, match=r"train\(\.\.\., train__epochz=\.\.\.\): unknown key 'epochz' in train "
                                              r"\(did you mean 'epochs'\?\)"):
         mn.train(config, train__epochz=1)
+    for key, hint in (("epochs", "train__epochs"), ("lr", "optim__lr")):  # a section's key given alone
+        with pytest.raises(mn.ConfigError, match=rf"unknown key '{key}' in the top level \(did you mean '{hint}'\?\)"):
+            mn.train(config, **{key: 1})
+
+
+def test_a_layer_registered_in_the_session_but_not_by_plugins_is_warned_about(tmp_path):
+    @mn.register_layer("SessionScale")
+    class SessionScale(mn.Identity):
+        pass
+
+    config = {"data": {"dataset": "xor"}, "model": [{"type": "Linear", "out_features": 2}, {"type": "SessionScale"}],
+              "train": {"epochs": 1}, "log": {"tensorboard": False}}
+    with pytest.warns(UserWarning, match=r"^SessionScale registered in this Python session, not by the config's "
+                                         r"plugins: `manualnet eval` and `--resume` of this run will not know it"):
+        mn.train(config, run_dir=tmp_path / "run", quiet=True)
 
 
 def test_calling_backward_on_a_loss_value_says_what_to_call():

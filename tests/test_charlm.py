@@ -90,6 +90,9 @@ def test_a_language_model_run_keeps_its_vocabulary_and_reports_perplexity_and_th
     run_dir = train_tiny(tmp_path)
     result = summary(run_dir)
     assert result["val/perplexity"] == pytest.approx(math.exp(result["val/loss"]), rel=1e-9)
+    assert main(["eval", "--run", str(run_dir)]) == 0
+    shown = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    assert float(shown["val/perplexity"]) == pytest.approx(math.exp(float(shown["val/loss"])), rel=1e-3)
     freq = torch.tensor([TEXT.count(c) for c in sorted(set(TEXT))], dtype=torch.float64) / len(TEXT)
     assert result["unigram_entropy"] == pytest.approx(-(freq * freq.log()).sum().item())
     assert (run_dir / "vocab.json").read_text(encoding="utf-8").strip() == str(sorted(set(TEXT))).replace("'", '"')

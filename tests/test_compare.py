@@ -254,8 +254,8 @@ def test_random_user_layer_is_replayed_from_the_same_rng_state():
 
 def test_a_missing_bias_gradient_is_caught_and_named():
     rows = check_layer(LinearForgettingBias(5, 3), randn((4, 5), seed=0), fd=True)
-    assert {(row.tensor, row.method) for row in rows if not row.passed} == {("dbias", "autograd"),
-                                                                           ("dbias", "finite-diff")}
+    assert {(row.tensor, row.method) for row in rows if not row.passed} == {  # (it zeroes .grad: no sum either)
+        ("dbias", "autograd"), ("dbias", "finite-diff"), ("dbias accumulates", "accumulate")}
 
 
 def test_a_backward_that_crashes_is_a_failed_check_not_an_abort():
@@ -312,7 +312,7 @@ def test_rows_serialise_to_json():
     rows = check_layer(Linear(3, 2), randn((4, 3), 0), fd=True)
     data = json.loads(json.dumps([dataclasses.asdict(row) for row in rows]))
     assert data[2]["tensor"] == "dweight" and data[2]["shape"] == [2, 3] and data[2]["method"] == "autograd"
-    assert {row["method"] for row in data} == {"autograd", "finite-diff"}
+    assert {row["method"] for row in data} == {"autograd", "accumulate", "finite-diff"}
 
 
 def test_default_tolerances_per_dtype():
@@ -409,3 +409,16 @@ def test_a_parameter_named_x_is_checked_beside_the_input_x():
     rows = check_layer(ScaleByX(), randn((3, 2), seed=0), fd=True)
     assert all_passed(rows), format_table(rows)
     assert {row.tensor for row in rows} >= {"dx", "d(x)"}
+
+
+class LinearOverwritingGrad(Linear):
+    def backward(self, dy):
+        x = self.take_cache()
+        self.weight.grad = dy.t() @ x        # = instead of +=: right from zero, wrong after another backward
+        self.bias.grad += dy.sum(0)
+        return dy @ self.weight
+
+
+def test_a_backward_that_overwrites_grad_is_caught_by_check_module_alone():
+    rows = check_layer(LinearOverwritingGrad(5, 3), randn((4, 5), seed=0))
+    assert {(row.tensor, row.method) for row in rows if not row.passed} == {("dweight accumulates", "accumulate")}

@@ -1,6 +1,7 @@
 """Config loading and validation: every problem is one ConfigError line naming the key and what is expected."""
 
 import contextlib
+import sys
 
 import pytest
 import torch
@@ -300,3 +301,37 @@ def test_an_optimizer_without_lr_takes_torchs_default_and_no_optim_section_the_c
         setup = build(validate({**xor, "optim": {"type": optim}}))
         assert setup.optimizer.lr == getattr(torch.optim, optim)([torch.zeros(1)]).defaults["lr"] == 1e-3
     assert build(validate(xor)).optimizer.lr == 0.1
+
+
+LAYER_FILE = ("import manualnet\n@manualnet.register_layer('{name}')\nclass {cls}(manualnet.Identity):\n"
+              "    pass\n")
+
+
+def test_a_layer_file_imported_in_python_and_listed_under_plugins_is_one_layer(tmp_path, monkeypatch):
+    import importlib
+
+    (tmp_path / "gated.py").write_text(LAYER_FILE.format(name="Gated", cls="Gated"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "gated", raising=False)
+    importlib.import_module("gated")  # as `import gated` in a script that then trains a config using it
+    config = load_config(write(tmp_path, yaml.safe_dump({"plugins": ["gated.py"], "model": [{"type": "Gated"}]})))
+    assert config.model[0].type == "Gated"
+
+
+def test_two_files_registering_one_name_is_an_error_naming_the_first(tmp_path):
+    (tmp_path / "a.py").write_text(LAYER_FILE.format(name="Twice", cls="First"))
+    (tmp_path / "b.py").write_text(LAYER_FILE.format(name="Twice", cls="Second"))
+    config = {"plugins": ["a.py", "b.py"], "model": [{"type": "Twice"}]}
+    with pytest.raises(ConfigError, match=r"b.py failed to import: ValueError: layer name 'Twice' is already "
+                                          r"registered to manualnet_plugin_\w+\.First$"):
+        load_config(write(tmp_path, yaml.safe_dump(config)))
+
+
+def test_a_layer_defined_again_in_the_same_module_replaces_itself(tmp_path):
+    import manualnet
+
+    for _ in range(2):  # a notebook cell run twice
+        @manualnet.register_layer("Redefined")
+        class Redefined(manualnet.Identity):
+            pass
+    assert manualnet.nn.LAYERS.get("Redefined") is Redefined

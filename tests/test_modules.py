@@ -516,6 +516,8 @@ def test_a_forward_that_cannot_work_is_one_layer_error(make, message):
 
 @pytest.mark.parametrize(("grads", "message"), [
     ((torch.ones(2, 3), torch.ones(2, 3)), r"backward got 2 gradients, expected 1 \(one per output of forward\)"),
+    ((torch.ones(2, 3, dtype=torch.float64),), r"backward got dy of dtype torch.float64, but forward's output is "
+                                                r"torch.float32$"),
     ((np.ones((2, 3)),), r"backward got a ndarray, expected torch.Tensors"),
 ])
 def test_backward_says_what_is_wrong_with_its_gradients(grads, message):
@@ -543,3 +545,19 @@ def test_torch_conveniences_double_float_apply_and_load_state_dicts_report():
     assert seen[-1] == "Net" and seen.count("Linear") == 7
     result = model.load_state_dict({"head.weight": torch.zeros(3, 6), "extra": torch.zeros(1)}, strict=False)
     assert result.unexpected_keys == ["extra"] and "head.bias" in result.missing_keys
+
+
+def test_a_backward_returning_fewer_gradients_than_forward_took_inputs_is_named():
+    class Product(mn.Module):
+        def forward(self, a, b):
+            self.cache = (a, b)
+            return a * b
+
+        def backward(self, dy):
+            a, b = self.take_cache()
+            return dy * b                        # forgot b's gradient, dy * a
+
+    module = Product()
+    module(torch.randn(2, 3), torch.randn(2, 3))
+    with pytest.raises(LayerError, match=r"^Product: backward returned 1 gradient\(s\) for 2 input\(s\) of forward"):
+        module.backward(torch.ones(2, 3))

@@ -458,3 +458,50 @@ def test_param_groups_are_read_and_set_by_key_as_torch_optims_dicts_are():
 def test_sgd_refuses_an_infinite_coefficient_as_adam_does(key):
     with pytest.raises(ConfigError, match=f"SGD argument {key}=inf: expected a finite number >= 0"):
         SGD([torch.zeros(2)], lr=0.1, **{key: math.inf})
+
+
+def test_clip_grad_norm_takes_parameters_as_torch_does_and_scales_their_gradients_not_them():
+    model = Sequential(Linear(3, 4), ReLU(), Linear(4, 2))
+    model.zero_grad()
+    model.backward(model(torch.randn(5, 3)))
+    twin = [torch.nn.Parameter(p.detach().clone()) for p in model.parameters()]
+    for t, p in zip(twin, model.parameters(), strict=True):
+        t.grad = p.grad.clone()
+    weights = [p.detach().clone() for p in model.parameters()]
+    expected = torch.nn.utils.clip_grad_norm_(twin, 0.1)
+    torch.testing.assert_close(clip_grad_norm(model.parameters(), 0.1), expected)
+    for p, w, t in zip(model.parameters(), weights, twin, strict=True):
+        assert torch.equal(p, w)                        # the weights are left alone
+        torch.testing.assert_close(p.grad, t.grad)      # the gradients are clipped as torch clips them
+
+
+@pytest.mark.parametrize("name, kwargs", [("Adam", {}), ("AdamW", {}), ("SGD", {"lr": 0.1, "momentum": 0.9})])
+def test_a_model_moved_to_another_dtype_after_steps_goes_on_with_its_state_cast(name, kwargs):
+    torch.manual_seed(0)
+    model = Sequential(Linear(3, 4), ReLU(), Linear(4, 2))
+    twin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    twin.load_state_dict(model.state_dict())
+    ours, theirs = OPTIMIZERS.get(name)(model.parameters(), **kwargs), getattr(torch.optim, name)(twin.parameters(),
+                                                                                                  **kwargs)
+    x = torch.randn(5, 3)
+
+    def step(dtype):
+        ours.zero_grad()
+        model(x.to(dtype))
+        model.backward(torch.ones(5, 2, dtype=dtype))
+        ours.step()
+        theirs.zero_grad()
+        twin(x.to(dtype)).backward(torch.ones(5, 2, dtype=dtype))
+        theirs.step()
+
+    for _ in range(3):
+        step(torch.float32)
+    model.to(torch.float64)
+    twin.to(torch.float64)
+    for state in theirs.state.values():  # what torch.optim's load_state_dict does; a plain .to() leaves it
+        state.update({k: v.double() for k, v in state.items() if k != "step" and v.is_floating_point()})
+    for _ in range(3):
+        step(torch.float64)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert p.dtype == torch.float64
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=0)

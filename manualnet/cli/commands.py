@@ -220,7 +220,8 @@ def evaluate_run(args):
     results = {"checkpoint": args.checkpoint, "epoch": state.get("epoch")}
     for split in ("val", "test"):
         x, targets, labels = setup.split(split)
-        metrics = evaluate(setup.model, setup.loss, x, targets, labels, setup.classification, setup.threshold)
+        metrics = evaluate(setup.model, setup.loss, x, targets, labels, setup.classification, setup.threshold,
+                           perplexity=bool(setup.data.inferred_sizes()))  # a language model: its perplexity
         results.update({f"{split}/{k}": v for k, v in metrics.items()})
     print(summary_table(results))
     return 0

@@ -151,10 +151,10 @@ def apply_override(raw, override):
     set_value(raw, key.strip(), value)
 
 
-def set_value(raw, key, value, where=None):
+def set_value(raw, key, value, where=None, dot="."):
     """Set the config key ``key`` (a dotted path, ``optim.lr``) of the raw config dict to ``value``, making
-    the sections on the way; an unknown key is a ConfigError naming the closest one, said to be ``where``'s
-    (``--set KEY`` by default)."""
+    the sections on the way; an unknown key is a ConfigError naming the closest one (a section's key given
+    alone: that key with its section, joined by ``dot``), said to be ``where``'s (``--set KEY`` by default)."""
     where = where or f"--set {key}"
     parts = key.split(".")
     node, model = raw, Config
@@ -169,7 +169,8 @@ def set_value(raw, key, value, where=None):
             raise ConfigError(f"{where}: {'.'.join(parts[:i])} is a value, not a section")
         elif model is not None and part not in node and part not in model.model_fields and _is_strict(model):
             section = ".".join(parts[:i]) or "the top level"
-            raise ConfigError(f"{where}: unknown key {part!r} in {section}{closest(part, model.model_fields)}")
+            hint = closest(part, model.model_fields) or _in_a_section(part, model, dot)
+            raise ConfigError(f"{where}: unknown key {part!r} in {section}{hint}")
         if last:
             node[part] = value
             return
@@ -177,6 +178,13 @@ def set_value(raw, key, value, where=None):
             node[part] = _default_section(model, part)
         model = _child_model(model, part)
         node = node[part]
+
+
+def _in_a_section(key, model, dot):
+    """" (did you mean 'train.epochs'?)" for a key one of ``model``'s sections holds, else ""."""
+    found = [f"{name}{dot}{key}" for name in model.model_fields
+             if key in getattr(_child_model(model, name), "model_fields", {}) or key in _default_section(model, name)]
+    return f" (did you mean {found[0]!r}?)" if len(found) == 1 else ""
 
 
 def _default_section(model, part):

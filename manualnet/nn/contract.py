@@ -33,6 +33,7 @@ def init(module):
     d["_checked"] = []       # (signature, version) pairs whose full checks passed
     d["_out_shapes"] = None  # set by forward, taken by backward
     d["_in_shapes"] = None   # set by a fully checked forward: its backward checks the dx it returns
+    d["_out_dtype"] = None   # set by an outermost forward: its backward checks dy's dtype
     d["_graph"] = False      # its forward's inputs required grad: its backward runs under no_grad too
 
 
@@ -81,6 +82,7 @@ def _checked_forward(forward, arity):
             d["cache"], d["_out_shapes"] = None, None
         else:
             d["_out_shapes"], d["_in_shapes"] = _shapes(out), in_shapes
+            d["_out_dtype"] = out.dtype if isinstance(out, torch.Tensor) else None
         return out
 
     return checked
@@ -123,7 +125,12 @@ def _checked_backward(backward):
                 p.grad = torch.zeros_like(p)
         if _State.trusted:
             result = backward(self, *grads, **kwargs)
-        elif d["_graph"] or _needs_no_grad(grads):
+            d["_out_shapes"] = None  # after: a subclass's backward may call super().backward()
+            return result
+        dtype = d["_out_dtype"]  # the outermost call's: dy comes from the caller
+        if dtype is not None and grads and isinstance(grads[0], torch.Tensor) and grads[0].dtype != dtype:
+            raise self.fail(f"backward got dy of dtype {grads[0].dtype}, but forward's output is {dtype}")
+        if d["_graph"] or _needs_no_grad(grads):
             with torch.no_grad():
                 result = _first_backward(self, backward, grads, kwargs)
         else:
@@ -211,6 +218,10 @@ def _grad_shapes(grads, expected):
 def _check_returned(module, result, in_shapes):
     """A backward's input gradients have the inputs' shapes (torch itself refuses a .grad of the wrong shape)."""
     returned = result if isinstance(result, tuple) else (result,)
+    count = getattr(module, "inputs_with_gradients", None) or len(in_shapes)
+    if len(returned) != count:  # a two-input module returning one dx would hand it to the wrong input
+        raise module.fail(f"backward returned {len(returned)} gradient(s) for {count} input(s) of forward; "
+                          "return one per input, in order (None for an input that gets none)")
     for i, (dx, shape) in enumerate(zip(returned, in_shapes, strict=False)):
         if dx is not None and shape is not None and (not isinstance(dx, torch.Tensor) or dx.shape != shape):
             got = tuple(dx.shape) if isinstance(dx, torch.Tensor) else type(dx).__name__

@@ -13,7 +13,8 @@ def grad_norm(grads, norm_type=2.0):
     """||(g_1, ..., g_k)||_p: the p-norm of all gradients seen as one vector, a 0-d tensor.
 
     Args:
-        grads: a dict name -> tensor (``model.grads``) or an iterable of tensors, all on one device.
+        grads: the gradients, all on one device: ``model.parameters()`` (their ``.grad``, as torch's
+            ``clip_grad_norm_`` takes them), or gradient tensors (an iterable, or a dict name -> tensor).
         norm_type: p of the p-norm: 2 by default, ``float("inf")`` for the largest absolute entry.
     """
     tensors = _tensor_list(grads)
@@ -30,7 +31,7 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0):
     The 1e-6 and the clamp are torch's, so the result matches ``torch.nn.utils.clip_grad_norm_``.
 
     Args:
-        grads: a dict name -> tensor (``model.grads``) or an iterable of tensors, all on one device.
+        grads: as in ``grad_norm``: ``model.parameters()``, or gradient tensors.
         max_norm: the largest norm kept (> 0). norm_type: p, as in ``grad_norm``.
     Returns: the total norm, a 0-d tensor (non-finite if a gradient is; the gradients then become NaN).
     """
@@ -45,8 +46,14 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0):
 
 
 def _tensor_list(grads):
-    tensors = list(grads.values()) if isinstance(grads, dict) else list(grads)
-    for t in tensors:
+    """The gradient tensors: a parameter stands for its ``.grad`` (none yet: no gradient), never itself."""
+    tensors = []
+    for t in (grads.values() if isinstance(grads, dict) else grads):
         if not isinstance(t, torch.Tensor):
-            raise ConfigError(f"gradient norm: expected tensors, got a {type(t).__name__}")
+            raise ConfigError(f"gradient norm: expected parameters or gradient tensors, got a {type(t).__name__}")
+        if isinstance(t, torch.nn.Parameter):
+            if t.grad is not None:
+                tensors.append(t.grad)
+        else:
+            tensors.append(t)
     return tensors

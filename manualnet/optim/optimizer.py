@@ -66,6 +66,10 @@ class ParamGroup:
             if self.state is not None:
                 self.state = {k: split(v[0], self.params) for k, v in self.state.items()}
             self.layout, self.scratch = None, None
+        if self.state is not None and _moved(self.state, self.params):  # moved by .to(): the state follows,
+            self.state = {k: [b.to(p) for b, p in zip(v, self.params, strict=False)]  # as torch.optim's
+                          for k, v in self.state.items()}                          # load_state_dict casts it
+            self.scratch = None
         kept = [p for p in self.params if p.grad is not None]
         if len(kept) != len(self.params) and self.state is not None:
             raise ConfigError("a parameter lost its gradient after the optimizer's first step "
@@ -248,3 +252,9 @@ def _param_groups(params, defaults, cls):
     if len(set(all_names)) != len(all_names):
         raise ConfigError(f"{owner}: parameter names repeat across groups")
     return groups
+
+
+def _moved(state, params):
+    """Whether a parameter's dtype or device is no longer its state's."""
+    return any((b.dtype, b.device) != (p.dtype, p.device)
+               for v in state.values() for b, p in zip(v, params, strict=False))

@@ -1,6 +1,7 @@
-"""Training from Python, as in a notebook: ``mn.train("configs/mlp.yaml", epochs=...)``."""
+"""Training from Python, as in a notebook: ``run = mn.train("configs/mlp.yaml", train__epochs=3)``."""
 
 import copy
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +13,12 @@ from manualnet.training.run_dir import new_run_dir
 
 @dataclass
 class Run:
-    """What ``train`` returns: the run's summary (``summary.json``'s values) and its directory."""
+    """What ``train`` returns: the run's summary (``summary.json``'s values), its directory and the trained
+    model, holding the best checkpoint's weights (those its test metrics are of), in eval mode."""
 
     summary: dict
     run_dir: Path
+    model: object = None
 
 
 def train(config, *, run_dir=None, device=None, quiet=False, **overrides):
@@ -32,9 +35,22 @@ def train(config, *, run_dir=None, device=None, quiet=False, **overrides):
     else:
         raise ConfigError(f"train: config must be a YAML path or a dict, got {type(config).__name__}")
     for key, value in overrides.items():
-        set_value(raw, key.replace("__", "."), value, where=f"train(..., {key}=...)")
+        set_value(raw, key.replace("__", "."), value, where=f"train(..., {key}=...)", dot="__")
     settings = validate(raw, source=source, base_dir=base_dir, overrides=[k.replace("__", ".") for k in overrides])
     setup = build(settings, device=device, base_dir=base_dir)
+    session = _session_layers(setup.model)
+    if session:
+        warnings.warn(f"{', '.join(session)} registered in this Python session, not by the config's plugins: "
+                      "`manualnet eval` and `--resume` of this run will not know it (list its file under plugins:)",
+                      stacklevel=2)
     with new_run_dir(settings.name, explicit=run_dir) as lock:  # one run per directory, as manualnet train
-        summary = Trainer(setup, lock.path, quiet=quiet).fit()
-    return Run(summary=summary, run_dir=lock.path)
+        trainer = Trainer(setup, lock.path, quiet=quiet)
+        summary = trainer.fit()
+    return Run(summary=summary, run_dir=lock.path, model=trainer.model)
+
+
+def _session_layers(model):
+    """The registered names of ``model``'s modules defined neither in manualnet nor in a plugin file."""
+    return sorted({cls.__dict__["registered_name"] for cls in map(type, model.modules())
+                   if "registered_name" in cls.__dict__
+                   and not cls.__module__.startswith(("manualnet.", "manualnet_plugin_"))})

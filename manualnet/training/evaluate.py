@@ -1,5 +1,7 @@
 """Loss and accuracy of a model on a whole split, without caches or gradients."""
 
+import math
+
 import torch
 
 
@@ -13,8 +15,9 @@ def accuracy_count(pred, labels, threshold=0.5):
     return right.sum() if right.dim() == 1 else right.flatten(1).double().mean(1).sum()
 
 
-def evaluate(model, loss, x, targets, labels, classification, threshold=0.5, batch_size=4096):
-    """{"loss": mean loss, "accuracy": fraction correct (classification only)} over all of x."""
+def evaluate(model, loss, x, targets, labels, classification, threshold=0.5, batch_size=4096, perplexity=False):
+    """{"loss": mean loss, "accuracy": fraction correct (classification only), "perplexity": e^loss (with
+    ``perplexity``: a language model's loss is nats per token)} over all of x."""
     if len(x) == 0:
         return {}
     total, correct = torch.zeros((), dtype=torch.float64, device=x.device), 0
@@ -28,4 +31,6 @@ def evaluate(model, loss, x, targets, labels, classification, threshold=0.5, bat
     metrics = {"loss": total.item() / (len(x) if loss.reduction == "mean" else 1)}
     if classification:
         metrics["accuracy"] = float(correct) / len(x)
+    if perplexity:
+        metrics["perplexity"] = math.exp(metrics["loss"]) if metrics["loss"] < 700 else math.inf  # exp overflows
     return metrics

@@ -252,9 +252,8 @@ class Trainer:
         started = time.perf_counter()
         x, targets, labels = self.s.split("val")
         self.model.eval()
-        result = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold)
-        if self.language_model and "loss" in result:  # the loss is nats per token: e^loss is the perplexity
-            result["perplexity"] = math.exp(result["loss"])
+        result = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold,
+                          perplexity=self.language_model)
         self.model.train()
         self._hook("validated", time.perf_counter() - started)
         return {f"val/{k}": v for k, v in result.items()}
@@ -286,7 +285,8 @@ class Trainer:
             self.model.load_state_dict(checkpoint.load(best_path)["model"])
         x, targets, labels = self.s.split("test")
         self.model.eval()
-        test = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold)
+        test = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold,
+                        perplexity=self.language_model)
         return {f"test/{k}": v for k, v in test.items()}
 
     def elapsed(self):

@@ -3,11 +3,10 @@
 For a config: the model is built as ``train`` builds it, a real batch is taken from the training split, and
 each layer is checked at the activation that really flows into it (dx and every parameter gradient against
 autograd, with a random upstream gradient; optionally finite differences), then the whole model plus loss
-end to end. Each parametrised layer is also checked to ADD its gradients (a backward that overwrites them
-passes every other check when the buffers start at zero). For ``--all-layers``: ``self_test.py``.
+end to end (each parametrised layer is also checked to ADD its gradients: ``check_module``). For
+``--all-layers``: ``self_test.py``.
 """
 
-import copy
 import json
 from pathlib import Path
 
@@ -16,9 +15,8 @@ import torch
 from manualnet.errors import ConfigError
 from manualnet.nn import LAYERS, LOSSES
 from manualnet.registry import closest
-from manualnet.verify.engine import check_model, inputs_reaching
-from manualnet.verify.reference import describe
-from manualnet.verify.report import all_passed, compare_tensors, format_table, row_as_json, tolerance_for, verdict
+from manualnet.verify.engine import check_model
+from manualnet.verify.report import all_passed, format_table, row_as_json, verdict
 
 
 def verify_config(config_path, overrides=(), *, dtype=torch.float64, fd=False, layer=None, device=None):
@@ -36,9 +34,8 @@ def verify_config(config_path, overrides=(), *, dtype=torch.float64, fd=False, l
 
 
 def verify_model(model, loss, x, target, *, dtype=torch.float64, fd=False, layer=None):
-    """check_model's rows plus an accumulation row per parameter, restricted to modules of type ``layer``."""
+    """check_model's rows, restricted to modules of type ``layer``."""
     rows = check_model(model, loss, x, target, dtype=dtype, fd=fd)
-    rows += accumulation_rows(model, x, dtype)
     if layer is not None:
         modules = dict(model.named_modules())
         rows = [r for r in rows if r.index in modules
@@ -46,34 +43,6 @@ def verify_model(model, loss, x, target, *, dtype=torch.float64, fd=False, layer
         if not rows:
             raise ConfigError(f"--layer {layer}: the model has no layer of that type")
     return rows
-
-
-def accumulation_rows(model, x, dtype, seed=0):
-    """For each module with parameters of its own, at the inputs that reach it: starting from random
-    gradients g0, one backward must leave g0 + g, where g is what the same backward leaves from zero."""
-    gen = torch.Generator().manual_seed(seed)
-    reached, _ = inputs_reaching(model, x, dtype)
-    return [row for path, (module, inputs) in reached.items() if module._parameters
-            for row in _accumulates(module, inputs, path, gen, dtype)]
-
-
-def _accumulates(module, inputs, index, gen, dtype):
-    work = copy.deepcopy(module).to(dtype=dtype)
-    out = work.forward(*inputs)
-    outs = out if isinstance(out, tuple) else (out,)
-    dys = [torch.randn(o.shape, generator=gen, dtype=dtype).to(o.device) for o in outs]
-    work.zero_grad()
-    work.backward(*dys)
-    own = dict(work.named_parameters(recurse=False))
-    fresh = {k: p.grad.clone() for k, p in own.items()}
-    start = {k: torch.randn(g.shape, generator=gen, dtype=dtype).to(g.device) for k, g in fresh.items()}
-    for k, p in own.items():
-        p.grad.copy_(start[k])
-    work.forward(*inputs)
-    work.backward(*dys)
-    return [compare_tensors(own[k].grad, start[k] + fresh[k], tolerance_for(dtype), index=index,
-                            layer=describe(module), tensor=f"d{k} accumulates", method="accumulate")
-            for k in fresh]
 
 
 def report(rows, json_path=None):

@@ -113,12 +113,31 @@ def _module_vs_autograd(module, inputs, grads, dtype, seed, tolerance, label):
     call = tuple(leaves.get(names.get(i), x) for i, x in enumerate(inputs))
     with replay.rewound():
         outs_ref, expected = differentiate(lambda: reference_of(reference_copy)(*call), leaves, dys, label["layer"])
-    manual, crash = _backward(lambda: _manual_grads(work.backward(*dys), inputs, work, names))
+    again = copy.deepcopy(work) if work._parameters else None  # after this forward, for _accumulates
+    manual, crash = _backward(lambda: _manual_grads(work.backward(*[dy.clone() for dy in dys]), inputs, work,
+                                                    names))
     rows = [compare_tensors(o, r, tolerance, tensor=_out_name(k, len(outs)), method="autograd", **label)
             for k, (o, r) in enumerate(zip(outs, outs_ref, strict=False))]
     if not expected:
         rows[0].note = "reference output has another shape; gradients not compared"
-    return rows + _grad_rows(manual, expected, tolerance, label, crash)
+    rows += _grad_rows(manual, expected, tolerance, label, crash)
+    return rows + (_accumulates(again, work, dys, seed, tolerance, label) if again is not None and not crash else [])
+
+
+def _accumulates(again, work, dys, seed, tolerance, label):
+    """A backward ADDS to ``.grad``, as autograd does (one that overwrites it passes the rows above, whose
+    buffers start at zero): ``again``, the module as it was after the forward, given random gradients g0,
+    must end at g0 + what ``work``'s backward left from zero. Rows for the module's own parameters."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    own = dict(again.named_parameters(recurse=False))
+    start = {k: torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p) for k, p in own.items()}
+    for k, p in own.items():
+        p.grad = start[k].clone()
+    _, crash = _backward(lambda: again.backward(*dys))
+    fresh = dict(work.named_parameters(recurse=False))
+    filled = [k for k in own if own[k].grad is not None and fresh[k].grad is not None]  # (a missing one: above)
+    return [] if crash else [compare_tensors(own[k].grad, start[k] + fresh[k].grad, tolerance,
+                                             tensor=f"d{k} accumulates", method="accumulate", **label) for k in filled]
 
 
 def _loss_vs_autograd(loss, pred, target, dtype, seed, tolerance, label):

@@ -30,6 +30,8 @@ class Loss(Module):
     needs, ``backward(dloss)`` and a functional ``reference(pred, target)`` that verify checks against.
     """
 
+    inputs_with_gradients = 1  # pred's: the target gets none (backward returns dL/dpred alone)
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "forward" in cls.__dict__:
