@@ -75,3 +75,22 @@ def test_a_softmax_before_a_loss_that_does_its_own_is_a_warning_at_build_time(tm
     err = capsys.readouterr().err
     assert code == 0
     assert "manualnet: warning: model.1: " in err and said in err
+
+
+def test_a_plugin_file_also_imported_in_python_is_no_session_layer(tmp_path, monkeypatch):
+    import importlib
+    import sys
+    import warnings
+
+    (tmp_path / "gated.py").write_text("import manualnet\n@manualnet.register_layer('Gated')\n"
+                                       "class Gated(manualnet.Identity):\n    pass\n")
+    config = {"plugins": [str(tmp_path / "gated.py")], "data": {"dataset": "xor"},
+              "model": [{"type": "Linear", "out_features": 2}, {"type": "Gated"}], "train": {"epochs": 1},
+              "log": {"tensorboard": False}}
+    mn.train(config, run_dir=tmp_path / "first", quiet=True)    # the plugin is loaded
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "gated", raising=False)
+    importlib.import_module("gated")                             # and the same file imported: registered again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mn.train(config, run_dir=tmp_path / "second", quiet=True)

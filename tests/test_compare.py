@@ -422,3 +422,18 @@ class LinearOverwritingGrad(Linear):
 def test_a_backward_that_overwrites_grad_is_caught_by_check_module_alone():
     rows = check_layer(LinearOverwritingGrad(5, 3), randn((4, 5), seed=0))
     assert {(row.tensor, row.method) for row in rows if not row.passed} == {("dweight accumulates", "accumulate")}
+
+
+class LinearFailingOnFilledGrad(Linear):
+    def backward(self, dy):
+        if self.weight.grad.abs().sum() > 0:
+            raise RuntimeError("only starts from zero")
+        return super().backward(dy)
+
+
+def test_a_backward_that_fails_only_after_another_backward_fails_its_accumulates_rows():
+    rows = check_layer(LinearFailingOnFilledGrad(5, 3), randn((4, 5), seed=0))
+    failed = [row for row in rows if not row.passed]
+    assert [(row.tensor, row.method) for row in failed] == [("dweight accumulates", "accumulate"),
+                                                            ("dbias accumulates", "accumulate")]
+    assert "backward raised RuntimeError: only starts from zero" in failed[0].note

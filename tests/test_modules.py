@@ -559,5 +559,68 @@ def test_a_backward_returning_fewer_gradients_than_forward_took_inputs_is_named(
 
     module = Product()
     module(torch.randn(2, 3), torch.randn(2, 3))
-    with pytest.raises(LayerError, match=r"^Product: backward returned 1 gradient\(s\) for 2 input\(s\) of forward"):
+    with pytest.raises(LayerError, match=r"^Product: backward returned 1 gradient\(s\) for the 2 input\(s\) of forward"):
         module.backward(torch.ones(2, 3))
+
+
+class Masked(mn.Module):
+    """forward(x, mask=None): the optional input's gradient may be left out."""
+
+    def check_inputs(self, x, mask=None):
+        super().check_inputs(x)
+
+    def forward(self, x, mask=None):
+        self.cache = mask
+        return x if mask is None else x * mask
+
+    def backward(self, dy):
+        mask = self.take_cache()
+        return dy if mask is None else dy * mask
+
+
+class Gather(mn.Module):
+    def check_inputs(self, x, index):
+        super().check_inputs(x)
+
+    def forward(self, x, index):
+        self.cache = (x.shape, index)
+        return x.gather(1, index)
+
+    def backward(self, dy):
+        shape, index = self.take_cache()
+        return torch.zeros(shape, dtype=dy.dtype).scatter_add_(1, index, dy)   # and nothing for the indices
+
+
+class MeanSquared(mn.MSELoss):
+    def backward(self, dloss=1.0):
+        return super().backward(dloss), None                                      # the target's: None
+
+
+def test_inputs_after_the_last_floating_one_and_a_losss_target_may_get_no_gradient():
+    x = torch.randn(2, 3)
+    for module, inputs in ((Masked(), (x, None)), (Gather(), (x, torch.tensor([[0], [2]])))):
+        module(*inputs)
+        assert module.backward(torch.ones_like(module.forward(*inputs))).shape == x.shape
+    loss = MeanSquared()
+    loss(x, torch.randn(2, 3))
+    assert loss.backward()[1] is None
+
+
+class Promoting(mn.Module):
+    """A parent whose child works in float64 on a float32 input: the child's dy is the parent's to give."""
+
+    def __init__(self):
+        super().__init__()
+        self.act = mn.Sigmoid()
+
+    def forward(self, x):
+        return self.act(x.double()).float()
+
+    def backward(self, dy):
+        return self.act.backward(dy).float()
+
+
+def test_a_childs_dy_of_another_dtype_from_its_parent_is_not_the_callers_mistake():
+    module = Promoting()
+    module(torch.randn(2, 3))
+    assert module.backward(torch.ones(2, 3)).dtype == torch.float32

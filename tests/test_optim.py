@@ -473,6 +473,10 @@ def test_clip_grad_norm_takes_parameters_as_torch_does_and_scales_their_gradient
     for p, w, t in zip(model.parameters(), weights, twin, strict=True):
         assert torch.equal(p, w)                        # the weights are left alone
         torch.testing.assert_close(p.grad, t.grad)      # the gradients are clipped as torch clips them
+    weight = model[0].weight                            # one parameter, as torch takes it too
+    expected = torch.nn.utils.clip_grad_norm_(twin[0], 0.01)
+    torch.testing.assert_close(clip_grad_norm(weight, 0.01), expected)
+    assert torch.equal(weight, weights[0]) and torch.allclose(weight.grad, twin[0].grad)
 
 
 @pytest.mark.parametrize("name, kwargs", [("Adam", {}), ("AdamW", {}), ("SGD", {"lr": 0.1, "momentum": 0.9})])

@@ -23,6 +23,7 @@ SIGNATURES_KEPT = 8  # per module: an epoch's short last batch is a second signa
 
 class _State:
     trusted = False          # inside a call whose inputs passed the checks before
+    inside = False           # inside a backward checked in full: its children's dy comes from it
     inference = False        # that call runs under torch.inference_mode(): forwards keep no cache
     through_forward = False  # verify differentiates a module's own forward: forwards may build graphs
     version = 0              # bumped when any module registers a parameter or a child
@@ -106,7 +107,7 @@ def _first_call(module, forward, arity, inputs, kwargs):
     module.check_inputs(*inputs)
     out = forward(module, *inputs, **kwargs)
     _remember(checked, key)
-    return out, _shapes(inputs)
+    return out, tuple(x.shape if isinstance(x, torch.Tensor) and x.is_floating_point() else None for x in inputs)
 
 
 def _checked_backward(backward):
@@ -127,14 +128,19 @@ def _checked_backward(backward):
             result = backward(self, *grads, **kwargs)
             d["_out_shapes"] = None  # after: a subclass's backward may call super().backward()
             return result
-        dtype = d["_out_dtype"]  # the outermost call's: dy comes from the caller
-        if dtype is not None and grads and isinstance(grads[0], torch.Tensor) and grads[0].dtype != dtype:
+        dtype = d["_out_dtype"]
+        if not _State.inside and dtype is not None and grads and isinstance(grads[0], torch.Tensor) and \
+                grads[0].dtype != dtype:  # the outermost call: dy comes from the caller, not from a parent
             raise self.fail(f"backward got dy of dtype {grads[0].dtype}, but forward's output is {dtype}")
-        if d["_graph"] or _needs_no_grad(grads):
-            with torch.no_grad():
+        inside, _State.inside = _State.inside, True
+        try:
+            if d["_graph"] or _needs_no_grad(grads):
+                with torch.no_grad():
+                    result = _first_backward(self, backward, grads, kwargs)
+            else:
                 result = _first_backward(self, backward, grads, kwargs)
-        else:
-            result = _first_backward(self, backward, grads, kwargs)
+        finally:
+            _State.inside = inside
         d["_out_shapes"] = None  # after: a subclass's backward may call super().backward()
         return result
 
@@ -218,10 +224,12 @@ def _grad_shapes(grads, expected):
 def _check_returned(module, result, in_shapes):
     """A backward's input gradients have the inputs' shapes (torch itself refuses a .grad of the wrong shape)."""
     returned = result if isinstance(result, tuple) else (result,)
-    count = getattr(module, "inputs_with_gradients", None) or len(in_shapes)
-    if len(returned) != count:  # a two-input module returning one dx would hand it to the wrong input
-        raise module.fail(f"backward returned {len(returned)} gradient(s) for {count} input(s) of forward; "
-                          "return one per input, in order (None for an input that gets none)")
+    floating = [i for i, shape in enumerate(in_shapes) if shape is not None]
+    fewest = getattr(module, "inputs_with_gradients", None) or (floating[-1] + 1 if floating else 0)
+    if not fewest <= len(returned) <= len(in_shapes):  # (one dx for two floating inputs: the other's lost)
+        raise module.fail(f"backward returned {len(returned)} gradient(s) for the {len(in_shapes)} input(s) of "
+                          "forward; return one per input, in order (None for one that gets none; inputs after "
+                          "the last floating one may be left out)")
     for i, (dx, shape) in enumerate(zip(returned, in_shapes, strict=False)):
         if dx is not None and shape is not None and (not isinstance(dx, torch.Tensor) or dx.shape != shape):
             got = tuple(dx.shape) if isinstance(dx, torch.Tensor) else type(dx).__name__

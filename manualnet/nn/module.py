@@ -27,6 +27,14 @@ def register_layer(name):
     return LAYERS.register(name)
 
 
+_moves = 0  # calls of Module.to(): an optimizer's state follows its parameters to another dtype or device
+
+
+def moves():
+    """How many times ``Module.to`` has moved or cast parameters in this process."""
+    return _moves
+
+
 class Parameter(torch.nn.Parameter):
     """A learnable tensor: assigned to a module attribute, it is registered as that module's parameter.
 
@@ -216,6 +224,8 @@ class Module:
         device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
         if dtype is not None and not dtype.is_floating_point:
             raise LayerError(f"{type(self).__name__}.to({dtype}): parameters need a floating dtype")
+        global _moves
+        _moves += 1
         for module in self.modules():
             for p in module._parameters.values():
                 p.data = p.data.to(device=device, dtype=dtype)

@@ -48,6 +48,8 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0):
 def _tensor_list(grads):
     """The gradient tensors: a parameter stands for its ``.grad`` (none yet: no gradient), never itself."""
     tensors = []
+    if isinstance(grads, torch.Tensor):  # one parameter or gradient, as torch takes it (not its rows)
+        grads = [grads]
     for t in (grads.values() if isinstance(grads, dict) else grads):
         if not isinstance(t, torch.Tensor):
             raise ConfigError(f"gradient norm: expected parameters or gradient tensors, got a {type(t).__name__}")

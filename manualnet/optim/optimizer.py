@@ -12,6 +12,7 @@ NAME, so a checkpoint survives a rebuild of the model.
 import torch
 
 from manualnet.errors import ConfigError
+from manualnet.nn.module import moves
 from manualnet.optim.flat import FlatLayout, split
 from manualnet.optim.state import read_state_dict
 from manualnet.registry import Registry, expect, is_finite_nonnegative, refuse
@@ -34,6 +35,7 @@ class ParamGroup:
         self.state = None
         self.scratch = None
         self.layout = FlatLayout(params) if FlatLayout.fits(params) else None
+        self._moves = moves()
 
     def __getitem__(self, key):  # torch.optim's groups are dicts: group["lr"], group["params"]
         if key == "params":
@@ -66,10 +68,12 @@ class ParamGroup:
             if self.state is not None:
                 self.state = {k: split(v[0], self.params) for k, v in self.state.items()}
             self.layout, self.scratch = None, None
-        if self.state is not None and _moved(self.state, self.params):  # moved by .to(): the state follows,
-            self.state = {k: [b.to(p) for b, p in zip(v, self.params, strict=False)]  # as torch.optim's
-                          for k, v in self.state.items()}                          # load_state_dict casts it
-            self.scratch = None
+        if self.state is not None and self._moves != moves():  # a Module.to() since: the state follows the
+            self._moves = moves()                                 # parameters, as torch.optim's
+            if _moved(self.state, self.params):                   # load_state_dict casts it
+                self.state = {k: [b.to(p) for b, p in zip(v, self.params, strict=False)]
+                              for k, v in self.state.items()}
+                self.scratch = None
         kept = [p for p in self.params if p.grad is not None]
         if len(kept) != len(self.params) and self.state is not None:
             raise ConfigError("a parameter lost its gradient after the optimizer's first step "

@@ -1,6 +1,7 @@
 """Training from Python, as in a notebook: ``run = mn.train("configs/mlp.yaml", train__epochs=3)``."""
 
 import copy
+import inspect
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ def train(config, *, run_dir=None, device=None, quiet=False, **overrides):
         set_value(raw, key.replace("__", "."), value, where=f"train(..., {key}=...)", dot="__")
     settings = validate(raw, source=source, base_dir=base_dir, overrides=[k.replace("__", ".") for k in overrides])
     setup = build(settings, device=device, base_dir=base_dir)
-    session = _session_layers(setup.model)
+    session = _session_layers(setup.model, settings.plugins)
     if session:
         warnings.warn(f"{', '.join(session)} registered in this Python session, not by the config's plugins: "
                       "`manualnet eval` and `--resume` of this run will not know it (list its file under plugins:)",
@@ -49,8 +50,16 @@ def train(config, *, run_dir=None, device=None, quiet=False, **overrides):
     return Run(summary=summary, run_dir=lock.path, model=trainer.model)
 
 
-def _session_layers(model):
-    """The registered names of ``model``'s modules defined neither in manualnet nor in a plugin file."""
+def _session_layers(model, plugins):
+    """The registered names of ``model``'s modules defined neither in manualnet nor in a file of ``plugins``
+    (absolute paths, as build() leaves them)."""
     return sorted({cls.__dict__["registered_name"] for cls in map(type, model.modules())
-                   if "registered_name" in cls.__dict__
-                   and not cls.__module__.startswith(("manualnet.", "manualnet_plugin_"))})
+                   if "registered_name" in cls.__dict__ and not cls.__module__.startswith("manualnet.")
+                   and _source(cls) not in plugins})
+
+
+def _source(cls):
+    try:
+        return str(Path(inspect.getsourcefile(cls)).resolve())
+    except (TypeError, OSError):  # defined in a session with no file
+        return None

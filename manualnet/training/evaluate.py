@@ -32,5 +32,5 @@ def evaluate(model, loss, x, targets, labels, classification, threshold=0.5, bat
     if classification:
         metrics["accuracy"] = float(correct) / len(x)
     if perplexity:
-        metrics["perplexity"] = math.exp(metrics["loss"]) if metrics["loss"] < 700 else math.inf  # exp overflows
+        metrics["perplexity"] = math.inf if metrics["loss"] > 700 else math.exp(metrics["loss"])  # (exp overflows)
     return metrics

@@ -134,10 +134,13 @@ def _accumulates(again, work, dys, seed, tolerance, label):
     for k, p in own.items():
         p.grad = start[k].clone()
     _, crash = _backward(lambda: again.backward(*dys))
+    if crash:  # only from gradients already there: a failure of its own
+        return [failed_row(crash, tolerance, tensor=f"d{k} accumulates", shape=tuple(own[k].shape),
+                           method="accumulate", **label) for k in own]
     fresh = dict(work.named_parameters(recurse=False))
     filled = [k for k in own if own[k].grad is not None and fresh[k].grad is not None]  # (a missing one: above)
-    return [] if crash else [compare_tensors(own[k].grad, start[k] + fresh[k].grad, tolerance,
-                                             tensor=f"d{k} accumulates", method="accumulate", **label) for k in filled]
+    return [compare_tensors(own[k].grad, start[k] + fresh[k].grad, tolerance, tensor=f"d{k} accumulates",
+                            method="accumulate", **label) for k in filled]
 
 
 def _loss_vs_autograd(loss, pred, target, dtype, seed, tolerance, label):
