@@ -559,7 +559,7 @@ def test_a_backward_returning_fewer_gradients_than_forward_took_inputs_is_named(
 
     module = Product()
     module(torch.randn(2, 3), torch.randn(2, 3))
-    with pytest.raises(LayerError, match=r"^Product: backward returned 1 gradient\(s\) for the 2 input\(s\) of forward"):
+    with pytest.raises(LayerError, match=r"^Product: backward returned 1 gradient\(s\) for the 2 input\(s\)"):
         module.backward(torch.ones(2, 3))
 
 
