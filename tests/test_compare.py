@@ -437,3 +437,67 @@ def test_a_backward_that_fails_only_after_another_backward_fails_its_accumulates
     assert [(row.tensor, row.method) for row in failed] == [("dweight accumulates", "accumulate"),
                                                             ("dbias accumulates", "accumulate")]
     assert "backward raised RuntimeError: only starts from zero" in failed[0].note
+
+
+class TanhByKernel(mn.Module):
+    def forward(self, x):
+        self.cache = torch.tanh(x)
+        return self.cache
+
+    def backward(self, dy):
+        return torch.ops.aten.tanh_backward(dy, self.take_cache())      # torch's kernel, not the math
+
+
+class TanhByAutogradGrad(mn.Module):
+    def forward(self, x):
+        self.cache = x
+        return torch.tanh(x)
+
+    def backward(self, dy):
+        with torch.enable_grad():
+            x = self.take_cache().detach().requires_grad_()
+            return torch.autograd.grad(torch.tanh(x), x, dy)[0]
+
+
+class TanhByTensorBackward(TanhByAutogradGrad):
+    def backward(self, dy):
+        with torch.enable_grad():
+            x = self.take_cache().detach().requires_grad_()
+            torch.tanh(x).backward(dy)
+            return x.grad
+
+
+class LeakyInPlace(mn.Module):
+    def forward(self, x):
+        self.cache = x > 0
+        x[x < 0] *= 0.1                                                  # the caller's batch, changed
+        return x
+
+    def backward(self, dy):
+        return torch.where(self.take_cache(), dy, 0.1 * dy)
+
+    def reference(self, x):
+        return torch.nn.functional.leaky_relu(x, 0.1)
+
+
+class ReluChangingDy(mn.Module):
+    def forward(self, x):
+        self.cache = x > 0
+        return torch.relu(x)
+
+    def backward(self, dy):
+        dy[~self.take_cache()] = 0                                       # the caller's gradient, changed
+        return dy
+
+
+@pytest.mark.parametrize("layer, failed, note", [
+    (TanhByKernel(), {("dx", "autograd")}, "backward called torch's own backward kernel aten.tanh_backward"),
+    (TanhByAutogradGrad(), {("dx", "autograd")}, "it called torch.autograd.grad: manualnet's backward is written"),
+    (TanhByTensorBackward(), {("dx", "autograd")}, "it called Tensor.backward"),
+    (LeakyInPlace(), {("x", "in place")}, "forward changed x in place: it is the caller's tensor"),
+    (ReluChangingDy(), {("dy", "in place")}, "backward changed dy in place: it is the caller's tensor"),
+])
+def test_a_backward_not_written_by_hand_or_changing_the_callers_tensors_fails_by_name(layer, failed, note):
+    rows = check_layer(layer, randn((3, 4), seed=0))
+    assert {(row.tensor, row.method) for row in rows if not row.passed} == failed, format_table(rows)
+    assert note in next(row.note for row in rows if not row.passed)

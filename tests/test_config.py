@@ -335,3 +335,42 @@ def test_a_layer_defined_again_in_the_same_module_replaces_itself(tmp_path):
         class Redefined(manualnet.Identity):
             pass
     assert manualnet.nn.LAYERS.get("Redefined") is Redefined
+
+
+HINGE = '''import torch
+import manualnet
+
+
+@manualnet.register_loss("MultiHinge")
+class MultiHinge(manualnet.Loss):
+    """torch's multi_margin_loss: mean over samples of sum_{i != t} max(0, 1 - x_t + x_i) / C."""
+
+    takes_class_indices = True
+
+    def forward(self, pred, target):
+        margins = (pred - pred.gather(1, target.unsqueeze(1)) + 1).clamp_min(0).scatter(1, target.unsqueeze(1), 0)
+        self.cache = (margins > 0, target, pred.dtype)
+        return self.reduce(margins.sum(1) / pred.shape[1])
+
+    def backward(self, dloss=1.0):
+        active, target, dtype = self.take_cache()
+        d = active.to(dtype)
+        d.scatter_(1, target.unsqueeze(1), -d.sum(1, keepdim=True))
+        return d * (self.scale(len(target)) * dloss / d.shape[1])
+
+    def reference(self, pred, target):
+        return torch.nn.functional.multi_margin_loss(pred, target, reduction=self.reduction)
+'''
+
+
+def test_a_plugin_loss_that_takes_class_indices_gets_them_from_a_config(tmp_path):
+    from manualnet.cli.main import main
+
+    (tmp_path / "hinge.py").write_text(HINGE)
+    config = {"plugins": ["hinge.py"], "data": {"dataset": "spirals"}, "loss": {"type": "MultiHinge"},
+              "model": [{"type": "Linear", "out_features": 16}, {"type": "ReLU"},
+                        {"type": "Linear", "out_features": 3}],
+              "train": {"epochs": 1}, "log": {"tensorboard": False}}
+    path = write(tmp_path, yaml.safe_dump(config))
+    assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
+    assert main(["verify", "--config", str(path)]) == 0

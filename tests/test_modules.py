@@ -624,3 +624,31 @@ def test_a_childs_dy_of_another_dtype_from_its_parent_is_not_the_callers_mistake
     module = Promoting()
     module(torch.randn(2, 3))
     assert module.backward(torch.ones(2, 3)).dtype == torch.float32
+
+
+class ForgotInit(mn.Module):
+    def __init__(self):  # no super().__init__(), and nothing assigned that would have said so
+        pass
+
+    def forward(self, x):
+        return x
+
+
+class Unreduced(mn.Loss):
+    def forward(self, pred, target):
+        self.cache = pred - target
+        return self.cache ** 2  # the elementwise loss, not one number
+
+    def backward(self, dloss=1.0):
+        return 2 * self.take_cache() * dloss
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: ForgotInit()(torch.randn(2, 3)),
+     r"^ForgotInit: call super\(\).__init__\(\) first in ForgotInit.__init__$"),
+    (lambda: Unreduced()(torch.randn(2, 3), torch.randn(2, 3)),
+     r"^Unreduced: forward returned shape \(2, 3\); a loss is one number: reduce it"),
+])
+def test_a_students_layer_or_loss_mistake_is_one_layer_error(make, message):
+    with pytest.raises(LayerError, match=message):
+        make()

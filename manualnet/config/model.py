@@ -8,7 +8,6 @@ from manualnet.errors import ConfigError, ManualnetError
 from manualnet.nn import LAYERS, LOSSES, Sequential
 from manualnet.registry import construct
 
-CLASS_INDEX_LOSSES = ("CrossEntropyLoss", "NLLLoss")
 DATA_SIZES = ("vocab_size", "block_size")  # a language model's sizes, fixed by its data when a config omits them
 
 
@@ -100,7 +99,7 @@ def build_loss(spec, out_features, data):
     cls = LOSSES.get(name, where="loss.type")
     loss = construct(cls, spec_kwargs(spec), "loss")
     if data.task == "regression":
-        if name in CLASS_INDEX_LOSSES:
+        if cls.takes_class_indices:
             raise ConfigError(f"loss: {name} needs class labels, but data set {data.name!r} is a regression task "
                               "(use MSELoss)")
         if out_features != data.out_features:
@@ -108,16 +107,17 @@ def build_loss(spec, out_features, data):
                               f"{data.name!r} has {data.out_features} targets; make the last layer's "
                               f"out_features {data.out_features}")
     elif out_features != data.num_classes and not (out_features == 1 and data.num_classes == 2
-                                                   and name not in CLASS_INDEX_LOSSES):
+                                                   and not cls.takes_class_indices):
         raise ConfigError(f"loss: {name} gets {out_features} outputs per sample but data set {data.name!r} has "
                           f"{data.num_classes} classes; make the last layer's out_features {data.num_classes}")
     return loss
 
 
 def loss_targets(loss_name, labels, out_features, dtype):
-    """What the loss compares predictions with: class indices for CrossEntropy/NLL; for MSE and BCE on a
-    classification task, one-hot rows (or a (N, 1) column of 0/1 for a single-output binary model)."""
-    if loss_name in CLASS_INDEX_LOSSES or labels.is_floating_point():
+    """What the loss compares predictions with: class indices for a loss that takes them (CrossEntropy,
+    NLL, a plugin's with ``takes_class_indices``); for MSE and BCE on a classification task, one-hot rows (or
+    a (N, 1) column of 0/1 for a single-output binary model)."""
+    if LOSSES.get(loss_name).takes_class_indices or labels.is_floating_point():
         return labels
     if out_features == 1:
         return labels.to(dtype).unsqueeze(1)

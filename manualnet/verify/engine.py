@@ -15,6 +15,7 @@ import contextlib
 import copy
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from manualnet.errors import LayerError
 from manualnet.verify import finite_diff
@@ -103,25 +104,39 @@ def _module_vs_autograd(module, inputs, grads, dtype, seed, tolerance, label):
     work = _working_copy(module, dtype)
     reference_copy = copy.deepcopy(work)
     inputs = tuple(_cast(x, dtype) for x in inputs)
+    originals = tuple(x.clone() for x in inputs)  # what the reference gets, whatever forward does to inputs
     replay = Replay([work], inputs[0].device)
     out = work.forward(*inputs)
     outs = out if isinstance(out, tuple) else (out,)
     dys = _upstreams(outs, grads, seed)
     names = _row_names(inputs, work)
-    leaves = {**{names[i]: x.detach().clone().requires_grad_(True) for i, x in _floating(inputs)},
+    leaves = {**{names[i]: x.detach().clone().requires_grad_(True) for i, x in _floating(originals)},
               **{names[p]: leaf for p, leaf in with_leaf_parameters(reference_copy).items()}}
-    call = tuple(leaves.get(names.get(i), x) for i, x in enumerate(inputs))
+    call = tuple(leaves.get(names.get(i), x) for i, x in enumerate(originals))
     with replay.rewound():
         outs_ref, expected = differentiate(lambda: reference_of(reference_copy)(*call), leaves, dys, label["layer"])
     again = copy.deepcopy(work) if work._parameters else None  # after this forward, for _accumulates
-    manual, crash = _backward(lambda: _manual_grads(work.backward(*[dy.clone() for dy in dys]), inputs, work,
-                                                    names))
+    given = [dy.clone() for dy in dys]
+    manual, crash = _backward(lambda: _manual_grads(work.backward(*given), inputs, work, names))
     rows = [compare_tensors(o, r, tolerance, tensor=_out_name(k, len(outs)), method="autograd", **label)
             for k, (o, r) in enumerate(zip(outs, outs_ref, strict=False))]
     if not expected:
         rows[0].note = "reference output has another shape; gradients not compared"
     rows += _grad_rows(manual, expected, tolerance, label, crash)
+    rows += _changed_in_place([("forward", f"x{i}" if len(inputs) > 1 else "x", x, o)
+                               for i, (x, o) in enumerate(zip(inputs, originals, strict=True))] +
+                              [("backward", _out_name(k, len(dys)).replace("y", "dy", 1), g, d)
+                               for k, (g, d) in enumerate(zip(given, dys, strict=True))], tolerance, label)
     return rows + (_accumulates(again, work, dys, seed, tolerance, label) if again is not None and not crash else [])
+
+
+def _changed_in_place(pairs, tolerance, label):
+    """A failed row for each (method, name, tensor, its copy from before) whose tensor a forward or backward
+    changed in place: the caller's own (a batch, the dy a Residual's skip path reads again), which autograd's
+    modules leave alone. None when all are unchanged."""
+    return [failed_row(f"{method} changed {name} in place: it is the caller's tensor", tolerance, tensor=name,
+                       shape=tuple(t.shape), method="in place", **label)
+            for method, name, t, before in pairs if not torch.equal(t, before)]
 
 
 def _accumulates(again, work, dys, seed, tolerance, label):
@@ -186,14 +201,54 @@ def _grad_rows(manual, expected, tolerance, label, crash):
 
 
 def _backward(run):
-    """``run()``, or {} and why if the manual backward crashed: a crash is a failed check, not an abort. A
-    LayerError is the caller's misuse (a dy of the wrong shape, say) and is raised as it is."""
+    """``run()``, or {} and why if the manual backward crashed or was not written by hand (it called
+    autograd or one of torch's own backward kernels): a failed check, not an abort. A LayerError is the
+    caller's misuse (a dy of the wrong shape, say) and is raised as it is."""
     try:
-        return run(), ""
+        with _by_hand() as kernels:
+            result = run()
     except LayerError:
         raise
     except Exception as error:              # whatever a broken backward raises is reported in its rows
         return {}, f"backward raised {type(error).__name__}: {error}"
+    if kernels:
+        return {}, f"backward called torch's own backward kernel {kernels[0]}: write it from the math instead"
+    return result, ""
+
+
+class NotByHand(RuntimeError):
+    """A manual backward that called autograd."""
+
+
+@contextlib.contextmanager
+def _by_hand():
+    """Inside: autograd refuses to run (``NotByHand``), and the list yielded collects every aten backward
+    kernel called (``aten.tanh_backward``, the ``torch.nn.grad`` functions' convolution_backward)."""
+    def refusing(name):
+        def refuse(*args, **kwargs):
+            raise NotByHand(f"it called {name}: manualnet's backward is written by hand, without autograd")
+        return refuse
+
+    saved = torch.autograd.backward, torch.autograd.grad, torch.Tensor.backward
+    with _BackwardKernels() as kernels:  # (entered first: torch checks its own functions as it starts)
+        torch.autograd.backward, torch.autograd.grad, torch.Tensor.backward = (
+            refusing("torch.autograd.backward"), refusing("torch.autograd.grad"), refusing("Tensor.backward"))
+        try:
+            yield kernels.called
+        finally:
+            torch.autograd.backward, torch.autograd.grad, torch.Tensor.backward = saved
+
+
+class _BackwardKernels(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.called = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        if "backward" in name and name not in self.called:
+            self.called.append(name)
+        return func(*args, **(kwargs or {}))
 
 
 # -- against finite differences -----------------------------------------------------------------------------

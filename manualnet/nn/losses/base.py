@@ -31,6 +31,7 @@ class Loss(Module):
     """
 
     inputs_with_gradients = 1  # pred's: the target gets none (backward returns dL/dpred alone)
+    takes_class_indices = False  # a config's classification data comes as one-hot rows; True: as indices
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -51,7 +52,13 @@ class Loss(Module):
         self.check_target(pred, target)
 
     def check_target(self, pred, target):
-        """Raise LayerError if target does not fit pred; the default wants the same shape, floating."""
+        """Raise LayerError if target does not fit pred; the default wants the same shape, floating (with
+        ``takes_class_indices``: integer indices, pred's shape without its last dim, the classes')."""
+        if self.takes_class_indices:
+            if target.is_floating_point() or target.dtype == torch.bool or target.shape != pred.shape[:-1]:
+                raise self.fail(f"pred {tuple(pred.shape)} takes integer class indices of shape "
+                                f"{tuple(pred.shape[:-1])} as target, got {target.dtype} {tuple(target.shape)}")
+            return
         if target.shape != pred.shape:
             raise self.fail(f"pred has shape {tuple(pred.shape)} but target has shape {tuple(target.shape)}; "
                             "they must match")
@@ -73,6 +80,10 @@ def _returning_a_loss_value(forward):
     @functools.wraps(forward)
     def value(self, pred, target):
         loss = forward(self, pred, target)
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else f"a {type(loss).__name__}"
+            raise self.fail(f"forward returned {got}; a loss is one number: reduce it (self.reduce(elementwise) "
+                            "takes the mean or the sum, as reduction says)")
         if not loss.requires_grad:  # no graph (one built under autograd, as verify's, keeps torch's backward)
             # the autograd habit, loss.backward(), says what to call instead; an attribute of this one tensor
             # (it stays a plain torch.Tensor), as a tensor subclass costs every step more

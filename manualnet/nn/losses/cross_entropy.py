@@ -14,6 +14,8 @@ class _ClassIndexLoss(Loss):
     classes in dim 1 instead; the reference flattens to (N, C) first, so the two agree.)
     """
 
+    takes_class_indices = True
+
     def check_target(self, pred, target):
         if pred.dim() < 2:
             raise self.fail(f"pred must be (N, C) class scores (or (*, C)), got shape {tuple(pred.shape)}")
