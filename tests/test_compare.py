@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -501,3 +502,38 @@ def test_a_backward_not_written_by_hand_or_changing_the_callers_tensors_fails_by
     rows = check_layer(layer, randn((3, 4), seed=0))
     assert {(row.tensor, row.method) for row in rows if not row.passed} == failed, format_table(rows)
     assert note in next(row.note for row in rows if not row.passed)
+
+
+class NumpyTanh(mn.Module):
+    def forward(self, x):
+        self.cache = torch.from_numpy(np.tanh(x.detach().numpy()))       # outside autograd's reach
+        return self.cache
+
+    def backward(self, dy):
+        y = self.take_cache()
+        return dy * (1 - y * y)
+
+
+class ItemScale(mn.Module):
+    def __init__(self):
+        super().__init__()
+        self.alpha = mn.Parameter(torch.tensor([1.5], dtype=torch.float64))
+
+    def forward(self, x):
+        self.cache = x
+        return self.alpha.item() * x                                     # right value, no graph to alpha
+
+    def backward(self, dy):
+        self.alpha.grad += (dy * self.take_cache()).sum().reshape(1)     # right gradient
+        return dy * self.alpha
+
+
+def test_a_forward_autograd_cannot_reach_is_checked_by_finite_differences_and_named():
+    rows = check_layer(NumpyTanh(), randn((3, 4), seed=0), fd=True, index="1")
+    assert [(r.index, r.skipped) for r in rows if not r.passed] == [("1", True)]
+    assert "does not depend on its inputs through autograd (.item(), numpy or .data" in rows[0].note
+    assert [(r.tensor, r.method, r.passed) for r in rows[1:]] == [("dx", "finite-diff", True)]
+    rows = check_layer(ItemScale(), randn((3, 4), seed=0), fd=True)
+    failed = [r for r in rows if not r.passed]
+    assert [(r.tensor, r.method) for r in failed] == [("dalpha", "autograd")]
+    assert failed[0].note == "the reference does not reach it (.item(), numpy or .data in it break the graph?)"

@@ -13,14 +13,23 @@ would be an input's is shown as ``d(<name>)``.
 
 import contextlib
 import copy
+import dataclasses
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from manualnet.errors import LayerError
 from manualnet.verify import finite_diff
-from manualnet.verify.reference import Replay, describe, differentiate, reference_of, with_leaf_parameters
-from manualnet.verify.report import FINITE_DIFF, Rows, compare_tensors, failed_row, mismatch, tolerance_for
+from manualnet.verify.reference import (
+    BREAKS,
+    NoReference,
+    Replay,
+    describe,
+    differentiate,
+    reference_of,
+    with_leaf_parameters,
+)
+from manualnet.verify.report import FINITE_DIFF, Rows, compare_tensors, failed_row, mismatch, skipped_row, tolerance_for
 
 
 def check_module(module, *inputs, grads=None, dtype=torch.float64, fd=False, seed=0, tol=None, index=None):
@@ -31,7 +40,10 @@ def check_module(module, *inputs, grads=None, dtype=torch.float64, fd=False, see
     with _isolated(inputs[0].device):
         label = dict(index=index, layer=describe(module))
         tolerance = tolerance_for(dtype or inputs[0].dtype, tol)
-        rows = _module_vs_autograd(module, inputs, grads, dtype, seed, tolerance, label)
+        try:
+            rows = _module_vs_autograd(module, inputs, grads, dtype, seed, tolerance, label)
+        except NoReference as why:  # nothing autograd can differentiate: finite differences still can
+            rows = [dataclasses.replace(skipped_row(label["layer"], f"autograd cannot check it: {why}"), index=index)]
         if fd:
             rows += _module_vs_finite_diff(module, inputs, grads, seed, label)
     return Rows(rows)
@@ -196,8 +208,14 @@ def _model_vs_autograd(model, loss, x, target, dtype, seed, tolerance):
 
 
 def _grad_rows(manual, expected, tolerance, label, crash):
-    return [compare_tensors(manual.get(name), reference, tolerance, tensor=name, method="autograd", note=crash,
-                            **label) for name, reference in expected.items()]
+    rows = []
+    for name, reference in expected.items():
+        row = compare_tensors(manual.get(name), reference, tolerance, tensor=name, method="autograd", note=crash,
+                              **label)
+        if not row.passed and getattr(reference, "unreached", False):  # autograd's zero may be what is wrong
+            row.note = "; ".join(filter(None, [row.note, f"the reference does not reach it ({BREAKS}?)"]))
+        rows.append(row)
+    return rows
 
 
 def _backward(run):

@@ -53,14 +53,25 @@ def differentiate(fn, leaves, upstream, who):
     if len(outs) != len(upstream) or any(o.shape != u.shape for o, u in zip(outs, upstream, strict=False)):
         return tuple(o.detach() for o in outs), {}
     if not any(o.requires_grad for o in outs):
-        raise NoReference(f"{who}: its reference does not depend on its inputs through autograd; give it a "
-                          "reference(...) written with torch.nn.functional on its parameters")
+        raise NoReference(f"{who}: its reference (its own forward, without one) does not depend on its inputs "
+                          f"through autograd ({BREAKS}); give it a reference(...) written in torch ops on its "
+                          "parameters")
     names = list(leaves)
     wanted = [(o, u) for o, u in zip(outs, upstream, strict=True) if o.requires_grad]
     grads = torch.autograd.grad([o for o, _ in wanted], [leaves[n] for n in names], [u for _, u in wanted],
                                 allow_unused=True)
-    return tuple(o.detach() for o in outs), {n: torch.zeros_like(leaves[n]) if g is None else g
+    return tuple(o.detach() for o in outs), {n: _unused(leaves[n]) if g is None else g
                                              for n, g in zip(names, grads, strict=True)}
+
+
+BREAKS = ".item(), numpy or .data in it break the graph"
+
+
+def _unused(leaf):
+    """Zeros for a leaf the reference does not reach, marked so a failing row can say why it may be."""
+    zeros = torch.zeros_like(leaf)
+    zeros.unreached = True
+    return zeros
 
 
 class Replay:
