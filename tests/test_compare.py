@@ -16,6 +16,7 @@ from manualnet.verify import (
     Tolerance,
     all_passed,
     check_layer,
+    check_model,
     compare,
     finite_differences,
     format_table,
@@ -537,3 +538,40 @@ def test_a_forward_autograd_cannot_reach_is_checked_by_finite_differences_and_na
     failed = [r for r in rows if not r.passed]
     assert [(r.tensor, r.method) for r in failed] == [("dalpha", "autograd")]
     assert failed[0].note == "the reference does not reach it (.item(), numpy or .data in it break the graph?)"
+
+
+class DoublingItsCache(mn.Module):
+    def forward(self, x):
+        self.cache = x
+        return 2 * x
+
+    def backward(self, dy):
+        return self.take_cache().mul_(0).add_(2 * dy)                   # writes into the input it kept
+
+
+def test_the_in_place_row_blames_the_backward_that_changed_an_input():
+    rows = check_layer(DoublingItsCache(), randn((3, 4), seed=0))
+    assert [(r.tensor, r.note) for r in rows if not r.passed] == [("x", "backward changed x in place: it is the "
+                                                                        "caller's tensor")]
+
+
+def test_a_model_with_a_module_autograd_cannot_reach_is_still_checked_by_finite_differences():
+    model = mn.Sequential(mn.Linear(4, 3), NumpyTanh()).to(torch.float64)
+    rows = check_model(model, mn.MSELoss(), randn((5, 4), seed=0), randn((5, 3), seed=1), fd=True)
+    assert [(r.index, r.layer) for r in rows if r.skipped] == [("1", "NumpyTanh"), (None, "Sequential+MSELoss")]
+    assert all(r.passed for r in rows if not r.skipped) and any(r.method == "finite-diff" for r in rows)
+
+
+def test_only_the_thread_running_a_manual_backward_refuses_autograd():
+    import threading
+
+    from manualnet.verify.rules import NotByHand, by_hand
+
+    original, x, seen = torch.autograd.grad, torch.ones(3, requires_grad=True), []
+    with by_hand():
+        other = threading.Thread(target=lambda: seen.append(torch.autograd.grad((x * x).sum(), x)[0]))
+        other.start()
+        other.join()
+        with pytest.raises(NotByHand):
+            torch.autograd.grad((x * x).sum(), x)
+    assert torch.equal(seen[0], 2 * x.detach()) and torch.autograd.grad is original

@@ -652,3 +652,31 @@ class Unreduced(mn.Loss):
 def test_a_students_layer_or_loss_mistake_is_one_layer_error(make, message):
     with pytest.raises(LayerError, match=message):
         make()
+
+
+class WithProperty(mn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = mn.Parameter(torch.ones(2, 2))
+
+    @property
+    def weight_t(self):
+        return self.wieght.t()  # a typo inside a property
+
+
+def test_an_attribute_error_inside_a_property_names_the_missing_attribute():
+    with pytest.raises(AttributeError, match="'wieght'"):
+        _ = WithProperty().weight_t
+
+
+class IntegerLoss(mn.Loss):
+    def forward(self, pred, target):
+        return (pred > target).sum()  # a count, not a loss
+
+    def backward(self, dloss=1.0):
+        return None
+
+
+def test_a_loss_whose_value_is_not_a_floating_number_is_one_layer_error():
+    with pytest.raises(LayerError, match=r"^IntegerLoss: forward returned a torch.int64 value; a loss is one number"):
+        IntegerLoss()(torch.randn(2, 3), torch.randn(2, 3))

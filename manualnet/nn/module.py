@@ -262,7 +262,7 @@ class Module:
     def __getattr__(self, name):  # only when the normal lookup failed: no cost to a module that works
         if not name.startswith("__") and "_parameters" not in self.__dict__:
             raise LayerError(f"{type(self).__name__}: call super().__init__() first in {type(self).__name__}.__init__")
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return object.__getattribute__(self, name)  # the lookup's own error again (a property's, inside it)
 
     def forward(self, *inputs):
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")

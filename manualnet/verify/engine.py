@@ -16,9 +16,7 @@ import copy
 import dataclasses
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from manualnet.errors import LayerError
 from manualnet.verify import finite_diff
 from manualnet.verify.reference import (
     BREAKS,
@@ -30,6 +28,7 @@ from manualnet.verify.reference import (
     with_leaf_parameters,
 )
 from manualnet.verify.report import FINITE_DIFF, Rows, compare_tensors, failed_row, mismatch, skipped_row, tolerance_for
+from manualnet.verify.rules import accumulates, changed_in_place, run_backward
 
 
 def check_module(module, *inputs, grads=None, dtype=torch.float64, fd=False, seed=0, tol=None, index=None):
@@ -40,10 +39,8 @@ def check_module(module, *inputs, grads=None, dtype=torch.float64, fd=False, see
     with _isolated(inputs[0].device):
         label = dict(index=index, layer=describe(module))
         tolerance = tolerance_for(dtype or inputs[0].dtype, tol)
-        try:
-            rows = _module_vs_autograd(module, inputs, grads, dtype, seed, tolerance, label)
-        except NoReference as why:  # nothing autograd can differentiate: finite differences still can
-            rows = [dataclasses.replace(skipped_row(label["layer"], f"autograd cannot check it: {why}"), index=index)]
+        rows = _unless_unreachable(lambda: _module_vs_autograd(module, inputs, grads, dtype, seed, tolerance,
+                                                               label), label)
         if fd:
             rows += _module_vs_finite_diff(module, inputs, grads, seed, label)
     return Rows(rows)
@@ -60,7 +57,9 @@ def check_loss(loss, pred, target, *, dtype=torch.float64, fd=False, seed=0, tol
     ``loss.reference``; with ``fd`` also dpred against finite differences of its own forward in float64."""
     with _isolated(pred.device):
         label = dict(index=index, layer=describe(loss))
-        rows = _loss_vs_autograd(loss, pred, target, dtype, seed, tolerance_for(dtype or pred.dtype, tol), label)
+        tolerance = tolerance_for(dtype or pred.dtype, tol)
+        rows = _unless_unreachable(lambda: _loss_vs_autograd(loss, pred, target, dtype, seed, tolerance, label),
+                                   label)
         if fd:
             rows += _loss_vs_finite_diff(loss, pred, target, seed, label)
     return Rows(rows)
@@ -81,8 +80,19 @@ def check_model(model, loss, x, target, *, dtype=torch.float64, fd=False, seed=0
         rows += check_module(module, *inputs, dtype=dtype, fd=fd, seed=seed + i, tol=tol, index=path)
     rows += check_loss(loss, output, target, dtype=dtype, fd=fd, seed=seed + len(reached), tol=tol, index="loss")
     with _isolated(x.device):
-        rows += _model_vs_autograd(model, loss, x, target, dtype, seed, tolerance_for(dtype or x.dtype, tol))
+        label = dict(index=None, layer=f"{describe(model)}+{describe(loss)}")
+        rows += _unless_unreachable(lambda: _model_vs_autograd(model, loss, x, target, dtype, seed,
+                                                               tolerance_for(dtype or x.dtype, tol)), label)
     return Rows(rows)
+
+
+def _unless_unreachable(rows_of, label):
+    """``rows_of()``, or the skipped row that says why autograd cannot check it (finite differences can)."""
+    try:
+        return rows_of()
+    except NoReference as why:
+        return [dataclasses.replace(skipped_row(label["layer"], f"autograd cannot check it: {why}"),
+                                    index=label["index"])]
 
 
 def inputs_reaching(model, x, dtype):
@@ -118,7 +128,9 @@ def _module_vs_autograd(module, inputs, grads, dtype, seed, tolerance, label):
     inputs = tuple(_cast(x, dtype) for x in inputs)
     originals = tuple(x.clone() for x in inputs)  # what the reference gets, whatever forward does to inputs
     replay = Replay([work], inputs[0].device)
+    versions = [x._version for x in inputs]       # torch counts each tensor's in-place changes
     out = work.forward(*inputs)
+    after_forward = [x._version for x in inputs]
     outs = out if isinstance(out, tuple) else (out,)
     dys = _upstreams(outs, grads, seed)
     names = _row_names(inputs, work)
@@ -129,45 +141,15 @@ def _module_vs_autograd(module, inputs, grads, dtype, seed, tolerance, label):
         outs_ref, expected = differentiate(lambda: reference_of(reference_copy)(*call), leaves, dys, label["layer"])
     again = copy.deepcopy(work) if work._parameters else None  # after this forward, for _accumulates
     given = [dy.clone() for dy in dys]
-    manual, crash = _backward(lambda: _manual_grads(work.backward(*given), inputs, work, names))
+    given_versions = [dy._version for dy in given]
+    manual, crash = run_backward(lambda: _manual_grads(work.backward(*given), inputs, work, names))
     rows = [compare_tensors(o, r, tolerance, tensor=_out_name(k, len(outs)), method="autograd", **label)
             for k, (o, r) in enumerate(zip(outs, outs_ref, strict=False))]
     if not expected:
         rows[0].note = "reference output has another shape; gradients not compared"
     rows += _grad_rows(manual, expected, tolerance, label, crash)
-    rows += _changed_in_place([("forward", f"x{i}" if len(inputs) > 1 else "x", x, o)
-                               for i, (x, o) in enumerate(zip(inputs, originals, strict=True))] +
-                              [("backward", _out_name(k, len(dys)).replace("y", "dy", 1), g, d)
-                               for k, (g, d) in enumerate(zip(given, dys, strict=True))], tolerance, label)
-    return rows + (_accumulates(again, work, dys, seed, tolerance, label) if again is not None and not crash else [])
-
-
-def _changed_in_place(pairs, tolerance, label):
-    """A failed row for each (method, name, tensor, its copy from before) whose tensor a forward or backward
-    changed in place: the caller's own (a batch, the dy a Residual's skip path reads again), which autograd's
-    modules leave alone. None when all are unchanged."""
-    return [failed_row(f"{method} changed {name} in place: it is the caller's tensor", tolerance, tensor=name,
-                       shape=tuple(t.shape), method="in place", **label)
-            for method, name, t, before in pairs if not torch.equal(t, before)]
-
-
-def _accumulates(again, work, dys, seed, tolerance, label):
-    """A backward ADDS to ``.grad``, as autograd does (one that overwrites it passes the rows above, whose
-    buffers start at zero): ``again``, the module as it was after the forward, given random gradients g0,
-    must end at g0 + what ``work``'s backward left from zero. Rows for the module's own parameters."""
-    gen = torch.Generator().manual_seed(seed + 1)
-    own = dict(again.named_parameters(recurse=False))
-    start = {k: torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p) for k, p in own.items()}
-    for k, p in own.items():
-        p.grad = start[k].clone()
-    _, crash = _backward(lambda: again.backward(*dys))
-    if crash:  # only from gradients already there: a failure of its own
-        return [failed_row(crash, tolerance, tensor=f"d{k} accumulates", shape=tuple(own[k].shape),
-                           method="accumulate", **label) for k in own]
-    fresh = dict(work.named_parameters(recurse=False))
-    filled = [k for k in own if own[k].grad is not None and fresh[k].grad is not None]  # (a missing one: above)
-    return [compare_tensors(own[k].grad, start[k] + fresh[k].grad, tolerance, tensor=f"d{k} accumulates",
-                            method="accumulate", **label) for k in filled]
+    rows += changed_in_place(inputs, (versions, after_forward), given, given_versions, tolerance, label)
+    return rows + (accumulates(again, work, dys, seed, tolerance, label) if again is not None and not crash else [])
 
 
 def _loss_vs_autograd(loss, pred, target, dtype, seed, tolerance, label):
@@ -177,7 +159,7 @@ def _loss_vs_autograd(loss, pred, target, dtype, seed, tolerance, label):
     leaf = pred.detach().clone().requires_grad_(True)
     (value_ref,), expected = differentiate(lambda: reference_of(work)(leaf, target), {"dpred": leaf}, dloss,
                                            label["layer"])
-    manual, crash = _backward(lambda: {"dpred": work.backward(dloss[0].item())})
+    manual, crash = run_backward(lambda: {"dpred": work.backward(dloss[0].item())})
     rows = [compare_tensors(value, value_ref, tolerance, tensor="loss", method="autograd", **label)]
     if not expected:
         rows[0].note = "reference output has another shape; gradients not compared"
@@ -199,7 +181,7 @@ def _model_vs_autograd(model, loss, x, target, dtype, seed, tolerance):
         (value_ref,), expected = differentiate(
             lambda: reference_of(work_loss)(reference_of(reference_copy)(leaves.get("dx", x)), target), leaves, dloss,
             label["layer"])
-    manual, crash = _backward(lambda: _manual_grads(work.backward(work_loss.backward(dloss[0].item())), (x,),
+    manual, crash = run_backward(lambda: _manual_grads(work.backward(work_loss.backward(dloss[0].item())), (x,),
                                                     work, names))
     rows = [compare_tensors(value, value_ref, tolerance, tensor="loss", method="autograd", **label)]
     if not expected:
@@ -218,57 +200,6 @@ def _grad_rows(manual, expected, tolerance, label, crash):
     return rows
 
 
-def _backward(run):
-    """``run()``, or {} and why if the manual backward crashed or was not written by hand (it called
-    autograd or one of torch's own backward kernels): a failed check, not an abort. A LayerError is the
-    caller's misuse (a dy of the wrong shape, say) and is raised as it is."""
-    try:
-        with _by_hand() as kernels:
-            result = run()
-    except LayerError:
-        raise
-    except Exception as error:              # whatever a broken backward raises is reported in its rows
-        return {}, f"backward raised {type(error).__name__}: {error}"
-    if kernels:
-        return {}, f"backward called torch's own backward kernel {kernels[0]}: write it from the math instead"
-    return result, ""
-
-
-class NotByHand(RuntimeError):
-    """A manual backward that called autograd."""
-
-
-@contextlib.contextmanager
-def _by_hand():
-    """Inside: autograd refuses to run (``NotByHand``), and the list yielded collects every aten backward
-    kernel called (``aten.tanh_backward``, the ``torch.nn.grad`` functions' convolution_backward)."""
-    def refusing(name):
-        def refuse(*args, **kwargs):
-            raise NotByHand(f"it called {name}: manualnet's backward is written by hand, without autograd")
-        return refuse
-
-    saved = torch.autograd.backward, torch.autograd.grad, torch.Tensor.backward
-    with _BackwardKernels() as kernels:  # (entered first: torch checks its own functions as it starts)
-        torch.autograd.backward, torch.autograd.grad, torch.Tensor.backward = (
-            refusing("torch.autograd.backward"), refusing("torch.autograd.grad"), refusing("Tensor.backward"))
-        try:
-            yield kernels.called
-        finally:
-            torch.autograd.backward, torch.autograd.grad, torch.Tensor.backward = saved
-
-
-class _BackwardKernels(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.called = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func.overloadpacket)
-        if "backward" in name and name not in self.called:
-            self.called.append(name)
-        return func(*args, **(kwargs or {}))
-
-
 # -- against finite differences -----------------------------------------------------------------------------
 
 def _module_vs_finite_diff(module, inputs, grads, seed, label):
@@ -280,7 +211,7 @@ def _module_vs_finite_diff(module, inputs, grads, seed, label):
     outs = out if isinstance(out, tuple) else (out,)
     dys = _upstreams(outs, grads, seed)
     names = _row_names(inputs, work)
-    manual, crash = _backward(lambda: _manual_grads(work.backward(*dys), inputs, work, names))
+    manual, crash = run_backward(lambda: _manual_grads(work.backward(*dys), inputs, work, names))
 
     def objective():
         with replay.rewound():
@@ -296,7 +227,7 @@ def _module_vs_finite_diff(module, inputs, grads, seed, label):
 def _loss_vs_finite_diff(loss, pred, target, seed, label):
     work, pred, target = copy.deepcopy(loss), _cast(pred, torch.float64), _cast_target(target, torch.float64)
     dloss = _upstreams((work.forward(pred, target),), None, seed)[0].item()
-    manual, crash = _backward(lambda: {"dpred": work.backward(dloss)})
+    manual, crash = run_backward(lambda: {"dpred": work.backward(dloss)})
     return _fd_rows(lambda: float(work.forward(pred, target)) * dloss, {"dpred": pred}, manual, seed, label, crash)
 
 

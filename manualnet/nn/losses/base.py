@@ -80,8 +80,9 @@ def _returning_a_loss_value(forward):
     @functools.wraps(forward)
     def value(self, pred, target):
         loss = forward(self, pred, target)
-        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-            got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else f"a {type(loss).__name__}"
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not loss.is_floating_point():
+            got = (f"a {type(loss).__name__}" if not isinstance(loss, torch.Tensor) else f"shape {tuple(loss.shape)}"
+                   if loss.dim() else f"a {loss.dtype} value")
             raise self.fail(f"forward returned {got}; a loss is one number: reduce it (self.reduce(elementwise) "
                             "takes the mean or the sum, as reduction says)")
         if not loss.requires_grad:  # no graph (one built under autograd, as verify's, keeps torch's backward)
