@@ -575,3 +575,16 @@ def test_only_the_thread_running_a_manual_backward_refuses_autograd():
         with pytest.raises(NotByHand):
             torch.autograd.grad((x * x).sum(), x)
     assert torch.equal(seen[0], 2 * x.detach()) and torch.autograd.grad is original
+
+
+def test_finite_differences_say_where_a_function_has_a_kink_and_that_a_subgradient_lies_between():
+    def fn(x):
+        r = torch.relu(x)
+        return {"r": r, "out": r + x.abs()}
+
+    report = finite_differences(fn, {"x": torch.tensor([0.0, 1.0])}, {"x": torch.tensor([2.0, 2.0])}, quiet=True)
+    assert not report.rows[0].passed
+    assert report.rows[0].note == ("not differentiable at x[0]: its slope is -1 from the left, 2 from the right "
+                                   "(the manual value lies between: a subgradient)")
+    wrong = finite_differences(fn, {"x": torch.tensor([0.5, 1.0])}, {"x": torch.tensor([2.0, 3.0])}, quiet=True)
+    assert not wrong.rows[0].passed and "not differentiable" not in wrong.rows[0].note  # smooth there: just wrong

@@ -126,6 +126,8 @@ def finite_differences(fn, inputs, manual, output="out", upstream=None, h=finite
         picked = analytic.reshape(-1)[flat].cpu()
         row = compare_tensors(picked, numeric, FINITE_DIFF, **where)
         row.shape = tuple(tensor.shape)
+        if not row.passed:
+            row.note = "; ".join(filter(None, [row.note, _kink(objective, tensor, name, flat, picked, numeric)]))
         rows.append(row)
         coordinates += [(name, tuple(int(i) for i in torch.unravel_index(torch.tensor(f), tensor.shape)), a, n)
                         for f, a, n in zip(flat.tolist(), picked.tolist(), numeric.tolist(), strict=True)]
@@ -133,6 +135,22 @@ def finite_differences(fn, inputs, manual, output="out", upstream=None, h=finite
     if not quiet:
         print(report)
     return report
+
+
+def _kink(objective, tensor, name, flat, analytic, numeric):
+    """Where a failing coordinate sits on a kink of the function (its slopes from the left and the right
+    differ), what they are: there the derivative does not exist, and any value between them is a
+    subgradient; "" when none does."""
+    for f, a, n in zip(flat.tolist(), analytic.tolist(), numeric.tolist(), strict=True):
+        if abs(a - n) <= FINITE_DIFF.atol + FINITE_DIFF.rtol * abs(n):
+            continue
+        left, right = finite_diff.one_sided_slopes(objective, tensor, f)
+        if abs(left - right) > 1e-3 * (1 + abs(left) + abs(right)):
+            where = tuple(int(i) for i in torch.unravel_index(torch.tensor(f), tensor.shape))
+            between = min(left, right) - 1e-6 <= a <= max(left, right) + 1e-6
+            return (f"not differentiable at {name}{list(where)}: its slope is {left:.6g} from the left, {right:.6g} "
+                    f"from the right{' (the manual value lies between: a subgradient)' if between else ''}")
+    return ""
 
 
 def _autograd(fn, inputs, output, dtype, upstream):

@@ -55,6 +55,21 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
+def one_sided_slopes(objective, tensor, flat, h=H):
+    """(left, right): the slopes of ``objective`` at ``tensor``'s flat index ``flat``, from below and from
+    above; they differ where the function has a kink (relu at 0), and a central difference averages them."""
+    where = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), tensor.shape))
+    old = tensor[where].item()
+    with _one_thread():
+        f_at = objective()
+        tensor[where] = old + h
+        f_up = objective()
+        tensor[where] = old - h
+        f_down = objective()
+        tensor[where] = old
+    return (f_at - f_down) / h, (f_up - f_at) / h
+
+
 def move_off_kink(x, kink):
     """x with entries within KINK_MARGIN of ``kink`` moved to kink +- KINK_OFFSET (keeping their side), and
     how many were moved: a correct layer must not fail because a stencil straddles its kink."""
