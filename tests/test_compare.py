@@ -588,3 +588,14 @@ def test_finite_differences_say_where_a_function_has_a_kink_and_that_a_subgradie
                                    "(the manual value lies between: a subgradient)")
     wrong = finite_differences(fn, {"x": torch.tensor([0.5, 1.0])}, {"x": torch.tensor([2.0, 3.0])}, quiet=True)
     assert not wrong.rows[0].passed and "not differentiable" not in wrong.rows[0].note  # smooth there: just wrong
+
+
+class LossWithoutDloss(mn.MSELoss):
+    def backward(self):  # forgot the upstream dloss
+        return super().backward()
+
+
+def test_a_loss_backward_without_dloss_fails_with_a_hint():
+    rows = mn.verify.check_loss(LossWithoutDloss(), randn((3, 2), seed=0), randn((3, 2), seed=1))
+    failed = [r for r in rows if not r.passed]
+    assert failed and failed[0].note.endswith("(a loss's backward takes dloss=1.0, a layer's one dy per output)")

@@ -58,7 +58,9 @@ def run_backward(run):
     except LayerError:
         raise
     except Exception as error:              # whatever a broken backward raises is reported in its rows
-        return {}, f"backward raised {type(error).__name__}: {error}"
+        signature = isinstance(error, TypeError) and "positional argument" in str(error)
+        hint = " (a loss's backward takes dloss=1.0, a layer's one dy per output)" if signature else ""
+        return {}, f"backward raised {type(error).__name__}: {error}{hint}"
     if kernels:
         return {}, f"backward called torch's own backward kernel {kernels[0]}: write it from the math instead"
     return result, ""
