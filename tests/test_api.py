@@ -94,3 +94,13 @@ def test_a_plugin_file_also_imported_in_python_is_no_session_layer(tmp_path, mon
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         mn.train(config, run_dir=tmp_path / "second", quiet=True)
+
+
+def test_train_takes_a_torch_device_and_leaves_no_run_after_bad_input_at_the_first_step(tmp_path):
+    config = {"data": {"dataset": "xor"}, "model": [{"type": "Linear", "out_features": 2}], "train": {"epochs": 1},
+              "log": {"tensorboard": False}}
+    run = mn.train(config, run_dir=tmp_path / "run", quiet=True, device=torch.device("cpu"))
+    assert yaml.safe_load((run.run_dir / "config.yaml").read_text())["device"] == "cpu"
+    with pytest.raises(mn.LayerError, match="BCELoss"):
+        mn.train({**config, "loss": {"type": "BCELoss"}}, run_dir=tmp_path / "bad", quiet=True)
+    assert list((tmp_path / "bad").iterdir()) == []

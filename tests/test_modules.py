@@ -578,6 +578,12 @@ class Masked(mn.Module):
         return dy if mask is None else dy * mask
 
 
+class MaskedAlwaysPair(Masked):
+    def backward(self, dy):
+        mask = self.take_cache()
+        return (dy if mask is None else dy * mask), None
+
+
 class Gather(mn.Module):
     def check_inputs(self, x, index):
         super().check_inputs(x)
@@ -604,6 +610,9 @@ def test_inputs_after_the_last_floating_one_and_a_losss_target_may_get_no_gradie
     loss = MeanSquared()
     loss(x, torch.randn(2, 3))
     assert loss.backward()[1] is None
+    optional = MaskedAlwaysPair()
+    optional(x)                                       # called without its mask: (dx, None), as torch accepts
+    assert optional.backward(torch.ones(2, 3))[1] is None
 
 
 class Promoting(mn.Module):
@@ -652,6 +661,7 @@ class Unreduced(mn.Loss):
 def test_a_students_layer_or_loss_mistake_is_one_layer_error(make, message):
     with pytest.raises(LayerError, match=message):
         make()
+    assert not hasattr(ForgotInit(), "weight")  # and hasattr says no, as for any missing attribute
 
 
 class WithProperty(mn.Module):

@@ -16,7 +16,7 @@ from manualnet.training.checkpoint import clean_stale_files
 from manualnet.training.distributed import RankFailed, cluster_for
 from manualnet.training.divergence import Diverged
 from manualnet.training.evaluate import evaluate
-from manualnet.training.run_dir import RunLock, clear, never_trained, new_run_dir, nothing_logged
+from manualnet.training.run_dir import RunLock, clear, discard_if_unlogged, never_trained, new_run_dir
 from manualnet.training.trainer import AuditFailed, Interrupted, Trainer
 
 
@@ -99,12 +99,9 @@ def _claimed_run_dir(cluster, name, explicit, resume_dir):
         raise RunDirError(text)
     try:
         yield Path(text)
-    except ManualnetError as e:  # bad input found at the run's first steps (a loss that does not fit the
-        if lock is not None and e.exit_code == 2 and nothing_logged(lock.path):  # model): nothing of it is kept
-            with contextlib.suppress(OSError):  # the error to report is the one that stopped the run
-                clear(lock.path)
-                if explicit is None:
-                    lock.path.rmdir()
+    except ManualnetError as e:
+        if lock is not None and e.exit_code == 2:  # bad input: a run that logged nothing leaves nothing
+            discard_if_unlogged(lock.path, whole=explicit is None)
         raise
     finally:
         if lock is not None:

@@ -70,7 +70,7 @@ def _requested_device(requested):
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device: {requested!r} was asked for, but CUDA is not available on this machine "
-                              f"(torch {torch.__version__}); use device: cpu or auto")
+                              f"(torch {torch.__version__}); use --device cpu (or device: cpu or auto in the config)")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"device: {requested!r} does not exist; this machine has "
                               f"{torch.cuda.device_count()} CUDA device(s)")
@@ -96,6 +96,7 @@ def build(config, device=None, base_dir=None):
     config.yaml then shows)."""
     config.plugins = load_plugins(config.plugins, base_dir)
     _absolute_data_path(config, base_dir)
+    device = None if device is None else str(device)  # a torch.device too, as torch takes one
     resolved = resolve_device(device or config.device)
     config.device, device = device or config.device, resolved
     dtype = getattr(torch, config.dtype)

@@ -83,7 +83,8 @@ def _checked_forward(forward, arity):
             d["cache"], d["_out_shapes"] = None, None
         else:
             d["_out_shapes"], d["_in_shapes"] = _shapes(out), in_shapes
-            d["_out_dtype"] = out.dtype if isinstance(out, torch.Tensor) else None
+            if in_shapes is not None:  # checked in full: its backward checks dy's dtype
+                d["_out_dtype"] = out.dtype if isinstance(out, torch.Tensor) else None
         return out
 
     return checked
@@ -128,23 +129,30 @@ def _checked_backward(backward):
             result = backward(self, *grads, **kwargs)
             d["_out_shapes"] = None  # after: a subclass's backward may call super().backward()
             return result
+        if d["_in_shapes"] is None:  # a signature checked before: its children run trusted
+            result = _outermost_backward(self, backward, grads, kwargs)
+            d["_out_shapes"] = None
+            return result
         dtype = d["_out_dtype"]
         if not _State.inside and dtype is not None and grads and isinstance(grads[0], torch.Tensor) and \
                 grads[0].dtype != dtype:  # the outermost call: dy comes from the caller, not from a parent
             raise self.fail(f"backward got dy of dtype {grads[0].dtype}, but forward's output is {dtype}")
         inside, _State.inside = _State.inside, True
         try:
-            if d["_graph"] or _needs_no_grad(grads):
-                with torch.no_grad():
-                    result = _first_backward(self, backward, grads, kwargs)
-            else:
-                result = _first_backward(self, backward, grads, kwargs)
+            result = _outermost_backward(self, backward, grads, kwargs)
         finally:
             _State.inside = inside
         d["_out_shapes"] = None  # after: a subclass's backward may call super().backward()
         return result
 
     return checked
+
+
+def _outermost_backward(module, backward, grads, kwargs):
+    if module.__dict__["_graph"] or _needs_no_grad(grads):
+        with torch.no_grad():
+            return _first_backward(module, backward, grads, kwargs)
+    return _first_backward(module, backward, grads, kwargs)
 
 
 def _first_backward(module, backward, grads, kwargs):
@@ -226,7 +234,8 @@ def _check_returned(module, result, in_shapes):
     returned = result if isinstance(result, tuple) else (result,)
     floating = [i for i, shape in enumerate(in_shapes) if shape is not None]
     fewest = getattr(module, "inputs_with_gradients", None) or (floating[-1] + 1 if floating else 0)
-    if not fewest <= len(returned) <= len(in_shapes):  # (one dx for two floating inputs: the other's lost)
+    extra = returned[len(in_shapes):]  # Nones past the inputs given (an optional input left out): as torch
+    if len(returned) < fewest or any(g is not None for g in extra):  # (one dx for two inputs: one is lost)
         raise module.fail(f"backward returned {len(returned)} gradient(s) for the {len(in_shapes)} input(s) of "
                           "forward; return one per input, in order (None for one that gets none; inputs after "
                           "the last floating one may be left out)")

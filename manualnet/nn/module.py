@@ -261,7 +261,8 @@ class Module:
 
     def __getattr__(self, name):  # only when the normal lookup failed: no cost to a module that works
         if not name.startswith("__") and "_parameters" not in self.__dict__:
-            raise LayerError(f"{type(self).__name__}: call super().__init__() first in {type(self).__name__}.__init__")
+            raise _Uninitialised(f"{type(self).__name__}: call super().__init__() first in {type(self).__name__}"
+                                 ".__init__")
         return object.__getattribute__(self, name)  # the lookup's own error again (a property's, inside it)
 
     def forward(self, *inputs):
@@ -311,3 +312,7 @@ class Module:
         return "\n".join(lines) + "\n)"
 
 
+
+
+class _Uninitialised(LayerError, AttributeError):
+    """A module's attribute read before ``super().__init__()`` ran: one line, and False to ``hasattr``."""

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from manualnet.config.load import read_yaml, set_value, validate
 from manualnet.config.setup import build
-from manualnet.errors import ConfigError
-from manualnet.training.run_dir import new_run_dir
+from manualnet.errors import ConfigError, ManualnetError
+from manualnet.training.run_dir import discard_if_unlogged, new_run_dir
 
 
 @dataclass
@@ -45,8 +45,13 @@ def train(config, *, run_dir=None, device=None, quiet=False, **overrides):
                       "`manualnet eval` and `--resume` of this run will not know it (list its file under plugins:)",
                       stacklevel=2)
     with new_run_dir(settings.name, explicit=run_dir) as lock:  # one run per directory, as manualnet train
-        trainer = Trainer(setup, lock.path, quiet=quiet)
-        summary = trainer.fit()
+        try:
+            trainer = Trainer(setup, lock.path, quiet=quiet)
+            summary = trainer.fit()
+        except ManualnetError as e:
+            if e.exit_code == 2:  # bad input: a run that logged nothing leaves nothing, as manualnet train
+                discard_if_unlogged(lock.path, whole=run_dir is None)
+            raise
     return Run(summary=summary, run_dir=lock.path, model=trainer.model)
 
 

@@ -5,6 +5,7 @@ drops the lock when the process dies, SIGKILL included, so a lock is never left 
 same directory, started together with the first or resumed alongside it, is refused.
 """
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -110,6 +111,16 @@ def nothing_logged(path):
     """Whether the run directory ``path`` holds no checkpoint and no metrics row yet."""
     metrics = Path(path) / "metrics.jsonl"
     return never_trained(path) and (not metrics.is_file() or metrics.stat().st_size == 0)
+
+
+def discard_if_unlogged(path, whole):
+    """Remove what a new run wrote in ``path`` when bad input stopped it before it logged anything (a loss
+    that does not fit the model's output, at its first step); ``whole``: the directory too (one it made)."""
+    if nothing_logged(path):
+        with contextlib.suppress(OSError):  # the error to report is the one that stopped the run
+            clear(path)
+            if whole:
+                Path(path).rmdir()
 
 
 def clear(path, keep=()):
