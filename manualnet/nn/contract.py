@@ -18,6 +18,8 @@ import inspect
 
 import torch
 
+from manualnet.errors import LayerError
+
 SIGNATURES_KEPT = 8  # per module: an epoch's short last batch is a second signature, eval mode a third
 
 
@@ -39,12 +41,26 @@ def init(module):
 
 
 def wrap(cls):
-    """Wrap the ``forward`` and ``backward`` a Module subclass defines itself."""
+    """Wrap the ``__init__``, ``forward`` and ``backward`` a Module subclass defines itself."""
+    if "__init__" in cls.__dict__:
+        cls.__init__ = _initialised(cls.__dict__["__init__"])
     if "forward" in cls.__dict__:
         forward = cls.__dict__["forward"]
         cls.forward = _checked_forward(forward, _arity(forward))
     if "backward" in cls.__dict__:
         cls.backward = _checked_backward(cls.__dict__["backward"])
+
+
+def _initialised(init):
+    """``init``, then a LayerError if it never called ``super().__init__()`` (one that assigned nothing would
+    only fail later, in an attribute a forward or an optimizer reads)."""
+    @functools.wraps(init)
+    def checked(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if "_parameters" not in self.__dict__:
+            raise LayerError(f"{type(self).__name__}: call super().__init__() first in {type(self).__name__}.__init__")
+
+    return checked
 
 
 def structure_changed():

@@ -259,11 +259,6 @@ class Module:
     def __call__(self, *inputs, **kwargs):
         return self.forward(*inputs, **kwargs)
 
-    def __getattr__(self, name):  # only when the normal lookup failed: no cost to a module that works
-        if not name.startswith("__") and "_parameters" not in self.__dict__:
-            raise _Uninitialised(f"{type(self).__name__}: call super().__init__() first in {type(self).__name__}"
-                                 ".__init__")
-        return object.__getattribute__(self, name)  # the lookup's own error again (a property's, inside it)
 
     def forward(self, *inputs):
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
@@ -310,9 +305,3 @@ class Module:
         for name, child in self._modules.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return "\n".join(lines) + "\n)"
-
-
-
-
-class _Uninitialised(LayerError, AttributeError):
-    """A module's attribute read before ``super().__init__()`` ran: one line, and False to ``hasattr``."""
