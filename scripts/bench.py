@@ -434,7 +434,7 @@ def main(argv=None):
     parser.add_argument("--sizes", default="small,mnist,large", help="comma-separated: small, mnist, large, tiny")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--json", metavar="FILE", help="write the rows and the machine description here")
     parser.add_argument("--trainer", metavar="CONFIG", help="also measure the training loop's overhead on CONFIG")
@@ -447,6 +447,14 @@ def main(argv=None):
     if unknown:
         print(f"bench: error: unknown size {unknown[0]!r}; choose from {', '.join(SIZES)}", file=sys.stderr)
         return 2
+    problem = next((f"{flag} must be at least 1, got {value}" for flag, value in
+                    (("--rounds", args.rounds), ("--trainer-rounds", args.trainer_rounds), ("--threads", args.threads))
+                    if value is not None and value < 1), None)
+    if problem is None and args.json and not Path(args.json).resolve().parent.is_dir():
+        problem = f"--json {args.json}: its folder does not exist"
+    if problem is not None:  # said now, not after minutes of benchmarking
+        print(f"bench: error: {problem}", file=sys.stderr)
+        return 2
     if args.trainer_set and not args.trainer:
         print("bench: error: --trainer-set overrides the --trainer config; give --trainer CONFIG too", file=sys.stderr)
         return 2
@@ -458,9 +466,16 @@ def main(argv=None):
         except ManualnetError as e:
             print(f"bench: error: {e}", file=sys.stderr)
             return 2
+    from manualnet.config.setup import resolve_device
+
+    try:
+        device = resolve_device(args.device)  # "cuda" without CUDA: one line, as train's --device
+    except ManualnetError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    dtype = getattr(torch, args.dtype)
     machine = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
                "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
                "dtype": args.dtype, "rounds": args.rounds}

@@ -74,3 +74,16 @@ def test_the_scaling_benchmark_runs_each_setting_on_its_own_thread_count(tmp_pat
     (row,) = json.loads(out.read_text())["rows"]
     assert (row["setting"], row["threads_used"]) == ("1x2", 2)  # not the one thread train.threads=auto picks
     assert row["steps"] > 0 and row["steps_per_s"] > 0
+
+
+def test_bad_options_are_one_line_before_any_benchmark_runs(tmp_path, capsys):
+    for argv, line in ((["--rounds", "0"], "--rounds must be at least 1, got 0"),
+                       (["--trainer-rounds", "-1"], "--trainer-rounds must be at least 1, got -1"),
+                       (["--threads", "0"], "--threads must be at least 1, got 0"),
+                       (["--json", str(tmp_path / "no" / "x.json")], f"--json {tmp_path / 'no' / 'x.json'}: its "
+                                                                      "folder does not exist"),
+                       (["--device", "cuda:7" if torch.cuda.is_available() else "cuda"], "device: 'cuda")):
+        assert BENCH["main"](["--sizes", "tiny", *argv]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"bench: error: {line}") and captured.err.count("\n") == 1
+        assert "ratio" not in captured.out

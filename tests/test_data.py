@@ -504,3 +504,18 @@ def test_labels_come_as_a_third_tensor_gathered_once_when_they_are_the_targets()
     assert lb.data_ptr() == yb.data_ptr() and torch.equal(yb, xb[:, 0].long())
     with pytest.raises(DataError, match="one row per sample, got lengths"):
         Batches(x, y[:5], 2)
+
+
+def test_a_data_set_too_small_for_its_val_and_test_fractions_says_so_once():
+    import warnings
+
+    from manualnet.data.dataset import split_indices
+
+    with pytest.warns(UserWarning, match=r"^data: 3 sample\(s\) are too few for a val split \(val_fraction of 3 "
+                                         r"rounds to 0\): the run reports no val/ metrics$"):
+        train, val, test = split_indices(3, 0.1, 0.2, torch.Generator().manual_seed(0))
+    assert (len(train), len(val), len(test)) == (2, 0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split_indices(100, 0.1, 0.2, torch.Generator().manual_seed(0))
+        split_indices(3, 0.0, 0.0, torch.Generator().manual_seed(0))  # no split asked for: nothing to say

@@ -7,6 +7,7 @@ per-dataset keys against the loader's signature, splits, standardises and moves 
 import dataclasses
 import inspect
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -136,6 +137,12 @@ def split_indices(n, val_fraction, test_fraction, generator):
     if n - n_val - n_test < 1:
         raise DataError(f"data: {n} samples leave none for training after val_fraction {val_fraction} and "
                         f"test_fraction {test_fraction}")
+    empty = [name for name, fraction, size in (("val", val_fraction, n_val), ("test", test_fraction, n_test))
+             if fraction > 0 and size == 0]
+    if empty:  # a fraction asked for but too few samples to give it one: no val/test metrics, said once
+        warnings.warn(f"data: {n} sample(s) are too few for a {' or a '.join(empty)} split "
+                      f"({' and '.join(f'{name}_fraction' for name in empty)} of {n} rounds to 0): the run reports "
+                      f"no {' or '.join(f'{name}/' for name in empty)} metrics", stacklevel=2)
     perm = torch.randperm(n, generator=generator)
     return perm[n_val + n_test:], perm[:n_val], perm[n_val:n_val + n_test]
 
