@@ -368,6 +368,15 @@ def test_files_that_are_not_npz_archives_are_data_errors(content, tmp_path):
         DATASETS.get("npz")(path=str(path))
 
 
+def test_a_csv_read_as_npz_is_named_for_what_it_is(tmp_path):
+    path = tmp_path / "reg.csv"
+    path.write_text("a,b,y\n1.0,2.0,3.5\n")
+    with pytest.raises(DataError) as err:
+        DATASETS.get("npz")(path=str(path))
+    assert str(err.value) == (f"{path}: cannot read as .npz: it is not a numpy archive (numpy.savez writes one; a .csv "
+                              "file takes dataset: csv)")
+
+
 def test_npy_single_array_is_a_data_error(tmp_path):
     np.save(tmp_path / "x.npy", np.ones((3, 2)))
     with pytest.raises(DataError, match="holds a single array"):

@@ -50,7 +50,9 @@ def npz(path: str, features: str = "x", label: str = "y", task: Task = "classifi
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: cannot read as .npz: {' '.join(str(e).split())}") from None
+        why = ("it is not a numpy archive (numpy.savez writes one; a .csv file takes dataset: csv)"
+               if "pickled" in str(e) else " ".join(str(e).split()))  # numpy's guess: an object array
+        raise DataError(f"{path}: cannot read as .npz: {why}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: holds a single array; expected an .npz archive of named arrays "
                         f"({features!r} and {label!r}), as numpy.savez writes")
