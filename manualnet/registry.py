@@ -68,13 +68,19 @@ class Registry:
         return sorted(self.entries)
 
 
-def _defined_in(obj):
-    """The file and name that define ``obj`` (None where no file is): one file imported under two module
-    names (``import swish``, and the same file listed under ``plugins:``) defines the same thing."""
+def source_file(obj):
+    """The resolved path of the file that defines ``obj``, or None (built in, or defined in a session)."""
     try:
-        return str(Path(inspect.getsourcefile(obj)).resolve()), obj.__qualname__
-    except (TypeError, OSError, AttributeError):  # built in, or defined in a session with no file
-        return None, id(obj)
+        return str(Path(inspect.getsourcefile(obj)).resolve())
+    except (TypeError, OSError):
+        return None
+
+
+def _defined_in(obj):
+    """The file and name that define ``obj`` (its identity where no file does): one file imported under two
+    module names (``import swish``, and the same file listed under ``plugins:``) defines the same thing."""
+    where = source_file(obj)
+    return (where, getattr(obj, "__qualname__", None)) if where else (None, id(obj))
 
 
 def _dotted(obj):

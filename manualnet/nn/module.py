@@ -259,7 +259,6 @@ class Module:
     def __call__(self, *inputs, **kwargs):
         return self.forward(*inputs, **kwargs)
 
-
     def forward(self, *inputs):
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 

@@ -8,7 +8,6 @@ host sync. The state (momentum and moment buffers) is created at the first step 
 NAME, so a checkpoint survives a rebuild of the model.
 """
 
-
 import torch
 
 from manualnet.errors import ConfigError

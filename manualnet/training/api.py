@@ -1,7 +1,6 @@
 """Training from Python, as in a notebook: ``run = mn.train("configs/mlp.yaml", train__epochs=3)``."""
 
 import copy
-import inspect
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 from manualnet.config.load import read_yaml, set_value, validate
 from manualnet.config.setup import build
 from manualnet.errors import ConfigError, ManualnetError
+from manualnet.registry import source_file
 from manualnet.training.run_dir import discard_if_unlogged, new_run_dir
 
 
@@ -60,11 +60,5 @@ def _session_layers(model, plugins):
     (absolute paths, as build() leaves them)."""
     return sorted({cls.__dict__["registered_name"] for cls in map(type, model.modules())
                    if "registered_name" in cls.__dict__ and not cls.__module__.startswith("manualnet.")
-                   and _source(cls) not in plugins})
+                   and source_file(cls) not in plugins})
 
-
-def _source(cls):
-    try:
-        return str(Path(inspect.getsourcefile(cls)).resolve())
-    except (TypeError, OSError):  # defined in a session with no file
-        return None

@@ -110,7 +110,7 @@ def never_trained(path):
 def nothing_logged(path):
     """Whether the run directory ``path`` holds no checkpoint and no metrics row yet."""
     metrics = Path(path) / "metrics.jsonl"
-    return never_trained(path) and (not metrics.is_file() or metrics.stat().st_size == 0)
+    return (not metrics.is_file() or metrics.stat().st_size == 0) and never_trained(path)
 
 
 def discard_if_unlogged(path, whole):

@@ -60,14 +60,14 @@ def differentiate(fn, leaves, upstream, who):
     wanted = [(o, u) for o, u in zip(outs, upstream, strict=True) if o.requires_grad]
     grads = torch.autograd.grad([o for o, _ in wanted], [leaves[n] for n in names], [u for _, u in wanted],
                                 allow_unused=True)
-    return tuple(o.detach() for o in outs), {n: _unused(leaves[n]) if g is None else g
+    return tuple(o.detach() for o in outs), {n: _unreached(leaves[n]) if g is None else g
                                              for n, g in zip(names, grads, strict=True)}
 
 
 BREAKS = ".item(), numpy or .data in it break the graph"
 
 
-def _unused(leaf):
+def _unreached(leaf):
     """Zeros for a leaf the reference does not reach, marked so a failing row can say why it may be."""
     zeros = torch.zeros_like(leaf)
     zeros.unreached = True

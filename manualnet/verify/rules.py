@@ -77,16 +77,12 @@ _guards = {"lock": threading.Lock(), "users": 0, "saved": None}
 @contextlib.contextmanager
 def by_hand():
     """Inside, on this thread: autograd refuses to run (``NotByHand``), and the list yielded collects every
-    aten backward kernel called (``aten.tanh_backward``, the ``torch.nn.grad`` functions'
-    convolution_backward). Other threads' autograd runs as ever."""
+    aten op called whose name says it is a backward kernel (the ``torch.nn.grad`` functions call them too).
+    Other threads' autograd runs as ever."""
     with _BackwardKernels() as kernels:  # (entered first: torch checks its own functions as it starts)
         with _guards["lock"]:
             if _guards["users"] == 0:
-                _guards["saved"] = torch.autograd.backward, torch.autograd.grad, torch.Tensor.backward
-                torch.autograd.backward, torch.autograd.grad, torch.Tensor.backward = (
-                    _guard(f, name) for f, name in zip(_guards["saved"], ("torch.autograd.backward",
-                                                                          "torch.autograd.grad", "Tensor.backward"),
-                                                       strict=True))
+                _guards["saved"] = _install_guards()
             _guards["users"] += 1
         before, _refusing.on = getattr(_refusing, "on", False), True
         try:
@@ -97,6 +93,15 @@ def by_hand():
                 _guards["users"] -= 1
                 if _guards["users"] == 0:
                     torch.autograd.backward, torch.autograd.grad, torch.Tensor.backward = _guards["saved"]
+
+
+def _install_guards():
+    """Put guards in place of autograd's entry points; return the originals."""
+    saved = torch.autograd.backward, torch.autograd.grad, torch.Tensor.backward
+    torch.autograd.backward = _guard(saved[0], "torch.autograd.backward")
+    torch.autograd.grad = _guard(saved[1], "torch.autograd.grad")
+    torch.Tensor.backward = _guard(saved[2], "Tensor.backward")
+    return saved
 
 
 def _guard(original, name):
