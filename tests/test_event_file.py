@@ -114,3 +114,19 @@ def test_the_file_receives_whole_records_at_each_flush_and_nothing_between(tmp_p
     events.add_summary(Summary(value=[Summary.Value(tag="x", simple_value=100)]), 100)
     events.close()  # flushes what is left
     assert len(accumulated(tmp_path).Scalars("x")) == 101
+
+
+def test_scalars_logged_one_after_another_at_a_step_are_one_event_and_all_read_back(tmp_path):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    log = MetricsLogger(tmp_path, tensorboard=True, handoff_s=3600)
+    log.scalars({"train/loss": 2.0, "lr": 0.1}, 10, 1)
+    log.tensorboard_scalars({"update_ratio/0.weight": -3.0}, 10)
+    log.tensorboard_scalars({"lr": 0.2}, 10)  # a tag already in the step's event: an event of its own
+    log.tensorboard_scalars({"epoch": 1}, 11)
+    log.close()
+    (path,) = tmp_path.glob("events.out.tfevents.*")
+    steps = [e.step for e in EventFileLoader(str(path)).Load() if e.HasField("summary")]
+    assert steps == [10, 10, 11]
+    assert losses(tmp_path, "update_ratio/0.weight") == [(10, -3.0)] and losses(tmp_path) == [(10, 2.0)]
+    assert [v for _, v in losses(tmp_path, "lr")] == [pytest.approx(0.1), pytest.approx(0.2)]

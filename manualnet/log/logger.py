@@ -94,7 +94,7 @@ class MetricsLogger:
         self.write_rows()
         pending, self._pending, self._handed_at = self._pending, [], time.monotonic()
         if self.events:
-            for build, payload, step, walltime in pending:
+            for build, payload, step, walltime in _one_event_per_step(pending):
                 self.events.add_summary(build(payload), step, walltime)
             with naming(self.events.path):
                 self.events.flush()
@@ -186,6 +186,21 @@ _JSON = json.JSONEncoder(allow_nan=False)  # made once: json.dumps with an optio
 def _json_line(step, epoch, values):
     record = {"step": step, "epoch": epoch, **{k: _json_number(v) for k, v in values.items()}}
     return _JSON.encode(record) + "\n"
+
+
+def _one_event_per_step(pending):
+    """``pending`` with the scalars logged one after another at the same step (a logging step's metrics and
+    update ratios, an epoch's metrics and its number) joined into one record: each event costs more to
+    write than a value in it."""
+    joined = []
+    for record in pending:
+        build, payload, step, _ = record
+        if joined and build is _scalar_summary and joined[-1][0] is build and joined[-1][2] == step \
+                and payload.keys().isdisjoint(joined[-1][1]):
+            joined[-1] = (build, {**joined[-1][1], **payload}, step, joined[-1][3])
+        else:
+            joined.append(record)
+    return joined
 
 
 def _scalar_summary(values):

@@ -40,8 +40,9 @@ def _recording(child, tag, outputs):
 def log_update_ratios(log, model, before, step):
     """Each parameter's update ratio as the scalar ``update_ratio/<name>``; ``before`` is
     ``parameters_before(model)``, taken before this step's update."""
-    ratios = zip((name for name, _ in model.named_parameters()), update_ratios(model, before), strict=True)
-    log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios if math.isfinite(value)}, step)
+    ratios = update_ratios(model, before)
+    log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios.items() if math.isfinite(value)},
+                            step)
 
 
 def log_histograms(log, model, activations, step):
@@ -90,30 +91,19 @@ def parameters_before(model, into=None):
 
 
 def update_ratios(model, before):
-    """log10(std(update) / std(param)) per parameter (-inf for a scalar or a parameter that did not move),
-    with one host sync for the whole model; ``before`` is ``parameters_before(model)``, used up: it becomes
-    before - after, the update negated, whose std is the update's (no second copy of the model). Each std
-    comes from the tensor's norm and sum (var = (|x|^2 - (sum x)^2 / n) / (n - 1)), the norms in one fused op.
-    A parameter of more than ``RATIO_SAMPLE`` values is measured on at most that many ``sampled`` ones: a few
-    small ops whatever the model's size, for a ratio typically within 0.005-0.01 of the exact one in log10
-    (more when few values move, as an embedding's rows in a batch)."""
-    params = [sampled(p, size=RATIO_SAMPLE) for p in model.parameters()]
+    """{name: log10(|update| / |param|)} per parameter, the size of the step relative to the weights' (-inf for a
+    parameter that did not move), in one fused op and one host sync for the whole model; ``before`` is
+    ``parameters_before(model)``, used up: it becomes before - after, the update negated (no second copy of
+    the model). A parameter of more than ``RATIO_SAMPLE`` values is measured on at most that many ``sampled``
+    ones: a few small ops whatever the model's size, for a ratio typically within 0.005-0.01 of the exact one
+    in log10 (more when few values move, as an embedding's rows in a batch)."""
+    named = [(name, sampled(p, size=RATIO_SAMPLE)) for name, p in model.named_parameters()]
+    params = [p for _, p in named]
     torch._foreach_sub_(before, params)
-    tensors = [*before, *params]
-    norms, sums = torch._foreach_norm(tensors), [t.sum() for t in tensors]
-    values = torch.stack([*norms, *sums]).double().tolist()
+    norms = torch.stack(torch._foreach_norm([*before, *params])).double().tolist()
     k = len(params)
-    ratios = []
-    for i, p in enumerate(params):
-        n = p.numel()
-        update_var, param_var = (_variance(values[j], values[2 * k + j], n) for j in (i, k + i))
-        ratios.append(0.5 * math.log10(update_var / param_var) if update_var > 0 and param_var > 0 else -math.inf)
-    return ratios
-
-
-def _variance(norm, total, n):
-    """The unbiased variance of n numbers from their 2-norm and sum (0 for a scalar)."""
-    return max(norm * norm - total * total / n, 0.0) / (n - 1) if n > 1 else 0.0
+    return {name: math.log10(update / param) if update > 0 and param > 0 else -math.inf
+            for (name, _), update, param in zip(named, norms[:k], norms[k:], strict=True)}
 
 
 def histogram_data(tensors, bins):
