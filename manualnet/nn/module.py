@@ -136,8 +136,7 @@ class Module:
         yield from walk(self, prefix)
 
     def modules(self):
-        for _, module in self.named_modules():
-            yield module
+        return (module for _, module in self.named_modules())
 
     def named_children(self):
         yield from self._modules.items()
@@ -157,8 +156,7 @@ class Module:
                     yield (f"{path}.{name}" if path else name), p
 
     def parameters(self, recurse=True):
-        for _, p in self.named_parameters(recurse=recurse):
-            yield p
+        return (p for _, p in self.named_parameters(recurse=recurse))
 
     def named_buffers(self, prefix=""):
         for path, module in self.named_modules(prefix):
@@ -166,8 +164,7 @@ class Module:
                 yield (f"{path}.{name}" if path else name), b
 
     def buffers(self):
-        for _, b in self.named_buffers():
-            yield b
+        return (b for _, b in self.named_buffers())
 
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())
@@ -196,9 +193,8 @@ class Module:
         if misshaped or (strict and problems):
             raise LayerError(f"state dict does not fit this model: {'; '.join(problems)}")
         with torch.no_grad():  # a torch.nn state dict's tensors may require grad: ours never do
-            for k, v in state_dict.items():
-                if k in own:
-                    own[k].copy_(v)
+            for k in own.keys() & state_dict.keys():
+                own[k].copy_(state_dict[k])
         return IncompatibleKeys(missing, unexpected)
 
     def zero_grad(self, set_to_none=False):
@@ -291,8 +287,6 @@ class Module:
 
     def describe(self):
         return type(self).__name__
-
-    # -- printing ---------------------------------------------------------------------------------
 
     def extra_repr(self):
         return ""

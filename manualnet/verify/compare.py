@@ -16,7 +16,7 @@ import torch
 from manualnet.errors import LayerError
 from manualnet.registry import closest
 from manualnet.verify import finite_diff
-from manualnet.verify.report import FINITE_DIFF, Tolerance, compare_tensors, failed_row, html_table, mismatch, verdict
+from manualnet.verify.report import FINITE_DIFF, Tolerance, compare_tensors, html_table, verdict
 
 
 @dataclasses.dataclass(repr=False)
@@ -115,17 +115,13 @@ def finite_differences(fn, inputs, manual, output="out", upstream=None, h=finite
             skipped.append(name)
             continue
         tensor = _differentiable(tensors[name], name, "finite_differences")
-        flat = finite_diff.coordinates(tensor.numel(), generator)
-        numeric = finite_diff.numeric_gradient(objective, tensor, flat, h)
         analytic = _as_tensor(grad).to(device=tensor.device, dtype=torch.float64)
-        where = dict(index=None, layer="", tensor=name, method="finite-diff")
-        problem = mismatch(analytic, tensor)
-        if problem:
-            rows.append(failed_row(problem, FINITE_DIFF, shape=tuple(tensor.shape), **where))
+        row, checked = finite_diff.checked_row(objective, tensor, analytic, generator, h, index=None, layer="",
+                                               tensor=name, method="finite-diff")
+        if checked is None:
+            rows.append(row)
             continue
-        picked = analytic.reshape(-1)[flat].cpu()
-        row = compare_tensors(picked, numeric, FINITE_DIFF, **where)
-        row.shape = tuple(tensor.shape)
+        flat, picked, numeric = checked
         if not row.passed:
             row.note = "; ".join(filter(None, [row.note, _kink(objective, tensor, name, flat, picked, numeric)]))
         rows.append(row)

@@ -27,7 +27,7 @@ from manualnet.verify.reference import (
     reference_of,
     with_leaf_parameters,
 )
-from manualnet.verify.report import FINITE_DIFF, Rows, compare_tensors, failed_row, mismatch, skipped_row, tolerance_for
+from manualnet.verify.report import Rows, compare_tensors, skipped_row, tolerance_for
 from manualnet.verify.rules import accumulates, changed_in_place, run_backward
 
 
@@ -143,11 +143,9 @@ def _module_vs_autograd(module, inputs, grads, dtype, seed, tolerance, label):
     given = [dy.clone() for dy in dys]
     given_versions = [dy._version for dy in given]
     manual, crash = run_backward(lambda: _manual_grads(work.backward(*given), inputs, work, names))
-    rows = [compare_tensors(o, r, tolerance, tensor=_out_name(k, len(outs)), method="autograd", **label)
-            for k, (o, r) in enumerate(zip(outs, outs_ref, strict=False))]
-    if not expected:
-        rows[0].note = "reference output has another shape; gradients not compared"
-    rows += _grad_rows(manual, expected, tolerance, label, crash)
+    values = [compare_tensors(o, r, tolerance, tensor="y" if len(outs) == 1 else f"y{k}", method="autograd", **label)
+              for k, (o, r) in enumerate(zip(outs, outs_ref, strict=False))]
+    rows = _grad_rows(values, manual, expected, tolerance, label, crash)
     rows += changed_in_place(inputs, (versions, after_forward), given, given_versions, tolerance, label)
     return rows + (accumulates(again, work, dys, seed, tolerance, label) if again is not None and not crash else [])
 
@@ -161,9 +159,7 @@ def _loss_vs_autograd(loss, pred, target, dtype, seed, tolerance, label):
                                            label["layer"])
     manual, crash = run_backward(lambda: {"dpred": work.backward(dloss[0].item())})
     rows = [compare_tensors(value, value_ref, tolerance, tensor="loss", method="autograd", **label)]
-    if not expected:
-        rows[0].note = "reference output has another shape; gradients not compared"
-    return rows + _grad_rows(manual, expected, tolerance, label, crash)
+    return _grad_rows(rows, manual, expected, tolerance, label, crash)
 
 
 def _model_vs_autograd(model, loss, x, target, dtype, seed, tolerance):
@@ -184,13 +180,13 @@ def _model_vs_autograd(model, loss, x, target, dtype, seed, tolerance):
     manual, crash = run_backward(lambda: _manual_grads(work.backward(work_loss.backward(dloss[0].item())), (x,),
                                                     work, names))
     rows = [compare_tensors(value, value_ref, tolerance, tensor="loss", method="autograd", **label)]
+    return _grad_rows(rows, manual, expected, tolerance, label, crash)
+
+
+def _grad_rows(rows, manual, expected, tolerance, label, crash):
+    """``rows`` (the values') and one row per gradient of ``expected``, autograd's (none: the first row says why)."""
     if not expected:
         rows[0].note = "reference output has another shape; gradients not compared"
-    return rows + _grad_rows(manual, expected, tolerance, label, crash)
-
-
-def _grad_rows(manual, expected, tolerance, label, crash):
-    rows = []
     for name, reference in expected.items():
         row = compare_tensors(manual.get(name), reference, tolerance, tensor=name, method="autograd", note=crash,
                               **label)
@@ -235,18 +231,10 @@ def _fd_rows(objective, inputs, manual, seed, label, note):
     """One row per input: the manual gradient at the checked coordinates against the numeric one."""
     generator, rows = torch.Generator().manual_seed(seed), []
     for name, tensor in inputs.items():
-        flat = finite_diff.coordinates(tensor.numel(), generator)
-        numeric = finite_diff.numeric_gradient(objective, tensor, flat)
-        sampled = f"{len(flat)} of {tensor.numel()} coordinates" if len(flat) < tensor.numel() else ""
-        notes = "; ".join(filter(None, [sampled, note]))
-        where = dict(label, tensor=name, method="finite-diff", note=notes)
-        problem = mismatch(manual.get(name), tensor)
-        if problem:
-            rows.append(failed_row(problem, FINITE_DIFF, shape=tuple(tensor.shape), **where))
-            continue
-        row = compare_tensors(manual[name].detach().reshape(-1)[flat].cpu(), numeric, FINITE_DIFF, **where)
-        row.shape = tuple(tensor.shape)
-        rows.append(row)
+        n = tensor.numel()
+        sampled = f"{finite_diff.SAMPLE} of {n} coordinates" if n > finite_diff.FULL_LIMIT else ""
+        where = dict(label, tensor=name, method="finite-diff", note="; ".join(filter(None, [sampled, note])))
+        rows.append(finite_diff.checked_row(objective, tensor, manual.get(name), generator, **where)[0])
     return rows
 
 
@@ -304,10 +292,6 @@ def _row_names(inputs, module):
     for name, _ in module.named_parameters():
         names[name] = f"d({name})" if f"d{name}" in taken else f"d{name}"
     return names
-
-
-def _out_name(k, count):
-    return "y" if count == 1 else f"y{k}"
 
 
 def _manual_grads(dxs, inputs, module, names):

@@ -8,6 +8,8 @@ import contextlib
 
 import torch
 
+from manualnet.verify.report import FINITE_DIFF, compare_tensors, failed_row, mismatch
+
 H = 1e-6
 FULL_LIMIT = 10_000
 SAMPLE = 64
@@ -41,6 +43,20 @@ def numeric_gradient(objective, tensor, flat_indices, h=H):
             tensor[where] = old
             numeric[k] = (f_up - f_down) / (up - down)
     return numeric
+
+
+def checked_row(objective, values, analytic, generator, h=H, **where):
+    """The row of ``analytic`` (d objective / d values by hand) against central differences at
+    ``coordinates``, and (flat indices, analytic, numeric values) there: None when they cannot be compared."""
+    flat = coordinates(values.numel(), generator)
+    numeric = numeric_gradient(objective, values, flat, h)
+    problem = mismatch(analytic, values)
+    if problem:
+        return failed_row(problem, FINITE_DIFF, shape=tuple(values.shape), **where), None
+    picked = analytic.detach().reshape(-1)[flat].cpu()
+    row = compare_tensors(picked, numeric, FINITE_DIFF, **where)
+    row.shape = tuple(values.shape)
+    return row, (flat, picked, numeric)
 
 
 @contextlib.contextmanager
