@@ -193,7 +193,7 @@ class Module:
         if misshaped or (strict and problems):
             raise LayerError(f"state dict does not fit this model: {'; '.join(problems)}")
         with torch.no_grad():  # a torch.nn state dict's tensors may require grad: ours never do
-            for k in own.keys() & state_dict.keys():
+            for k in filter(own.__contains__, state_dict):  # in the given order, as torch copies
                 own[k].copy_(state_dict[k])
         return IncompatibleKeys(missing, unexpected)
 
