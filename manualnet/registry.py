@@ -149,11 +149,11 @@ def expect(args, name, ok, expected):
     return [(name, expected)] if name in args and not ok(args[name]) else []
 
 
-def refuse(owner, args, problems):
-    """Raise one ConfigError, a line ``<Owner> argument <name>=<value>: expected <expected>`` per problem."""
+def refuse(owner, args, problems, error=ConfigError):
+    """Raise one ``error``, a line ``<Owner> argument <name>=<value>: expected <expected>`` per problem."""
     if problems:
-        owner_name = owner.__name__ if isinstance(owner, type) else type(owner).__name__
-        raise ConfigError("\n".join(f"{owner_name} argument {name}={args[name]!r}: expected {expected}"
+        owner_name = getattr(owner, "__name__", None) or type(owner).__name__  # a class or function, or an instance
+        raise error("\n".join(f"{owner_name} argument {name}={args[name]!r}: expected {expected}"
                                     for name, expected in problems))
 
 
@@ -163,6 +163,15 @@ def is_number(value):
 
 def is_count(value):
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def is_size(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def is_probability(value):
+    """A dropout rate: 0 <= p < 1 (p = 1 would drop everything and scale by 1 / 0)."""
+    return is_number(value) and 0 <= value < 1
 
 
 def is_finite_nonnegative(value):

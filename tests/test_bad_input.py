@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from manualnet.cli.main import main
-from tests.helpers import run_cli
+from tests.helpers import config_path, run_cli
 
 BASE = {
     "name": "t", "data": {"dataset": "xor", "val_fraction": 0.2, "test_fraction": 0.2},
@@ -54,7 +54,7 @@ def with_changes(**changes):
     ({"optim": {"type": "SGD", "lr": -1.0}}, "lr"),
     ({"train__batch_size": 0}, "train.batch_size"),
     ({"data__val_fraction": 1.0}, "data.val_fraction"),
-    ({"model__1": {"type": "Dropout", "p": 1.0}}, "p must be in [0, 1)"),
+    ({"model__1": {"type": "Dropout", "p": 1.0}}, "model.1.p: expected a number in [0, 1), got 1.0"),
     ({"model__1": {"type": "Relu"}}, "unknown layer 'Relu' (did you mean 'ReLU'?)"),
     ({"loss": {"type": "CrossEntropy"}}, "unknown loss 'CrossEntropy' (did you mean 'CrossEntropyLoss'?)"),
     ({"optim": {"type": "Adma", "lr": 0.1}}, "unknown optimizer 'Adma' (did you mean 'Adam'?)"),
@@ -273,8 +273,7 @@ XOR_ROWS = [(i % 2, i // 2 % 2, (i % 2) ^ (i // 2 % 2)) for i in range(20)]
 
 @pytest.mark.parametrize("changes, fragment", [
     ({"seed": 2**64}, "seed: input should be less than or equal to 18446744073709551615"),
-    ({"model__0__out_features": -3},
-     "model.0 (Linear): cannot be built with these arguments: Trying to create tensor with negative dimension -3"),
+    ({"model__0__out_features": -3}, "model.0.out_features: expected a whole number >= 0, got -3"),
     ({"model__0__out_features": 10**13}, "model.0 (Linear): cannot be built with these arguments: "),
     ({"train__dist_timeout_s": 1e300}, "train.dist_timeout_s: input should be less than or equal to 604800"),
     ({"train__threads": 100000}, "train.threads: expected auto or a number of threads (an integer from 1 to 1024)"),
@@ -376,3 +375,28 @@ def test_bad_input_found_after_the_run_logged_keeps_the_run(tmp_path, capsys, mo
     expect_error(capsys, "a bad batch", "train", "--config", write_config(tmp_path, with_changes(train__batch_size=4)),
                  "--run-dir", run_dir)
     assert '"step": 10,' in (run_dir / "metrics.jsonl").read_text()  # what it logged is there to look at
+
+
+def test_every_layer_argument_out_of_range_is_named_at_once_with_the_rest(tmp_path, capsys):
+    text = tmp_path / "tiny.txt"
+    text.write_text("hello world, " * 40)
+    raw = {"data": {"dataset": "text", "path": str(text), "block_size": 8, "windows": 16, "val_windows": 4},
+           "model": [{"type": "GPT", "n_layer": 1, "n_head": 3, "n_embd": 8, "dropout": 1.5},
+                     {"type": "GELU", "approximate": "tanhh"}, {"type": "LayerNorm", "normalized_shape": 8, "eps": -1}],
+           "optim": {"type": "AdamW", "lr": -1}, "train": {"epochs": 1}}
+    err = expect_error(capsys, "5 problems", "train", "--config", write_config(tmp_path, raw), "--run-dir", tmp_path / "r")
+    for line in ("model.0.n_head: expected a divisor of n_embd=8, got 3", "model.0.dropout: expected a number in [0, 1)",
+                 "model.1.approximate: expected 'none' or 'tanh', got 'tanhh'", "model.2.eps: expected a finite number",
+                 "optim.lr: expected a finite number >= 0, got -1"):
+        assert line in err, err
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("model.0.n_embd", 0, "--set model.0.n_embd=0: expected a whole number >= 1, got 0"),  # was a ZeroDivisionError
+    ("data.block_size", 0, "--set data.block_size=0: expected a whole number >= 1"),  # was a reshape's RuntimeError
+    ("data.windows", 0, "--set data.windows=0: expected a whole number >= 1"),  # was blamed on the schedule
+    ("model.0.n_layer", 0, "--set model.0.n_layer=0: expected a whole number >= 1"),
+])
+def test_a_gpt_size_of_zero_is_named_by_its_key(tmp_path, capsys, key, value, fragment):
+    expect_error(capsys, fragment, "train", "--config", config_path("charlm"), "--set", f"{key}={value}",
+                 "--run-dir", tmp_path / "r")

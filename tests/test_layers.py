@@ -222,7 +222,7 @@ def test_dropout_in_eval_is_the_identity():
 
 @pytest.mark.parametrize("p", [1.0, -0.1, 1.5])
 def test_dropout_probability_outside_zero_one_is_refused(p):
-    with pytest.raises(LayerError, match=rf"^Dropout: p must be in \[0, 1\), got {p}"):
+    with pytest.raises(LayerError, match=rf"^Dropout argument p={p}: expected a number in \[0, 1\)$"):
         Dropout(p)
 
 

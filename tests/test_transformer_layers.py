@@ -111,9 +111,31 @@ def test_attention_equals_torch_multihead_attention_with_a_causal_mask():
 
 
 def test_attention_refuses_heads_that_do_not_divide_the_width():
-    for heads in (3, 0):
-        with pytest.raises(LayerError, match=f"num_heads={heads} must be at least 1 and divide embed_dim=8"):
-            mn.CausalSelfAttention(8, heads)
+    with pytest.raises(LayerError, match="^CausalSelfAttention argument num_heads=3: expected a divisor of embed_dim=8$"):
+        mn.CausalSelfAttention(8, 3)
+    with pytest.raises(LayerError, match="num_heads=0: expected a whole number >= 1"):
+        mn.CausalSelfAttention(8, 0)
+    with pytest.raises(LayerError, match="embed_dim=0: expected a whole number >= 1"):  # not 1 / sqrt(0)
+        mn.CausalSelfAttention(0, 1)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: mn.GPT(10, 8, 1, 3, 8), "GPT argument n_head=3: expected a divisor of n_embd=8"),
+    (lambda: mn.GPT(10, 0, 0, 2, 8, dropout=1.0), "GPT argument block_size=0: expected a whole number >= 1\n"
+                                                  "GPT argument n_layer=0: expected a whole number >= 1\n"
+                                                  "GPT argument dropout=1.0: expected a number in [0, 1)"),
+    (lambda: mn.Block(8, 2, dropout=-0.1), "Block argument dropout=-0.1: expected a number in [0, 1)"),
+    (lambda: mn.MLP(0, hidden=0), "MLP argument n_embd=0: expected a whole number >= 1\n"
+                                  "MLP argument hidden=0: expected a whole number >= 1 (null: 4 n_embd)"),
+    (lambda: mn.LayerNorm(8, eps=-1e-5), "LayerNorm argument eps=-1e-05: expected a finite number >= 0"),
+    (lambda: mn.LayerNorm([4, -2]), "LayerNorm argument normalized_shape=[4, -2]: expected a whole number >= 0"),
+    (lambda: mn.Embedding(-1, 4), "Embedding argument num_embeddings=-1: expected a whole number >= 0"),
+    (lambda: mn.Linear(4, -3), "Linear argument out_features=-3: expected a whole number >= 0"),
+])
+def test_layers_refuse_arguments_out_of_range_all_in_one_error(make, message):
+    with pytest.raises(LayerError) as refused:
+        make()
+    assert str(refused.value).startswith(message)
 
 
 def test_cross_entropy_on_sequence_logits_equals_torch_with_classes_in_dim_1():
@@ -135,5 +157,5 @@ def test_cross_entropy_names_the_target_shape_it_wants():
 
 
 def test_gelu_refuses_an_unknown_approximation():
-    with pytest.raises(LayerError, match="GELU: approximate must be 'none' or 'tanh', got 'erf'"):
+    with pytest.raises(LayerError, match="^GELU argument approximate='erf': expected 'none' or 'tanh'$"):
         mn.GELU("erf")

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from manualnet.data.base import COMMON_KEYS
+
 DEVICES = r"auto|cpu|cuda(:\d+)?"  # what `device:` and --device take: the devices manualnet runs on
 
 
@@ -32,10 +34,10 @@ class DataConfig(BaseModel):
     the split (``data.dataset.fraction_problems``), not here."""
 
     model_config = ConfigDict(extra="allow")
-    dataset: str = "digits"
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    standardize: bool = True
+    dataset: str = COMMON_KEYS["dataset"]
+    val_fraction: float = COMMON_KEYS["val_fraction"]
+    test_fraction: float = COMMON_KEYS["test_fraction"]
+    standardize: bool = COMMON_KEYS["standardize"]
 
 
 MAX_TIMEOUT_S = 7 * 24 * 3600  # a week: torch.distributed keeps its timeout in milliseconds; 1e300 s overflows

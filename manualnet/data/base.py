@@ -17,6 +17,10 @@ import torch
 from manualnet.errors import ConfigError, DataError
 from manualnet.registry import Registry, closest, typecheck
 
+# The data section's keys for every data set, and their defaults (the config schema's too); the rest are the
+# loader's own arguments.
+COMMON_KEYS = {"dataset": "digits", "val_fraction": 0.1, "test_fraction": 0.2, "standardize": True}
+
 DATASETS = Registry("dataset")
 
 RUNTIME = {"generator", "val_fraction", "test_fraction"}  # loader parameters load_dataset fills in, never a
@@ -62,6 +66,11 @@ def check_arguments(name, loader, kwargs):
     problems += [f"data.{n}: required by dataset {name!r} but missing" for n, p in params.items()
                  if p.default is p.empty and n not in kwargs]
     values, wrong_types = typecheck(params, kwargs, "data")
+    own = getattr(loader, "problems", None)  # its ranges, on the values of the right type (see registry.refuse)
+    if callable(own):
+        given = {k: v for k, v in values.items() if k in params and not any(line.startswith(f"data.{k}:")
+                                                                             for line in wrong_types)}
+        problems += [f"data.{key}: expected {expected}, got {given[key]!r}" for key, expected in own(given)]
     if problems or wrong_types:
         raise ConfigError("\n".join(problems + wrong_types))
     return values

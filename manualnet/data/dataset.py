@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from manualnet.data.base import DATASETS, check_arguments, seeded_generator
+from manualnet.data.base import COMMON_KEYS, DATASETS, check_arguments, seeded_generator
 from manualnet.errors import ConfigError, DataError
 
-COMMON_KEYS = {"dataset": "digits", "val_fraction": 0.1, "test_fraction": 0.2, "standardize": True}  # + defaults
 SPLITS = ("train", "val", "test")
 
 

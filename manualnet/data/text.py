@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from manualnet.data.base import DATASETS, Arrays
+from manualnet.data.base import COMMON_KEYS, DATASETS, Arrays
 from manualnet.errors import DataError
+from manualnet.registry import expect, is_count, is_size, refuse
 
 # A fixed list of standard-library modules present from Python 3.10 on, about 2 MB of code and docstrings.
 STDLIB_FILES = (
@@ -32,9 +33,12 @@ VOCAB_FILE = "vocab.json"
 
 @DATASETS.register("text")
 def text(path: str | None = None, block_size: int = 128, windows: int = 20000, val_windows: int = 512,
-         val_fraction: float = 0.1, test_fraction: float = 0.0, *, generator: torch.Generator | None = None) -> Arrays:
+         val_fraction: float = COMMON_KEYS["val_fraction"], test_fraction: float = COMMON_KEYS["test_fraction"], *,
+         generator: torch.Generator | None = None) -> Arrays:
     """x, y: (windows, block_size) token ids, y the next character of each x; val and test: (val_windows,
     block_size) each, from the text's last val_fraction and test_fraction. ``classes`` is the vocabulary."""
+    counts = {"block_size": block_size, "windows": windows, "val_windows": val_windows}
+    refuse(text, counts, _problems(counts), DataError)
     corpus = read_text(path) if path else stdlib_corpus()
     vocab = sorted(set(corpus))
     ids = encode(corpus, {ch: i for i, ch in enumerate(vocab)})
@@ -52,6 +56,15 @@ def text(path: str | None = None, block_size: int = 128, windows: int = 20000, v
                   baseline={"unigram_entropy": unigram_entropy(ids, len(vocab))},
                   val=sample_windows(parts["val"], block_size, val_windows if n_val else 0, generator),
                   test=sample_windows(parts["test"], block_size, val_windows if n_test else 0, generator))
+
+
+def _problems(args):
+    """The ranges of ``text``'s counts (see ``registry.refuse``)."""
+    return (expect(args, "block_size", is_count, "a whole number >= 1") + expect(args, "windows", is_count,
+            "a whole number >= 1") + expect(args, "val_windows", is_size, "a whole number >= 0"))
+
+
+text.problems = _problems
 
 
 def sample_windows(ids, block_size, count, generator):

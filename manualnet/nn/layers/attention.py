@@ -3,10 +3,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from manualnet.errors import LayerError
 from manualnet.nn.layers.dropout import Dropout
 from manualnet.nn.layers.linear import Linear
 from manualnet.nn.module import Module, register_layer
 from manualnet.nn.pieces import pieces_along
+from manualnet.registry import expect, is_count, is_probability, refuse
 
 
 @register_layer("CausalSelfAttention")
@@ -34,15 +36,19 @@ class CausalSelfAttention(Module):
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, generator=None):
         super().__init__()
+        args = {"embed_dim": embed_dim, "num_heads": num_heads, "dropout": dropout}
+        refuse(self, args, self.problems(args), LayerError)
         self.embed_dim, self.num_heads = embed_dim, num_heads
-        if num_heads < 1 or embed_dim % num_heads:
-            raise self.fail(f"num_heads={num_heads} must be at least 1 and divide embed_dim={embed_dim}")
         self.head_dim = embed_dim // num_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.qkv = Linear(embed_dim, 3 * embed_dim, bias=bias, generator=generator)
         self.proj = Linear(embed_dim, embed_dim, bias=bias, generator=generator)
         self.resid_drop = Dropout(dropout, generator=generator)
         self.dropout, self.generator = float(dropout), generator   # on p: drawn here, so backward can reapply it
+
+    @classmethod
+    def problems(cls, args):
+        return head_problems(args, "embed_dim", "num_heads")
 
     @classmethod
     def example(cls, generator):
@@ -152,6 +158,15 @@ class CausalSelfAttention(Module):
 
     def extra_repr(self):
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}"
+
+
+def head_problems(args, width, heads):
+    """The range problems of an attention's width, its number of heads (which must divide it) and dropout,
+    as ``[(name, expected)]`` (see ``registry.refuse``)."""
+    found = [p for name in (width, heads) for p in expect(args, name, is_count, "a whole number >= 1")]
+    if not found and width in args and heads in args:
+        found += expect(args, heads, lambda h: args[width] % h == 0, f"a divisor of {width}={args[width]}")
+    return found + expect(args, "dropout", is_probability, "a number in [0, 1)")
 
 
 def _future(T, device):

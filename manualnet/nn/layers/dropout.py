@@ -1,6 +1,8 @@
 import torch
 
+from manualnet.errors import LayerError
 from manualnet.nn.module import Module, register_layer
+from manualnet.registry import expect, is_probability, refuse
 
 
 @register_layer("Dropout")
@@ -15,10 +17,13 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, generator=None):
         super().__init__()
-        if not 0 <= p < 1:
-            raise self.fail(f"p must be in [0, 1), got {p}")
+        refuse(self, {"p": p}, self.problems({"p": p}), LayerError)
         self.p = float(p)
         self.generator = generator
+
+    @classmethod
+    def problems(cls, args):
+        return expect(args, "p", is_probability, "a number in [0, 1)")
 
     def forward(self, x):
         if not self.training or self.p == 0:

@@ -1,7 +1,9 @@
 import torch
 import torch.nn.functional as F
 
+from manualnet.errors import LayerError
 from manualnet.nn.module import Module, Parameter, register_layer
+from manualnet.registry import expect, is_size, refuse
 
 
 @register_layer("Embedding")
@@ -18,9 +20,16 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, generator=None, device=None, dtype=None):
         super().__init__()
+        sizes = {"num_embeddings": num_embeddings, "embedding_dim": embedding_dim}
+        refuse(self, sizes, self.problems(sizes), LayerError)
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
         self.weight.normal_(0.0, 1.0, generator=generator)
+
+    @classmethod
+    def problems(cls, args):
+        return [p for name in ("num_embeddings", "embedding_dim")
+                for p in expect(args, name, is_size, "a whole number >= 0")]
 
     @classmethod
     def example(cls, generator):

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from manualnet.errors import LayerError
 from manualnet.nn.module import Module, register_layer
 from manualnet.nn.pieces import elementwise_in_pieces
+from manualnet.registry import expect, refuse
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -25,9 +26,12 @@ class GELU(Module):
 
     def __init__(self, approximate: str = "none"):
         super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise LayerError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        refuse(self, {"approximate": approximate}, self.problems({"approximate": approximate}), LayerError)
         self.approximate = approximate
+
+    @classmethod
+    def problems(cls, args):
+        return expect(args, "approximate", lambda v: v in ("none", "tanh"), "'none' or 'tanh'")
 
     @classmethod
     def example(cls, generator):

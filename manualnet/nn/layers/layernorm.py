@@ -3,7 +3,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from manualnet.errors import LayerError
 from manualnet.nn.module import Module, Parameter, register_layer
+from manualnet.registry import expect, is_finite_nonnegative, is_size, refuse
 
 
 @register_layer("LayerNorm")
@@ -19,12 +21,22 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, device=None, dtype=None):
         super().__init__()
+        refuse(self, {"normalized_shape": normalized_shape, "eps": eps},
+               self.problems({"normalized_shape": normalized_shape, "eps": eps}), LayerError)
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps, self.elementwise_affine = shape, float(eps), elementwise_affine
         self.weight = self.bias = None
         if elementwise_affine:
             self.weight = Parameter(torch.ones(shape, device=device, dtype=dtype))
             self.bias = Parameter(torch.zeros(shape, device=device, dtype=dtype))
+
+    @classmethod
+    def problems(cls, args):
+        shape = args.get("normalized_shape")
+        dims = [shape] if isinstance(shape, int) else shape if isinstance(shape, list | tuple) else [None]
+        return (expect(args, "normalized_shape", lambda _: bool(dims) and all(map(is_size, dims)),
+                       "a whole number >= 0, or a list of them")
+                + expect(args, "eps", is_finite_nonnegative, "a finite number >= 0"))
 
     @classmethod
     def example(cls, generator):

@@ -3,8 +3,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from manualnet.errors import LayerError
 from manualnet.nn.init import INITS
 from manualnet.nn.module import Module, Parameter, register_layer
+from manualnet.registry import expect, is_size, refuse
 
 
 @register_layer("Linear")
@@ -25,6 +27,8 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, init: str = "default",
                  generator=None, device=None, dtype=None):
         super().__init__()
+        sizes = {"in_features": in_features, "out_features": out_features}
+        refuse(self, sizes, self.problems(sizes), LayerError)
         self.in_features, self.out_features = in_features, out_features
         self.needs_input_grad = True
         self.weight = Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
@@ -37,6 +41,11 @@ class Linear(Module):
                 self.bias.uniform_(-bound, bound, generator=generator)
             else:
                 self.bias.zero_()
+
+    @classmethod
+    def problems(cls, args):
+        return [p for name in ("in_features", "out_features")
+                for p in expect(args, name, is_size, "a whole number >= 0")]
 
     def check_inputs(self, x):
         super().check_inputs(x)

@@ -3,12 +3,14 @@ attention."""
 
 import torch
 
-from manualnet.nn.layers.attention import CausalSelfAttention
+from manualnet.errors import LayerError
+from manualnet.nn.layers.attention import CausalSelfAttention, head_problems
 from manualnet.nn.layers.dropout import Dropout
 from manualnet.nn.layers.gelu import GELU
 from manualnet.nn.layers.layernorm import LayerNorm
 from manualnet.nn.layers.linear import Linear
 from manualnet.nn.module import Module, register_layer
+from manualnet.registry import expect, is_count, is_probability, refuse
 
 
 @register_layer("MLP")
@@ -23,11 +25,19 @@ class MLP(Module):
     def __init__(self, n_embd: int, hidden: int | None = None, dropout: float = 0.0, approximate: str = "tanh",
                  bias: bool = True, generator=None):
         super().__init__()
+        args = {"n_embd": n_embd, "hidden": hidden, "dropout": dropout}
+        refuse(self, args, self.problems(args), LayerError)
         hidden = hidden or 4 * n_embd
         self.fc = Linear(n_embd, hidden, bias=bias, generator=generator)
         self.act = GELU(approximate)
         self.proj = Linear(hidden, n_embd, bias=bias, generator=generator)
         self.drop = Dropout(dropout, generator=generator)
+
+    @classmethod
+    def problems(cls, args):
+        return (expect(args, "n_embd", is_count, "a whole number >= 1")
+                + expect(args, "hidden", lambda h: h is None or is_count(h), "a whole number >= 1 (null: 4 n_embd)")
+                + expect(args, "dropout", is_probability, "a number in [0, 1)"))
 
     @classmethod
     def example(cls, generator):
@@ -60,10 +70,16 @@ class Block(Module):
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, generator=None):
         super().__init__()
+        args = {"n_embd": n_embd, "n_head": n_head, "dropout": dropout}
+        refuse(self, args, self.problems(args), LayerError)
         self.ln1 = LayerNorm(n_embd)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias=bias, generator=generator)
         self.ln2 = LayerNorm(n_embd)
         self.mlp = MLP(n_embd, 4 * n_embd, dropout, bias=bias, generator=generator)
+
+    @classmethod
+    def problems(cls, args):
+        return head_problems(args, "n_embd", "n_head")
 
     @classmethod
     def example(cls, generator):

@@ -2,13 +2,16 @@ import math
 
 import torch
 
+from manualnet.errors import LayerError
 from manualnet.nn.containers import ModuleList
+from manualnet.nn.layers.attention import head_problems
 from manualnet.nn.layers.dropout import Dropout
 from manualnet.nn.layers.embedding import Embedding
 from manualnet.nn.layers.layernorm import LayerNorm
 from manualnet.nn.layers.linear import Linear
 from manualnet.nn.models.block import Block
 from manualnet.nn.module import Module, register_layer
+from manualnet.registry import expect, is_count, refuse
 
 INIT_STD = 0.02  # GPT-2's initial weight scale
 
@@ -33,6 +36,9 @@ class GPT(Module):
     def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
                  dropout: float = 0.0, tie_weights: bool = True, bias: bool = True, generator=None):
         super().__init__()
+        args = {"vocab_size": vocab_size, "block_size": block_size, "n_layer": n_layer, "n_head": n_head,
+                "n_embd": n_embd, "dropout": dropout}
+        refuse(self, args, self.problems(args), LayerError)
         self.vocab_size, self.block_size, self.tie_weights = vocab_size, block_size, tie_weights
         self.wte = Embedding(vocab_size, n_embd, generator=generator)
         self.wpe = Embedding(block_size, n_embd, generator=generator)
@@ -51,6 +57,12 @@ class GPT(Module):
             elif not name.startswith("ln") and ".ln" not in name:
                 std = INIT_STD / math.sqrt(2 * n_layer) if name.endswith("proj.weight") else INIT_STD
                 p.normal_(0.0, std, generator=generator)
+
+    @classmethod
+    def problems(cls, args):
+        found = [p for name in ("vocab_size", "block_size", "n_layer") for p in expect(args, name, is_count,
+                                                                                       "a whole number >= 1")]
+        return found + head_problems(args, "n_embd", "n_head")
 
     @classmethod
     def example(cls, generator):
