@@ -382,12 +382,15 @@ def test_every_layer_argument_out_of_range_is_named_at_once_with_the_rest(tmp_pa
     text.write_text("hello world, " * 40)
     raw = {"data": {"dataset": "text", "path": str(text), "block_size": 8, "windows": 16, "val_windows": 4},
            "model": [{"type": "GPT", "n_layer": 1, "n_head": 3, "n_embd": 8, "dropout": 1.5},
-                     {"type": "GELU", "approximate": "tanhh"}, {"type": "LayerNorm", "normalized_shape": 8, "eps": -1}],
+                     {"type": "GELU", "approximate": "tanhh"},
+                     {"type": "LayerNorm", "normalized_shape": 8, "eps": -1}],
            "optim": {"type": "AdamW", "lr": -1}, "train": {"epochs": 1}}
-    err = expect_error(capsys, "5 problems", "train", "--config", write_config(tmp_path, raw), "--run-dir", tmp_path / "r")
-    for line in ("model.0.n_head: expected a divisor of n_embd=8, got 3", "model.0.dropout: expected a number in [0, 1)",
-                 "model.1.approximate: expected 'none' or 'tanh', got 'tanhh'", "model.2.eps: expected a finite number",
-                 "optim.lr: expected a finite number >= 0, got -1"):
+    err = expect_error(capsys, "5 problems", "train", "--config", write_config(tmp_path, raw),
+                       "--run-dir", tmp_path / "r")
+    for line in ("model.0.n_head: expected a divisor of n_embd=8, got 3",
+                 "model.0.dropout: expected a number in [0, 1)",
+                 "model.1.approximate: expected 'none' or 'tanh', got 'tanhh'",
+                 "model.2.eps: expected a finite number", "optim.lr: expected a finite number >= 0, got -1"):
         assert line in err, err
 
 

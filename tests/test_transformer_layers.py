@@ -111,7 +111,7 @@ def test_attention_equals_torch_multihead_attention_with_a_causal_mask():
 
 
 def test_attention_refuses_heads_that_do_not_divide_the_width():
-    with pytest.raises(LayerError, match="^CausalSelfAttention argument num_heads=3: expected a divisor of embed_dim=8$"):
+    with pytest.raises(LayerError, match="^CausalSelfAttention argument num_heads=3: expected a divisor of embed_dim"):
         mn.CausalSelfAttention(8, 3)
     with pytest.raises(LayerError, match="num_heads=0: expected a whole number >= 1"):
         mn.CausalSelfAttention(8, 0)
