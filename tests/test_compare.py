@@ -565,7 +565,8 @@ def test_a_model_with_a_module_autograd_cannot_reach_is_still_checked_by_finite_
 def test_only_the_thread_running_a_manual_backward_refuses_autograd():
     import threading
 
-    from manualnet.verify.rules import NotByHand, by_hand
+    from manualnet.errors import NotByHand
+    from manualnet.verify.rules import by_hand
 
     original, x, seen = torch.autograd.grad, torch.ones(3, requires_grad=True), []
     with by_hand():

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from manualnet.training.distributed import RankFailed, restore_rng, shard_weight
+from manualnet.training.distributed import rank_failed, restore_rng, shard_weight
 from tests.helpers import ROOT, metrics, start_cli, summary
 
 CONFIG = {
@@ -242,6 +242,6 @@ def _first_draws(seed):
 def test_a_collective_error_becomes_one_line_naming_the_rank():
     gloo = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
                         "[127.0.0.1]:39079. This is typically caused by a remote worker crashing.\nmore")
-    error = RankFailed(1, "the all_reduce of the gradients", gloo, "another rank died")
+    error = rank_failed(1, "the all_reduce of the gradients", gloo, "another rank died")
     assert str(error) == ("rank 1: the all_reduce of the gradients failed: Connection closed by peer "
                           "[127.0.0.1]:39079; another rank died")

@@ -385,7 +385,7 @@ def test_a_second_signal_exits_128_plus_its_number_without_a_traceback(tmp_path,
 
 
 def test_stopped_at_once_carries_the_signal_s_exit_code():
-    from manualnet.training.trainer import StoppedAtOnce
+    from manualnet.errors import StoppedAtOnce
 
     assert StoppedAtOnce(signal.SIGTERM).exit_code == 143
     assert str(StoppedAtOnce(signal.SIGINT)) == "stopped at once by a second SIGINT; the previous checkpoint is kept"

@@ -8,16 +8,24 @@ from pathlib import Path
 
 from manualnet.config.load import apply_override, load_config, read_yaml, validate
 from manualnet.config.setup import build
-from manualnet.errors import CheckpointError, ConfigError, ManualnetError, RunDirError
+from manualnet.errors import (
+    AuditFailed,
+    CheckpointError,
+    ConfigError,
+    Diverged,
+    Interrupted,
+    ManualnetError,
+    RankFailed,
+    RunDirError,
+)
 from manualnet.files import storage_error
 from manualnet.log.progress import summary_table
 from manualnet.training import checkpoint
 from manualnet.training.checkpoint import clean_stale_files
-from manualnet.training.distributed import RankFailed, cluster_for
-from manualnet.training.divergence import Diverged
+from manualnet.training.distributed import cluster_for
 from manualnet.training.evaluate import evaluate
 from manualnet.training.run_dir import RunLock, clear, discard_if_unlogged, never_trained, new_run_dir
-from manualnet.training.trainer import AuditFailed, Interrupted, Trainer
+from manualnet.training.trainer import Trainer
 
 
 def train(args):

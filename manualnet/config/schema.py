@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from manualnet.data.base import COMMON_KEYS
+from manualnet.names import COMMON_KEYS
 
 DEVICES = r"auto|cpu|cuda(:\d+)?"  # what `device:` and --device take: the devices manualnet runs on
 

@@ -17,10 +17,6 @@ import torch
 from manualnet.errors import ConfigError, DataError
 from manualnet.registry import Registry, closest, typecheck
 
-# The data section's keys for every data set, and their defaults (the config schema's too); the rest are the
-# loader's own arguments.
-COMMON_KEYS = {"dataset": "digits", "val_fraction": 0.1, "test_fraction": 0.2, "standardize": True}
-
 DATASETS = Registry("dataset")
 
 RUNTIME = {"generator", "val_fraction", "test_fraction"}  # loader parameters load_dataset fills in, never a

@@ -2,11 +2,8 @@
 
 import torch
 
+from manualnet.errors import AuditFailed
 from manualnet.verify import check_model, format_table, verdict
-
-
-class AuditFailed(Exception):
-    """A ``verify.every`` audit found a hand-written gradient that disagrees with autograd (exit code 1)."""
 
 
 def audit(trainer, xb, tb):

@@ -19,17 +19,10 @@ import re
 import torch
 
 from manualnet.data.base import seeded_generator
-from manualnet.errors import ConfigError
+from manualnet.errors import ConfigError, RankFailed
 from manualnet.training import checkpoint
 
 BUCKET_ELEMENTS = 8 * 2**20  # elements per all-reduce: a few collectives per step, not one per tensor
-
-
-class RankFailed(Exception):
-    """A collective failed: another rank died, hung past the timeout, or could not be reached (exit code 1)."""
-
-    def __init__(self, rank, what, error, hint):
-        super().__init__(f"rank {rank}: {what} failed: {_reason(error)}; {hint}")
 
 
 class Single:
@@ -124,7 +117,7 @@ class DataParallel:
         except RuntimeError as e:  # gloo raises RuntimeError; NCCL's DistBackendError is one too
             hint = (f"another rank died, or did not answer within train.dist_timeout_s = {self.timeout_s:g} s "
                     "(see its own log)")
-            raise RankFailed(self.rank, what, e, hint) from None
+            raise rank_failed(self.rank, what, e, hint) from None
 
     def __enter__(self):
         return self
@@ -139,6 +132,11 @@ def shard_weight(shard_size, batch_size, reduction="mean"):
     """The factor on a shard's loss gradient: its share n_r / N of a mean over the global batch of N rows
     (a sum over the batch is already the sum of the shards' sums)."""
     return shard_size / batch_size if reduction == "mean" else 1.0
+
+
+def rank_failed(rank, what, error, hint):
+    """The one-line RankFailed for collective ``what`` on ``rank`` that failed with ``error``."""
+    return RankFailed(f"rank {rank}: {what} failed: {_reason(error)}; {hint}")
 
 
 def _reason(error):

@@ -5,10 +5,6 @@ import torch
 from manualnet.nn import Sequential
 
 
-class Diverged(Exception):
-    """Training produced a non-finite loss or gradient (exit code 1)."""
-
-
 def diagnose(model, loss, xb, tb, step, value, norm=None):
     """Replay the failing batch layer by layer and name the first non-finite value, forward then backward.
     ``value`` is the batch's loss, ``norm`` the gradient norm (when the loss was finite but it was not)."""

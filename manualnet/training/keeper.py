@@ -5,10 +5,10 @@ import dataclasses
 import math
 import time
 
-from manualnet.errors import CheckpointError, ManualnetError
+from manualnet.errors import CheckpointError, Diverged, ManualnetError
 from manualnet.training import checkpoint
 from manualnet.training.distributed import restore_rng
-from manualnet.training.divergence import Diverged, diagnose_parameters
+from manualnet.training.divergence import diagnose_parameters
 
 FORMAT = 1
 

@@ -3,22 +3,7 @@ a second stops at once."""
 
 import signal
 
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; the run was checkpointed and can be resumed (exit code 128 + signal)."""
-
-    def __init__(self, signum, run_dir):
-        self.exit_code = 128 + signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint saved. "
-                         f"Resume with: manualnet train --resume {run_dir}")
-
-
-class StoppedAtOnce(KeyboardInterrupt):
-    """A second SIGINT or SIGTERM: the run stops without writing a checkpoint (exit code 128 + signal)."""
-
-    def __init__(self, signum):
-        self.exit_code = 128 + signum
-        super().__init__(f"stopped at once by a second {signal.Signals(signum).name}; the previous checkpoint is kept")
+from manualnet.errors import StoppedAtOnce
 
 
 class StopRequests:

@@ -16,6 +16,7 @@ import torch
 
 from manualnet.data import Batches
 from manualnet.data.text import save_vocabulary
+from manualnet.errors import AuditFailed, Diverged, Interrupted, StoppedAtOnce
 from manualnet.files import write_text
 from manualnet.log.language_model import log_language_model
 from manualnet.log.logger import MetricsLogger
@@ -23,14 +24,14 @@ from manualnet.log.progress import Progress
 from manualnet.log.telemetry import log_histograms, log_update_ratios, parameters_before, record_outputs
 from manualnet.optim import clip_grad_norm, grad_norm
 from manualnet.training import checkpoint
-from manualnet.training.audit import AuditFailed, audit
+from manualnet.training.audit import audit
 from manualnet.training.distributed import Single
-from manualnet.training.divergence import Diverged, diagnose
+from manualnet.training.divergence import diagnose
 from manualnet.training.evaluate import accuracy_count, evaluate
 from manualnet.training.keeper import CheckpointKeeper, Position
 from manualnet.training.metrics import RunningMetrics
 from manualnet.training.run_dir import write_config
-from manualnet.training.signals import Interrupted, StoppedAtOnce, StopRequests
+from manualnet.training.signals import StopRequests
 from manualnet.training.threads import cpu_threads, torch_threads
 
 __all__ = ["AuditFailed", "Diverged", "Interrupted", "StoppedAtOnce", "Trainer"]

@@ -17,10 +17,10 @@ import dataclasses
 
 import torch
 
+from manualnet.errors import NoReference
 from manualnet.verify import finite_diff
 from manualnet.verify.reference import (
     BREAKS,
-    NoReference,
     Replay,
     describe,
     differentiate,

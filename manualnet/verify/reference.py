@@ -10,13 +10,9 @@ import contextlib
 
 import torch
 
-from manualnet.errors import LayerError
+from manualnet.errors import NoReference
 from manualnet.nn.contract import autograd_through_forward
 from manualnet.nn.module import Module
-
-
-class NoReference(LayerError):
-    """The module or loss gives verify nothing autograd can differentiate: it cannot be checked as it is."""
 
 
 def reference_of(module):

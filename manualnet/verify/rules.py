@@ -8,7 +8,7 @@ import threading
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from manualnet.errors import LayerError
+from manualnet.errors import LayerError, NotByHand
 from manualnet.verify.report import compare_tensors, failed_row
 
 
@@ -64,10 +64,6 @@ def run_backward(run):
     if kernels:
         return {}, f"backward called torch's own backward kernel {kernels[0]}: write it from the math instead"
     return result, ""
-
-
-class NotByHand(RuntimeError):
-    """A manual backward that called autograd."""
 
 
 _refusing = threading.local()  # .on: this thread runs a manual backward; autograd refuses it (not others)

@@ -14,24 +14,15 @@ import inspect
 
 import torch
 
-from manualnet.errors import LayerError
+from manualnet.errors import Crashed, LayerError, NoReference, Untestable
 from manualnet.nn import LAYERS, LOSSES
 from manualnet.verify.engine import check_layer, check_loss, check_module
-from manualnet.verify.reference import NoReference
 from manualnet.verify.report import failed_row, skipped_row, tolerance_for
 
 SHAPES = ((1, 5), (3, 7))                      # (batch, width); inputs of batch > 1 are non-contiguous views
 WIDTHS = (1, 2, 3, 4, 6, 8, 10, 16, 32, 64)    # tried in turn when a layer refuses the width above
 OUT_FEATURES = 4
 F64 = torch.float64
-
-
-class Untestable(Exception):
-    """The layer or loss cannot be checked on its own; the message says why."""
-
-
-class Crashed(Exception):
-    """Its forward raised something other than a LayerError on every input tried."""
 
 
 def self_test(names=None, seed=0):
