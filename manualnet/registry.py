@@ -1,6 +1,8 @@
-"""Name -> class tables for layers, losses, optimizers, schedules and data sets.
+"""Name -> class tables for layers, losses, optimizers, schedules and data sets, and the range checks their
+constructors share.
 
-Configs and plugins refer to things by these names; an unknown name gets the closest valid one.
+Configs and plugins refer to things by these names; an unknown name gets the closest valid one. Building a
+thing from a config section is ``manualnet.config.arguments``'s.
 """
 
 import difflib
@@ -8,11 +10,8 @@ import inspect
 import math
 import numbers
 from pathlib import Path
-from typing import Any
 
-from pydantic import ConfigDict, ValidationError, create_model
-
-from manualnet.errors import ConfigError, ManualnetError
+from manualnet.errors import ConfigError
 
 
 def closest(name, choices):
@@ -87,57 +86,6 @@ def _dotted(obj):
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
-# -- building a registered thing from a config section's keyword arguments --------------------------------
-RUNTIME = {"generator", "device", "dtype"}  # set by the trainer, never by a config
-
-
-def construct(factory, kwargs, where, fixed=None):
-    """``factory(**fixed, **kwargs)`` with kwargs checked; errors are ConfigErrors prefixed by ``where``."""
-    fixed = fixed or {}
-    problems, values = _checked(factory, kwargs, where, fixed)
-    if problems:
-        raise ConfigError("\n".join(problems))
-    try:
-        return factory(**fixed, **values)
-    except ManualnetError as e:
-        raise ConfigError(f"{where} ({_name(factory)}): {e}") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where} ({_name(factory)}): {e}") from None
-    except (RuntimeError, MemoryError) as e:  # torch refusing a size: a negative one, or memory it cannot have
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{where} ({_name(factory)}): cannot be built with these arguments: {first}") from None
-
-
-def argument_problems(factory, kwargs, where, fixed=()):
-    """What is wrong with the config section ``where`` calling ``factory(**kwargs)`` (the names in ``fixed``
-    are supplied by the code), one line each, nothing raised: unknown and missing arguments and values of the
-    wrong type (read off its signature), and values out of range (its own ``problems``, see ``refuse``)."""
-    return _checked(factory, kwargs, where, fixed)[0]
-
-
-def _checked(factory, kwargs, where, fixed):
-    """``(problems, kwargs with values converted to their annotated types)``. Types are converted here (a
-    ``--set optim.lr=1e-3`` is the string '1e-3' to YAML); ranges are the factory's to say, once."""
-    params = _parameters(factory)
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    allowed = {n: p for n, p in params.items()
-               if n not in fixed and n not in RUNTIME and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    problems = [f"{where}.{k}: unknown argument{closest(k, allowed)}; "
-                f"{_name(factory)} takes {', '.join(allowed) or 'no arguments'}"
-                for k in kwargs if k not in allowed and not accepts_any]
-    problems += [f"{where}.{n}: required argument is missing" for n, p in allowed.items()
-                 if p.default is p.empty and n not in kwargs]
-    values, wrong_types = _typechecked(allowed, kwargs, where)
-    problems += [line for lines in wrong_types.values() for line in lines]
-    own = getattr(factory, "problems", None)
-    if callable(own):  # its own checks, on the given values of the right type and the defaults of the rest
-        args = {n: p.default for n, p in allowed.items() if p.default is not p.empty and n not in kwargs}
-        args.update({k: v for k, v in values.items() if k in allowed and k not in wrong_types})
-        problems += [f"{where}.{name}: expected {expected}, got {kwargs.get(name, args[name])!r}"
-                     for name, expected in own(args)]
-    return problems, values
-
-
 # -- a constructor's own checks ---------------------------------------------------------------------------
 # A class that checks its arguments' ranges says what is wrong in a classmethod ``problems(args)`` ->
 # ``[(name, expected), ...]`` that checks only the names ``args`` has and raises nothing; its constructor
@@ -180,75 +128,3 @@ def is_finite_nonnegative(value):
 
 def is_finite_positive(value):
     return is_number(value) and 0 < value < math.inf
-
-
-def _parameters(factory):
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    try:  # string annotations (``from __future__ import annotations`` in a plugin) resolved to types
-        signature = inspect.signature(target, eval_str=True)
-    except Exception:  # noqa: BLE001 - a name the annotation uses is not defined: check by the defaults
-        signature = inspect.signature(target)
-    params = dict(signature.parameters)
-    params.pop("self", None)
-    return params
-
-
-# Non-finite numbers are no argument a layer, loss, optimizer or data set takes (an lr of inf, a slope of NaN).
-_ARGUMENTS = ConfigDict(allow_inf_nan=False, arbitrary_types_allowed=True)
-
-
-def typecheck(params, kwargs, where):
-    """``(kwargs with values converted, one line per value of the wrong type)``: each value checked by
-    pydantic against its parameter's annotation in ``params`` (name -> inspect.Parameter), or else the
-    type of its default; names not in ``params`` are passed through unchecked. A line reads
-    ``<where>.<name>: <what was expected>, got <value>``."""
-    values, wrong = _typechecked(params, kwargs, where)
-    return values, [line for lines in wrong.values() for line in lines]
-
-
-def _typechecked(params, kwargs, where):
-    """``typecheck``, its lines grouped by the argument's name (``{name: [line, ...]}``)."""
-    fields = {}
-    for name in kwargs:
-        p = params.get(name)
-        if p is None:
-            continue
-        ann = p.annotation if p.annotation is not p.empty else _type_of_default(p.default)
-        fields[name] = (ann, ...)
-    try:
-        checker = create_model("Arguments", __config__=_ARGUMENTS, **fields)
-    except Exception:  # noqa: BLE001 - an annotation pydantic cannot check (a user's own class): values as given
-        return dict(kwargs), {}
-    try:
-        checked = checker.model_validate({k: kwargs[k] for k in fields})
-    except ValidationError as e:
-        return dict(kwargs), _lines_by_name(e.errors(), where)
-    out = dict(kwargs)
-    out.update({k: getattr(checked, k) for k in fields})
-    return out, {}
-
-
-def _lines_by_name(errors, where):
-    lines = {}
-    for err in errors:
-        lines.setdefault(err["loc"][0], []).append(f"{where}.{'.'.join(map(str, err['loc']))}: {err['msg'][0].lower()}"
-                                                   f"{err['msg'][1:]}, got {err.get('input')!r}")
-    return lines
-
-
-def _type_of_default(default):
-    if isinstance(default, bool):
-        return bool
-    if isinstance(default, float):
-        return float
-    if isinstance(default, int):
-        return int
-    if isinstance(default, str):
-        return str
-    if isinstance(default, tuple) and default and all(isinstance(v, int | float) for v in default):
-        return tuple[float, ...]
-    return Any
-
-
-def _name(factory):
-    return getattr(factory, "registered_name", getattr(factory, "__name__", repr(factory)))

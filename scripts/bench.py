@@ -313,6 +313,7 @@ class LoopClock:
 
     def __init__(self):
         self.begun, self.ended, self.starts, self.ends, self.validations = None, None, [], [], []
+        self._validating = None
 
     def step_started(self):
         self.starts.append(time.perf_counter())
@@ -326,8 +327,11 @@ class LoopClock:
         return [self.starts[i + 1] - self.ends[i] for i in range(len(self.starts) - 1)
                 if (i + 1) % steps_per_epoch]
 
-    def validated(self, seconds):
-        self.validations.append((len(self.starts), seconds))  # it ran after step number len(starts)
+    def validation_started(self):
+        self._validating = time.perf_counter()
+
+    def validation_ended(self):  # it ran after step number len(starts)
+        self.validations.append((len(self.starts), time.perf_counter() - self._validating))
 
     def loop_ended(self):
         self.ended = time.perf_counter()

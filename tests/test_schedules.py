@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from manualnet import Parameter
+from manualnet.config.arguments import construct
 from manualnet.errors import CheckpointError, ConfigError
 from manualnet.optim import SCHEDULES, SGD
-from manualnet.registry import construct
 
 # The smallest valid keyword arguments of each registered schedule (one without required arguments needs
 # no entry here).

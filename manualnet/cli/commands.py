@@ -135,7 +135,7 @@ def _fit(trainer, run_dir, quiet):
         if cluster.is_main:  # every rank stopped at the same step; rank 0 saved it
             print(f"manualnet: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:  # a second signal (trainer.StoppedAtOnce): the CLI reports it
+    except KeyboardInterrupt:  # a second signal (errors.StoppedAtOnce): the CLI reports it
         _quiet_signals()
         raise
     except RankFailed:

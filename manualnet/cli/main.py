@@ -31,7 +31,7 @@ def main(argv=None):
         for line in str(e).splitlines():
             print(f"manualnet: error: {line}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt as e:  # a second SIGINT/SIGTERM in training says which (trainer.StoppedAtOnce)
+    except KeyboardInterrupt as e:  # a second SIGINT/SIGTERM in training says which (errors.StoppedAtOnce)
         print(f"manualnet: {str(e) or 'interrupted'}", file=sys.stderr)  # a plain Ctrl-C's text is empty
         return getattr(e, "exit_code", 130)
 

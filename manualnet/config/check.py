@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from manualnet.config.arguments import argument_problems
 from manualnet.config.model import DATA_SIZES, inferred_arguments, is_layer_specs, spec_kwargs
 from manualnet.config.plugins import load_plugins
 from manualnet.config.schema import Config
@@ -13,7 +14,7 @@ from manualnet.data.dataset import COMMON_KEYS, fraction_problems
 from manualnet.errors import ConfigError
 from manualnet.nn import LAYERS, LOSSES
 from manualnet.optim import OPTIMIZERS, SCHEDULES
-from manualnet.registry import argument_problems, is_number
+from manualnet.registry import is_number
 
 
 def component_problems(raw, base_dir=None):

@@ -4,9 +4,9 @@ import inspect
 
 import torch
 
+from manualnet.config.arguments import construct
 from manualnet.errors import ConfigError, ManualnetError
 from manualnet.nn import LAYERS, LOSSES, Sequential
-from manualnet.registry import construct
 
 DATA_SIZES = ("vocab_size", "block_size")  # a language model's sizes, fixed by its data when a config omits them
 

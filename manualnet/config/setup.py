@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from manualnet.config.arguments import construct
 from manualnet.config.model import build_loss, build_model, loss_targets, spec_kwargs, wants_images
 from manualnet.config.plugins import load_plugins
 from manualnet.config.schema import DEVICES
@@ -19,7 +20,6 @@ from manualnet.data import load_dataset
 from manualnet.errors import ConfigError
 from manualnet.nn import CrossEntropyLoss, NLLLoss, Softmax
 from manualnet.optim import OPTIMIZERS, SCHEDULES
-from manualnet.registry import construct
 
 
 @dataclass

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from manualnet.errors import ConfigError, DataError
-from manualnet.registry import Registry, closest, typecheck
+from manualnet.registry import Registry, closest
+from manualnet.typecheck import typecheck
 
 DATASETS = Registry("dataset")
 

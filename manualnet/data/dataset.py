@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from manualnet.data.base import COMMON_KEYS, DATASETS, check_arguments, seeded_generator
+from manualnet.data.base import DATASETS, check_arguments, seeded_generator
 from manualnet.errors import ConfigError, DataError
+from manualnet.names import COMMON_KEYS
 
 SPLITS = ("train", "val", "test")
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from manualnet.data.base import COMMON_KEYS, DATASETS, Arrays
+from manualnet.data.base import DATASETS, Arrays
 from manualnet.errors import DataError
+from manualnet.names import COMMON_KEYS
 from manualnet.registry import expect, is_count, is_size, refuse
 
 # A fixed list of standard-library modules present from Python 3.10 on, about 2 MB of code and docstrings.

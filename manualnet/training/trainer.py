@@ -16,7 +16,7 @@ import torch
 
 from manualnet.data import Batches
 from manualnet.data.text import save_vocabulary
-from manualnet.errors import AuditFailed, Diverged, Interrupted, StoppedAtOnce
+from manualnet.errors import Diverged, Interrupted
 from manualnet.files import write_text
 from manualnet.log.language_model import log_language_model
 from manualnet.log.logger import MetricsLogger
@@ -34,7 +34,7 @@ from manualnet.training.run_dir import write_config
 from manualnet.training.signals import StopRequests
 from manualnet.training.threads import cpu_threads, torch_threads
 
-__all__ = ["AuditFailed", "Diverged", "Interrupted", "StoppedAtOnce", "Trainer"]
+__all__ = ["Trainer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +54,8 @@ QUIET_STEP = StepPlan(log=False, update_ratios=False, histograms=False, audit=Fa
 
 
 class Trainer:
-    """Trains ``setup``'s model into ``run_dir``. ``hooks``: an object whose optional methods
-    ``step_started()``, ``step_ended()``, ``validated(seconds)`` and ``loop_ended()`` the loop calls (the
-    benchmark times the loop through them)."""
+    """Trains ``setup``'s model into ``run_dir``. ``hooks``: an object with any of the methods ``step_started``,
+    ``step_ended``, ``validation_started``, ``validation_ended``, ``loop_ended`` (the benchmark's clock)."""
 
     def __init__(self, setup, run_dir, quiet=False, resume=None, cluster=None, hooks=None):
         self.s, self.cfg, self.run_dir = setup, setup.config, run_dir
@@ -100,7 +99,7 @@ class Trainer:
                     while self.at.epoch < self.cfg.train.epochs:
                         self.train_epoch()
                         self.end_epoch()
-                self.log.flush()  # the events still held, handed off now: the loop's cost, not the test's
+                self.log.flush()  # the training curve on disk before the test pass, which may yet fail
                 self._hook("loop_ended")
                 self.progress.close()
                 summary = self.finish()  # a signal now only lets it finish (twice: aborts)
@@ -250,13 +249,13 @@ class Trainer:
             self.checkpoints.save()
 
     def validate(self):
-        started = time.perf_counter()
+        self._hook("validation_started")
         x, targets, labels = self.s.split("val")
         self.model.eval()
         result = evaluate(self.model, self.loss, x, targets, labels, self.s.classification, self.s.threshold,
                           perplexity=self.language_model)
         self.model.train()
-        self._hook("validated", time.perf_counter() - started)
+        self._hook("validation_ended")
         return {f"val/{k}": v for k, v in result.items()}
 
     def finish(self):

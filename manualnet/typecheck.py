@@ -1,0 +1,75 @@
+"""Keyword arguments checked against a signature by pydantic: each value against its parameter's annotation
+(or the type of its default), converted where YAML gave a string (``--set optim.lr=1e-3``)."""
+
+import inspect
+from typing import Any
+
+from pydantic import ConfigDict, ValidationError, create_model
+
+
+def parameters(factory):
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:  # string annotations (``from __future__ import annotations`` in a plugin) resolved to types
+        signature = inspect.signature(target, eval_str=True)
+    except Exception:  # noqa: BLE001 - a name the annotation uses is not defined: check by the defaults
+        signature = inspect.signature(target)
+    params = dict(signature.parameters)
+    params.pop("self", None)
+    return params
+
+
+# Non-finite numbers are no argument a layer, loss, optimizer or data set takes (an lr of inf, a slope of NaN).
+_ARGUMENTS = ConfigDict(allow_inf_nan=False, arbitrary_types_allowed=True)
+
+
+def typecheck(params, kwargs, where):
+    """``(kwargs with values converted, one line per value of the wrong type)``: each value checked by
+    pydantic against its parameter's annotation in ``params`` (name -> inspect.Parameter), or else the
+    type of its default; names not in ``params`` are passed through unchecked. A line reads
+    ``<where>.<name>: <what was expected>, got <value>``."""
+    values, wrong = typechecked(params, kwargs, where)
+    return values, [line for lines in wrong.values() for line in lines]
+
+
+def typechecked(params, kwargs, where):
+    """``typecheck``, its lines grouped by the argument's name (``{name: [line, ...]}``)."""
+    fields = {}
+    for name in kwargs:
+        p = params.get(name)
+        if p is None:
+            continue
+        ann = p.annotation if p.annotation is not p.empty else _type_of_default(p.default)
+        fields[name] = (ann, ...)
+    try:
+        checker = create_model("Arguments", __config__=_ARGUMENTS, **fields)
+    except Exception:  # noqa: BLE001 - an annotation pydantic cannot check (a user's own class): values as given
+        return dict(kwargs), {}
+    try:
+        checked = checker.model_validate({k: kwargs[k] for k in fields})
+    except ValidationError as e:
+        return dict(kwargs), _lines_by_name(e.errors(), where)
+    out = dict(kwargs)
+    out.update({k: getattr(checked, k) for k in fields})
+    return out, {}
+
+
+def _lines_by_name(errors, where):
+    lines = {}
+    for err in errors:
+        lines.setdefault(err["loc"][0], []).append(f"{where}.{'.'.join(map(str, err['loc']))}: {err['msg'][0].lower()}"
+                                                   f"{err['msg'][1:]}, got {err.get('input')!r}")
+    return lines
+
+
+def _type_of_default(default):
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, float):
+        return float
+    if isinstance(default, int):
+        return int
+    if isinstance(default, str):
+        return str
+    if isinstance(default, tuple) and default and all(isinstance(v, int | float) for v in default):
+        return tuple[float, ...]
+    return Any
