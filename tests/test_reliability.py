@@ -1,6 +1,7 @@
 """What a run guarantees about its files: damaged checkpoints refused, atomic writes, one run per directory,
 write failures reported in one line with exit code 3, signals during teardown quiet."""
 
+import dataclasses
 import errno
 import os
 import re
@@ -21,7 +22,7 @@ from manualnet.cli.main import main
 from manualnet.errors import CheckpointError, RunDirError, StorageError
 from manualnet.training import checkpoint
 from manualnet.training.run_dir import RunLock
-from tests.helpers import ROOT, config_path, metrics, start_cli, summary, wait_for
+from tests.helpers import ROOT, config_path, metrics, run_cli, start_cli, summary, wait_for
 
 QUICK = ["--set", "log.tensorboard=false", "--set", "log.histograms_every=0"]
 LONG = ["--set", "train.epochs=200", "--set", "train.checkpoint_interval_s=0", *QUICK]  # stopped before it ends
@@ -288,14 +289,14 @@ def test_a_checkpoint_written_while_the_best_weights_wait_for_best_pt_carries_th
 
     trainer = Trainer(build(load_config(config_path("regression"), QUICK[1::2])), tmp_path, quiet=True)
     keeper = trainer.checkpoints
-    keeper.improved(1.0)  # step 0 is the best so far; its weights wait in memory
+    keeper.improved({"val/loss": 1.0})  # step 0 is the best so far; its weights wait in memory
     trainer.at.step = 5
     keeper.save()  # a later step's checkpoint: last.pt, then best.pt
     keeper.writer.flush()
     folder = tmp_path / "checkpoints"
     last, best = checkpoint.load(folder / "last.pt"), checkpoint.load(folder / "best.pt")
     assert best["step"] == 0 and same(last["best_model"], best["model"])
-    keeper.improved(0.5)  # the best is this step's: last.pt is best.pt, nothing carried
+    keeper.improved({"val/loss": 0.5})  # the best is this step's: last.pt is best.pt, nothing carried
     keeper.save()
     keeper.writer.flush()
     assert "best_model" not in checkpoint.load(folder / "last.pt")
@@ -390,3 +391,22 @@ def test_stopped_at_once_carries_the_signal_s_exit_code():
     assert StoppedAtOnce(signal.SIGTERM).exit_code == 143
     assert str(StoppedAtOnce(signal.SIGINT)) == "stopped at once by a second SIGINT; the previous checkpoint is kept"
 
+
+
+def test_a_checkpoint_names_its_running_sums_and_the_metric_its_best_epoch_was_chosen_by(tmp_path):
+    from manualnet.training.metrics import RunningMetrics, Sums
+
+    running = RunningMetrics()
+    running.add(0.5, 3, 4)
+    state = running.state_dict()
+    assert set(state["epoch"]) == {f.name for f in dataclasses.fields(Sums)}  # by name, not by position
+    older = {**state, "epoch": list(state["epoch"].values()), "interval": list(state["interval"].values())}
+    for saved in (state, older):  # a checkpoint of the previous version stored them as lists
+        again = RunningMetrics()
+        again.load_state_dict(saved)
+        assert again.epoch == running.epoch and again.interval == running.interval
+    no_val = run_cli("train", "--config", config_path("spirals"), "--set", "train.epochs=2", "--set",
+                     "data.val_fraction=0", "--run-dir", tmp_path / "r", "--quiet")
+    assert no_val.returncode == 0, no_val.stderr
+    best = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)["best"]
+    assert set(best) == {"train/loss", "epoch", "step"}  # chosen by train loss: it says so

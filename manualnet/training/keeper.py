@@ -24,18 +24,20 @@ class Position:
 
 @dataclasses.dataclass
 class Best:
-    """The best epoch so far by validation loss (by train loss when there is no val split)."""
+    """The best epoch so far by validation loss (by train loss when there is no val split: ``metric`` says)."""
 
     score: float = math.inf
     epoch: int = -1
     step: int | None = None
+    metric: str = "val/loss"
 
-    def as_dict(self):  # the checkpoint's "best" entry, named as summary.json and the logs name it
-        return {"val/loss": self.score, "epoch": self.epoch, "step": self.step}
+    def as_dict(self):  # the checkpoint's "best" entry: the score under its metric's name, as the logs name it
+        return {self.metric: self.score, "epoch": self.epoch, "step": self.step}
 
     @classmethod
     def from_dict(cls, saved):
-        return cls(saved["val/loss"], saved["epoch"], saved.get("step"))
+        metric = "train/loss" if "train/loss" in saved else "val/loss"
+        return cls(saved[metric], saved["epoch"], saved.get("step"), metric)
 
 
 class CheckpointKeeper:
@@ -48,12 +50,14 @@ class CheckpointKeeper:
         self._best_weights = None  # the best epoch's weights, while best.pt does not hold them yet
         self._saved_at = -math.inf  # when the last checkpoint was written (time.perf_counter)
 
-    def improved(self, score):
-        """Record the epoch just ended as the best if ``score`` beats the best so far."""
-        t = self.t
+    def improved(self, metrics):
+        """Record the epoch just ended as the best if its ``metrics``' val/loss (train/loss, without a val split)
+        beats the best so far."""
+        t, metric = self.t, "val/loss" if "val/loss" in metrics else "train/loss"
+        score = metrics[metric]
         if score >= self.best.score:
             return
-        self.best = Best(score, t.at.epoch, t.at.step)
+        self.best = Best(score, t.at.epoch, t.at.step, metric)
         if t.cluster.is_main:  # the weights best.pt will hold, kept until a checkpoint writes them
             self._best_weights = {k: v.clone() for k, v in t.model.state_dict().items()}
 

@@ -68,12 +68,16 @@ class RunningMetrics:
         return metrics
 
     def state_dict(self):
-        return {"epoch": list(dataclasses.astuple(self.epoch)), "interval": list(dataclasses.astuple(self.interval)),
+        return {"epoch": dataclasses.asdict(self.epoch), "interval": dataclasses.asdict(self.interval),
                 "samples_total": self.samples_total, "interval_s": time.perf_counter() - self._interval_start}
 
     def load_state_dict(self, state):
-        self.epoch = Sums(*state["epoch"])
-        self.interval = Sums(*state.get("interval", ()))
+        self.epoch, self.interval = (_sums(state.get(key, {})) for key in ("epoch", "interval"))
         self.samples_total = state["samples_total"]
         self._interval_before = state.get("interval_s", 0.0)
         self.start_clock()
+
+
+def _sums(saved):
+    """A checkpoint's Sums: a dict of its fields (a list, in the order of the fields, from an older version)."""
+    return Sums(**saved) if isinstance(saved, dict) else Sums(*saved)

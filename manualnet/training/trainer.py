@@ -244,7 +244,7 @@ class Trainer:
         self.progress.end_epoch(epoch, metrics)
         self.at.epoch, self.at.batch, self.last_metrics = epoch, 0, metrics
         if validated or not self.has_val:  # by train loss only when there is no val split
-            self.checkpoints.improved(metrics.get("val/loss", metrics["train/loss"]))
+            self.checkpoints.improved(metrics)
         if self.checkpoints.due():
             self.checkpoints.save()
 
