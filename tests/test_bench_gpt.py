@@ -1,4 +1,4 @@
-"""scripts/bench_gpt.py (``manualnet bench --gpt``) on a tiny GPT: every row it promises, with real numbers."""
+"""scripts/bench_gpt.py (``python scripts/bench.py --gpt``) on a tiny GPT: every row it promises, with real numbers."""
 
 import json
 import runpy

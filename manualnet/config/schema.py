@@ -42,7 +42,7 @@ class DataConfig(BaseModel):
 
 MAX_TIMEOUT_S = 7 * 24 * 3600  # a week: torch.distributed keeps its timeout in milliseconds; 1e300 s overflows
 MAX_THREADS = 1024  # OpenMP fails to start 16384 threads, and segfaults at 100000
-MAX_CONFIG_BYTES = 1_000_000  # a config is a few kB; a 24 MB YAML list took minutes to load before it failed
+MAX_CONFIG_BYTES = 1_000_000  # a config is a few kB; megabytes of YAML take PyYAML minutes to load
 MAX_NESTING = 64  # sections in sections; PyYAML recurses once per level and overflows Python's stack near 600
 
 # Counts are strict ints (``epochs: true`` or ``epochs: 2.5`` is an error, not 1 or 2) and the numbers
