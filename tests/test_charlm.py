@@ -108,6 +108,9 @@ def test_a_language_model_run_keeps_its_vocabulary_and_reports_perplexity_and_th
     assert sampled.returncode == 0, sampled.stderr
     text = sampled.stdout.rstrip("\n")
     assert text.startswith("the ") and len(text) == 34 and set(text) <= set(TEXT) and sampled.stdout == again.stdout
+    (tmp_path / "corpus.txt").rename(tmp_path / "moved.txt")  # the run dir alone is enough: its data may be gone
+    moved = run_cli("sample", "--run", run_dir, "--prompt", "the ", "--tokens", 30, "--top-k", 3, "--seed", 1)
+    assert moved.returncode == 0 and moved.stdout == sampled.stdout, moved.stderr
 
     bad = run_cli("sample", "--run", run_dir, "--prompt", "THE")
     assert bad.returncode == 2

@@ -5,7 +5,10 @@ from pathlib import Path
 import torch
 
 from manualnet.config.load import load_config
-from manualnet.config.setup import build
+from manualnet.config.model import build_model
+from manualnet.config.plugins import load_plugins
+from manualnet.config.setup import resolve_device
+from manualnet.data.base import loader_arguments
 from manualnet.data.text import encode, load_vocabulary
 from manualnet.errors import CheckpointError, ConfigError, DataError
 from manualnet.nn.models.generate import generate
@@ -29,18 +32,32 @@ def sample_run(args):
     if unknown:
         raise DataError(f"--prompt: {', '.join(map(repr, unknown))} not in the run's vocabulary of {len(vocab)} "
                         f"characters ({run_dir / 'vocab.json'})")
-    setup = build(load_config(run_dir / "config.yaml"), device=args.device, base_dir=run_dir)
-    block_size = setup.data.inferred_sizes().get("block_size")
-    if block_size is None or setup.data.classes != vocab:
-        raise CheckpointError(f"--run {run_dir}: its data is not the text its vocab.json was made from")
+    model, block_size, device = _language_model(run_dir, len(vocab), args.device)
     state = checkpoint.load(run_dir / "checkpoints" / f"{args.checkpoint}.pt")
     try:
-        setup.model.load_state_dict(state["model"])
+        model.load_state_dict(state["model"])
     except Exception as e:
         raise CheckpointError(f"{args.checkpoint}.pt does not fit the run's model: {e}") from None
-    setup.model.eval()
-    idx = encode(prompt, {ch: i for i, ch in enumerate(vocab)}).unsqueeze(0).to(setup.device)
-    generator = torch.Generator(setup.device).manual_seed(args.seed)
-    out = generate(setup.model, idx, args.tokens, block_size, args.temperature, args.top_k, generator)
+    model.eval()
+    idx = encode(prompt, {ch: i for i, ch in enumerate(vocab)}).unsqueeze(0).to(device)
+    generator = torch.Generator(device).manual_seed(args.seed)
+    out = generate(model, idx, args.tokens, block_size, args.temperature, args.top_k, generator)
     print(prompt + "".join(vocab[i] for i in out[0, idx.shape[1]:].tolist()))
     return 0
+
+
+def _language_model(run_dir, vocab_size, device=None):
+    """``(model, block_size, device)``: the run's model built from its config.yaml and the size of its
+    vocab.json alone, not from its data, which may have moved (or be another Python's standard library)."""
+    config = load_config(run_dir / "config.yaml")
+    config.plugins = load_plugins(config.plugins, run_dir)
+    device = resolve_device(device or config.device)
+    data = config.data.model_dump()
+    block_size = data.get("block_size", loader_arguments(config.data.dataset).get("block_size"))
+    if not isinstance(block_size, int):
+        raise CheckpointError(f"--run {run_dir}: its data set ({config.data.dataset}) has no block_size: not a "
+                              "language model's run")
+    model, _ = build_model(config.to_dict()["model"], (block_size,), config.seed, device, getattr(torch, config.dtype),
+                           probe=torch.zeros(1, block_size, dtype=torch.long, device=device),
+                           sizes={"vocab_size": vocab_size, "block_size": block_size})
+    return model, block_size, device
