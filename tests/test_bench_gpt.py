@@ -1,4 +1,5 @@
-"""scripts/bench_gpt.py (``python scripts/bench.py --gpt``) on a tiny GPT: every row it promises, with real numbers."""
+"""scripts/bench_gpt.py (``python scripts/bench.py --gpt``) and scripts/bench_attention.py on a tiny GPT: every row
+they promise, with real numbers."""
 
 import json
 import runpy
@@ -21,3 +22,13 @@ def test_gpt_bench_reports_both_steps_the_ratio_memory_and_where_the_time_goes(t
             "other"} <= set(row["manualnet_ms_by_part"])
     text = capsys.readouterr().out
     assert "GPT 1x16, 2 heads, block 8, batch 2" in text and "x eager's speed" in text
+
+
+def test_attention_bench_compares_recomputing_p_with_keeping_it_at_equal_gradients(capsys):
+    bench = runpy.run_path(str(ROOT / "scripts" / "bench_attention.py"), run_name="bench_attention")
+    assert bench["main"](["--layers", "1", "--width", "16", "--heads", "2", "--block", "8", "--batch", "2",
+                          "--rounds", "1", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert float(lines[0].rsplit(" ", 1)[1]) < 1e-5  # the two backward passes agree
+    assert lines[1].startswith("step: p recomputed ") and "kept / recomputed: " in lines[1]
+    assert lines[2].startswith("peak step memory: p recomputed ")
