@@ -403,3 +403,28 @@ def test_every_layer_argument_out_of_range_is_named_at_once_with_the_rest(tmp_pa
 def test_a_gpt_size_of_zero_is_named_by_its_key(tmp_path, capsys, key, value, fragment):
     expect_error(capsys, fragment, "train", "--config", config_path("charlm"), "--set", f"{key}={value}",
                  "--run-dir", tmp_path / "r")
+
+
+@pytest.mark.parametrize("config, key, value, fragment", [
+    ("spirals", "model.1.type", "Softmax --set model.1.dim=5", "model.1 (Softmax): cannot run with these arguments "
+                                                               "on its input of shape (2, 64): Dimension out of range"),
+    ("cnn_digits", "model.0.stride", "0", "model.0 (Conv2d): cannot run with these arguments on its input of shape "
+                                          "(2, 1, 8, 8): non-positive stride is not supported"),
+    ("cnn_digits", "model.1.eps", "-1", "model.1 (BatchNorm2d): cannot run with these arguments"),
+    ("spirals", "model.1", "{type: Residual, block: 3}", "model.1.block: expected a Module or a list of them"),
+])
+def test_an_argument_torch_refuses_when_the_model_is_built_is_one_line(tmp_path, capsys, config, key, value, fragment):
+    sets = f"{key}={value}".split(" --set ")
+    expect_error(capsys, fragment, "train", "--config", config_path(config), *(a for s in sets for a in ("--set", s)),
+                 "--run-dir", tmp_path / "r")
+
+
+def test_a_text_path_that_is_a_directory(tmp_path, capsys):
+    expect_error(capsys, f"data.path: {tmp_path} is a directory; expected a UTF-8 text file", "train", "--config",
+                 config_path("charlm"), "--set", f"data.path={tmp_path}", "--run-dir", tmp_path / "r")
+
+
+def test_a_concat_of_one_input_in_a_chain_passes_its_gradient_on_as_a_layer_does(tmp_path):
+    result = run_cli("train", "--config", config_path("spirals"), "--set", "model.1.type=Concat", "--set",
+                     "train.epochs=1", "--run-dir", tmp_path / "r", "--quiet")
+    assert result.returncode == 0, result.stderr

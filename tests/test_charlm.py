@@ -118,10 +118,18 @@ def test_a_language_model_run_keeps_its_vocabulary_and_reports_perplexity_and_th
         f"manualnet: error: --prompt: 'E', 'H', 'T' not in the run's vocabulary of {len(set(TEXT))} characters "
         f"({run_dir / 'vocab.json'})"]
     for option, value, line in (("--tokens", "-5", "--tokens must be >= 0, got -5"),
-                                ("--temperature", "0", "--temperature must be > 0, got 0.0"),
+                                ("--temperature", "0", "--temperature must be a finite number >= 0.001 (for the "
+                                 "likeliest character every time, use --top-k 1), got 0.0"),
+                                ("--temperature", "nan", "--temperature must be a finite number >= 0.001 (for the "
+                                 "likeliest character every time, use --top-k 1), got nan"),
+                                ("--seed", str(2**70), f"--seed must be from 0 to 2**63 - 1, got {2**70}"),
                                 ("--top-k", "0", "--top-k must be >= 1, got 0")):
         assert main(["sample", "--run", str(run_dir), option, value]) == 2
         assert capsys.readouterr().err.splitlines() == [f"manualnet: error: {line}"]
+    for garbage in ("garbage", "[1, 2]"):  # a vocab.json the run did not write
+        (run_dir / "vocab.json").write_text(garbage, encoding="utf-8")
+        assert main(["sample", "--run", str(run_dir)]) == 2
+        assert "vocab.json: not a vocabulary the run wrote" in capsys.readouterr().err
 
 
 @pytest.mark.slow

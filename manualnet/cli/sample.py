@@ -1,5 +1,6 @@
 """``manualnet sample``: text from a trained language model's checkpoint."""
 
+import math
 from pathlib import Path
 
 import torch
@@ -14,6 +15,8 @@ from manualnet.errors import CheckpointError, ConfigError, DataError
 from manualnet.nn.models.generate import generate
 from manualnet.training import checkpoint
 
+MIN_TEMPERATURE = 1e-3
+
 
 def sample_run(args):
     """Print ``--tokens`` characters generated after ``--prompt`` by the run's ``--checkpoint``."""
@@ -22,8 +25,11 @@ def sample_run(args):
         raise CheckpointError(f"--run {run_dir}: not a run directory (no config.yaml)")
     if args.tokens < 0:
         raise ConfigError(f"--tokens must be >= 0, got {args.tokens}")
-    if args.temperature <= 0:
-        raise ConfigError(f"--temperature must be > 0, got {args.temperature}")
+    if not MIN_TEMPERATURE <= args.temperature < math.inf:  # nan fails too; below it, logits / T overflow
+        raise ConfigError(f"--temperature must be a finite number >= {MIN_TEMPERATURE:g} (for the likeliest "
+                          f"character every time, use --top-k 1), got {args.temperature}")
+    if not 0 <= args.seed < 2**63:
+        raise ConfigError(f"--seed must be from 0 to 2**63 - 1, got {args.seed}")
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     vocab = load_vocabulary(run_dir)

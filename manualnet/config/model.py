@@ -61,6 +61,10 @@ def _build_layer(spec, probe, where, device, dtype, sizes):
     except ManualnetError as e:
         raise ConfigError(f"{where}: layer {where[len('model.'):]} ({spec['type']}) cannot take the previous output: "
                           f"{e}") from None
+    except (RuntimeError, IndexError, ValueError, TypeError) as e:  # torch refusing an argument a check missed
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{where} ({spec['type']}): cannot run with these arguments on its input of shape "
+                          f"{tuple(probe.shape)}: {first}") from None
     return layer.train(), probe
 
 

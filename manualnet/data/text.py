@@ -83,6 +83,10 @@ def read_text(path):
         raise DataError(f"data.path: {path} does not exist") from None
     except UnicodeDecodeError as e:
         raise DataError(f"data.path: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except IsADirectoryError:
+        raise DataError(f"data.path: {path} is a directory; expected a UTF-8 text file") from None
+    except OSError as e:
+        raise DataError(f"data.path: {path} cannot be read: {e.strerror or e}") from None
 
 
 def stdlib_corpus():
@@ -118,4 +122,10 @@ def load_vocabulary(run_dir):
     path = Path(run_dir) / VOCAB_FILE
     if not path.is_file():
         raise DataError(f"{run_dir}: no {VOCAB_FILE} (was the run trained on a text data set?)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:  # not UTF-8, not JSON, unreadable
+        raise DataError(f"{path}: not a vocabulary the run wrote ({e})") from None
+    if not (isinstance(vocab, list) and vocab and all(isinstance(c, str) and len(c) == 1 for c in vocab)):
+        raise DataError(f"{path}: not a vocabulary the run wrote (a JSON list of single characters)")
+    return vocab

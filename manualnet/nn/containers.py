@@ -4,6 +4,7 @@ import torch
 
 from manualnet.errors import LayerError
 from manualnet.nn.module import Module, register_layer
+from manualnet.registry import expect, refuse
 
 
 def _check_modules(owner, modules):
@@ -120,7 +121,13 @@ class Residual(Module):
 
     def __init__(self, block):
         super().__init__()
+        refuse(self, {"block": block}, self.problems({"block": block}), LayerError)
         self.block = Sequential(*block) if isinstance(block, (list, tuple)) else block
+
+    @classmethod
+    def problems(cls, args):
+        return expect(args, "block", lambda b: isinstance(b, Module | list | tuple),
+                      "a Module or a list of them (in a config: a list of layer specs)")
 
     @classmethod
     def example(cls, generator):

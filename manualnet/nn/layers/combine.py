@@ -24,7 +24,7 @@ class Add(Module):
 
     def backward(self, dy):
         n = self.take_cache()
-        return (dy,) * n                        # da = db = ... = dy
+        return (dy,) * n if n > 1 else dy       # da = db = ... = dy (one input: its gradient alone, as a layer's)
 
     def reference(self, *xs):
         return sum(xs[1:], xs[0])
@@ -60,6 +60,8 @@ class Concat(Module):
 
     def backward(self, dy):
         widths = self.take_cache()
+        if len(widths) == 1:
+            return dy                                   # one input: y is x, so dx is dy, as a layer's
         return tuple(dy.split(widths, self.dim))        # each input's gradient is its slice of dy
 
     def reference(self, *xs):
