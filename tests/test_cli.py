@@ -1,5 +1,6 @@
 """The command line itself: --version, help text, hints for mistyped flags, start-up without torch."""
 
+import importlib
 import subprocess
 import sys
 
@@ -88,3 +89,14 @@ def test_a_ctrl_c_before_the_run_handles_signals_says_interrupted(monkeypatch, c
     monkeypatch.setattr(manualnet.cli.commands, "train", interrupted)
     assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 130
     assert capsys.readouterr().err == "manualnet: interrupted\n"
+
+
+def test_a_ctrl_c_during_a_commands_import_waits_for_the_import_to_finish(tmp_path, monkeypatch):
+    cli_main = importlib.import_module("manualnet.cli.main")  # the module; the package exports its main()
+    (tmp_path / "slow_to_import.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nfinished = sum(range(10**6)) > 0\n"
+        "def run(args):\n    return 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):  # delivered once the import is done, not inside it
+        cli_main._imported("slow_to_import", "run")
+    assert sys.modules["slow_to_import"].finished

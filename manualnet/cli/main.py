@@ -9,6 +9,8 @@ a second, and torch (seconds to import) is imported by the command that runs.
 
 import argparse
 import difflib
+import importlib
+import signal
 import sys
 import warnings
 
@@ -148,28 +150,32 @@ def _config_key(flag):
 
 
 def _verify(args):
-    from manualnet.verify.command import run
-
-    return run(args)
-
+    return _imported("manualnet.verify.command", "run")(args)
 
 
 def _train(args):
-    from manualnet.cli.commands import train
-
-    return train(args)
+    return _imported("manualnet.cli.commands", "train")(args)
 
 
 def _sample(args):
-    from manualnet.cli.sample import sample_run
-
-    return sample_run(args)
+    return _imported("manualnet.cli.sample", "sample_run")(args)
 
 
 def _eval(args):
-    from manualnet.cli.commands import evaluate_run
+    return _imported("manualnet.cli.commands", "evaluate_run")(args)
 
-    return evaluate_run(args)
+
+def _imported(module, name):
+    """``module.name``, imported with SIGINT and SIGTERM held until the import is done: a Ctrl-C that lands in
+    numpy's import (torch starts it from C) is swallowed there and leaves numpy half-loaded, to fail later.
+    A signal that arrived meanwhile is delivered as the import ends."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held) if hasattr(signal, "pthread_sigmask") else None
+    try:
+        return getattr(importlib.import_module(module), name)
+    finally:
+        if before is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 if __name__ == "__main__":
