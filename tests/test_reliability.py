@@ -410,3 +410,17 @@ def test_a_checkpoint_names_its_running_sums_and_the_metric_its_best_epoch_was_c
     assert no_val.returncode == 0, no_val.stderr
     best = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)["best"]
     assert set(best) == {"train/loss", "epoch", "step"}  # chosen by train loss: it says so
+
+
+@pytest.mark.parametrize("change", ["seed=5", "data.val_fraction=0.2", "data.standardize=false"])
+def test_a_resume_refuses_a_seed_or_data_change_that_would_reshuffle_what_the_run_trained_on(tmp_path, change):
+    run_dir = tmp_path / "r"
+    first = run_cli("train", "--config", config_path("spirals"), "--set", "train.epochs=1", "--run-dir", run_dir,
+                    "--quiet", *QUICK)
+    assert first.returncode == 0, first.stderr
+    config_before = (run_dir / "config.yaml").read_text()
+    refused = run_cli("train", "--resume", run_dir, "--set", change, "--set", "train.epochs=2", "--quiet")
+    assert refused.returncode == 2 and "a resumed run keeps its seed and data" in refused.stderr, refused.stderr
+    assert (run_dir / "config.yaml").read_text() == config_before
+    more = run_cli("train", "--resume", run_dir, "--set", "train.epochs=2", "--quiet")
+    assert more.returncode == 0, more.stderr

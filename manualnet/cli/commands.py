@@ -1,6 +1,7 @@
 """What each CLI subcommand does, given its parsed arguments."""
 
 import contextlib
+import copy
 import os
 import signal
 import sys
@@ -204,9 +205,28 @@ def _run_config(run_dir, state, overrides=()):
             raise
         print(f"manualnet: warning: {e}; using the config saved in the checkpoint", file=sys.stderr)
         raw = saved
+    before = copy.deepcopy(raw)
     for override in overrides:
         apply_override(raw, override)
-    return validate(raw, source=str(path), base_dir=run_dir)
+    config = validate(raw, source=str(path), base_dir=run_dir)
+    if overrides:
+        _keeps_its_data(validate(before, source=str(path), base_dir=run_dir), config)
+    return config
+
+
+MOVABLE = {"path", "root", "download"}  # where the data set's files are, not what it is
+
+
+def _keeps_its_data(run, resumed):
+    """Refuse a resume whose ``--set`` changes the seed or the data section (but where its files are): they
+    decide the train/val/test split, the preprocessing and the batch order the run has trained on."""
+    data = [(f"data.{k}", v, resumed.data.model_dump().get(k)) for k, v in run.data.model_dump().items()
+            if k not in MOVABLE]
+    changed = [f"{key}={new!r} (was {old!r})" for key, old, new in [("seed", run.seed, resumed.seed), *data]
+               if old != new]
+    if changed:
+        raise ConfigError(f"--set {', '.join(changed)}: a resumed run keeps its seed and data, which decide its "
+                          "train/val/test split, preprocessing and batch order; train a new run to change them")
 
 
 def evaluate_run(args):

@@ -168,14 +168,17 @@ def _eval(args):
 def _imported(module, name):
     """``module.name``, imported with SIGINT and SIGTERM held until the import is done: a Ctrl-C that lands in
     numpy's import (torch starts it from C) is swallowed there and leaves numpy half-loaded, to fail later.
-    A signal that arrived meanwhile is delivered as the import ends."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held) if hasattr(signal, "pthread_sigmask") else None
+    A signal that arrived meanwhile is raised again as the import ends."""
+    arrived = []
+    before = {signum: signal.signal(signum, lambda signum, frame: arrived.append(signum))
+              for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         return getattr(importlib.import_module(module), name)
     finally:
-        if before is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])
 
 
 if __name__ == "__main__":
