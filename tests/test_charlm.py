@@ -139,3 +139,18 @@ def test_charlm_config_ends_at_least_40_percent_below_the_unigram_baseline(tmp_p
     assert result.returncode == 0, result.stderr
     final = summary(tmp_path / "run")
     assert final["val/loss"] <= 0.6 * final["unigram_entropy"], final
+
+
+def test_a_resume_or_eval_on_a_text_whose_vocabulary_changed_is_refused(tmp_path):
+    run_dir = train_tiny(tmp_path)
+    vocab = (run_dir / "vocab.json").read_text(encoding="utf-8")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT.replace("e", "\u00c6"), encoding="utf-8")  # as many characters, one of them another
+    for command in (["train", "--resume", run_dir, "--set", "train.epochs=3", "--quiet"], ["eval", "--run", run_dir]):
+        refused = run_cli(*command)
+        assert refused.returncode == 2, refused.stderr
+        assert "the text changed since the run trained on it" in refused.stderr and "'e'" in refused.stderr
+    assert (run_dir / "vocab.json").read_text(encoding="utf-8") == vocab  # not rewritten
+    corpus.write_text(TEXT, encoding="utf-8")
+    resumed = run_cli("train", "--resume", run_dir, "--set", "train.epochs=3", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr

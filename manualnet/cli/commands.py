@@ -9,6 +9,7 @@ from pathlib import Path
 
 from manualnet.config.load import apply_override, load_config, read_yaml, validate
 from manualnet.config.setup import build
+from manualnet.data.text import check_vocabulary
 from manualnet.errors import (
     AuditFailed,
     CheckpointError,
@@ -237,6 +238,8 @@ def evaluate_run(args):
     state = checkpoint.load(path)
     config = _run_config(run_dir, state)
     setup = build(config, device=args.device, base_dir=run_dir)
+    if setup.data.inferred_sizes():  # a language model: its text must be the one the run's vocab.json says
+        check_vocabulary(run_dir, setup.data.classes)
     try:
         setup.model.load_state_dict(state["model"])
     except Exception as e:

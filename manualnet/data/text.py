@@ -118,6 +118,17 @@ def save_vocabulary(run_dir, vocab):
     (Path(run_dir) / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def check_vocabulary(run_dir, vocab):
+    """Refuse a text whose vocabulary is not the run's ``vocab.json``: its token ids would stand for other
+    characters than the ones the run's embeddings learned."""
+    saved = load_vocabulary(run_dir)
+    if saved != list(vocab):
+        changed = sorted(set(saved) ^ set(vocab))
+        raise DataError(f"data: the text's vocabulary ({len(vocab)} characters) is not the run's {VOCAB_FILE} "
+                        f"({len(saved)}){'; differing: ' + ', '.join(map(repr, changed[:10])) if changed else ''}: "
+                        "the text changed since the run trained on it; restore it, or train a new run")
+
+
 def load_vocabulary(run_dir):
     path = Path(run_dir) / VOCAB_FILE
     if not path.is_file():

@@ -15,7 +15,7 @@ import time
 import torch
 
 from manualnet.data import Batches
-from manualnet.data.text import save_vocabulary
+from manualnet.data.text import check_vocabulary, save_vocabulary
 from manualnet.errors import Diverged, Interrupted
 from manualnet.files import write_text
 from manualnet.log.language_model import log_language_model
@@ -77,8 +77,8 @@ class Trainer:
         self.language_model = bool(setup.data.inferred_sizes())  # token ids in, next-token logits out
         if main:
             write_config(run_dir, self.cfg)
-            if self.language_model:
-                save_vocabulary(run_dir, setup.data.classes)
+            if self.language_model:  # a resumed run's text must still be the one its embeddings learned
+                (check_vocabulary if resume is not None else save_vocabulary)(run_dir, setup.data.classes)
         self.log = MetricsLogger(run_dir if main else None, self.cfg.log.tensorboard,
                                  purge_step=self.at.step if resume else None)
         self.progress = Progress(self.cfg.train.epochs, len(self.batches), self.at.epoch, quiet or not main)
