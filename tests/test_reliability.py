@@ -424,3 +424,20 @@ def test_a_resume_refuses_a_seed_or_data_change_that_would_reshuffle_what_the_ru
     assert (run_dir / "config.yaml").read_text() == config_before
     more = run_cli("train", "--resume", run_dir, "--set", "train.epochs=2", "--quiet")
     assert more.returncode == 0, more.stderr
+
+
+def test_a_resume_without_its_best_pt_chooses_the_best_again_rather_than_mislabel_the_last(tmp_path):
+    run_dir = tmp_path / "r"
+    first = run_cli("train", "--config", config_path("spirals"), "--set", "train.epochs=2", "--run-dir", run_dir,
+                    "--quiet", *QUICK)
+    assert first.returncode == 0, first.stderr
+    folder = run_dir / "checkpoints"
+    state = checkpoint.load(folder / "last.pt")  # as if epoch 1 had been the best, and best.pt then deleted
+    state.update(best={**state["best"], "epoch": 1, "step": state["step"] // 2})
+    for name in ("last.pt", "best.pt"):
+        (folder / name).unlink()
+    checkpoint.save(state, folder / "last.pt")
+    resumed = run_cli("train", "--resume", run_dir, "--set", "train.epochs=3", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "best.pt is missing: the best epoch's weights" in resumed.stderr
+    assert summary(run_dir)["best_epoch"] == 3 and (run_dir / "checkpoints" / "best.pt").is_file()

@@ -4,6 +4,7 @@ whole before the run stops; restoring a run from its last checkpoint."""
 import dataclasses
 import math
 import time
+import warnings
 
 from manualnet.errors import CheckpointError, Diverged, ManualnetError
 from manualnet.training import checkpoint
@@ -145,6 +146,10 @@ class CheckpointKeeper:
             self._best_weights = state["best_model"]
             self.save_best()
             self.writer.flush()
+        elif t.cluster.is_main and self.best.epoch >= 0 and not best.is_file():  # deleted: its weights are gone
+            warnings.warn(f"{best} is missing: the best epoch's weights ({self.best.epoch}) are lost; the best is "
+                          "chosen again from the epochs still to come", UserWarning, stacklevel=2)
+            self.best = Best()
 
 
 def _check_fits(at, saved_batch_size, train):
