@@ -130,3 +130,23 @@ def test_scalars_logged_one_after_another_at_a_step_are_one_event_and_all_read_b
     assert steps == [10, 10, 11]
     assert losses(tmp_path, "update_ratio/0.weight") == [(10, -3.0)] and losses(tmp_path) == [(10, 2.0)]
     assert [v for _, v in losses(tmp_path, "lr")] == [pytest.approx(0.1), pytest.approx(0.2)]
+
+
+def test_a_full_disk_while_writing_events_names_the_event_file(tmp_path):
+    import errno
+
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    from manualnet.files import storage_error
+
+    events = EventFile(tmp_path)
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    events._file = FullDisk()
+    events.add_summary(Summary(), 1)
+    with pytest.raises(OSError) as full:
+        events.flush()
+    assert str(storage_error(full.value)) == f"cannot write {events.path}: No space left on device"

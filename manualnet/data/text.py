@@ -16,6 +16,7 @@ import torch
 
 from manualnet.data.base import DATASETS, Arrays
 from manualnet.errors import DataError
+from manualnet.files import write_text
 from manualnet.names import COMMON_KEYS
 from manualnet.registry import expect, is_count, is_size, refuse
 
@@ -115,7 +116,7 @@ def unigram_entropy(ids, vocab_size):
 
 
 def save_vocabulary(run_dir, vocab):
-    (Path(run_dir) / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(Path(run_dir) / VOCAB_FILE, json.dumps(vocab, ensure_ascii=False) + "\n")  # a full disk names it
 
 
 def check_vocabulary(run_dir, vocab):

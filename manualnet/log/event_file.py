@@ -46,8 +46,12 @@ class EventFile:
         """Everything added so far, handed to the OS (on disk even if this process is killed)."""
         records = self._framed.getvalue()
         if records:
-            self._file.write(records)
-            self._file.flush()
+            try:
+                self._file.write(records)
+                self._file.flush()
+            except OSError as e:  # a write to an open file names none: this is the file (a full disk, ulimit -f)
+                e.filename = e.filename or self.path
+                raise
             self._framed.seek(0)
             self._framed.truncate()
 
