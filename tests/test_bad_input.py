@@ -428,3 +428,18 @@ def test_a_concat_of_one_input_in_a_chain_passes_its_gradient_on_as_a_layer_does
     result = run_cli("train", "--config", config_path("spirals"), "--set", "model.1.type=Concat", "--set",
                      "train.epochs=1", "--run-dir", tmp_path / "r", "--quiet")
     assert result.returncode == 0, result.stderr
+
+
+def test_resume_refuses_another_run_dir_a_file_and_an_end_inside_the_begun_epoch(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    assert main(["train", "--config", str(config_path("spirals")), "--set", "train.epochs=1", "--run-dir",
+                 str(run_dir), "--quiet"]) == 0
+    capsys.readouterr()
+    expect_error(capsys, "--run-dir", "train", "--resume", run_dir, "--run-dir", tmp_path / "other")
+    (tmp_path / "file").write_text("x")
+    expect_error(capsys, f"--resume {tmp_path / 'file'}: not a directory", "train", "--resume", tmp_path / "file")
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    state.update(batch=3)  # as a stop three batches into epoch 2 leaves it
+    torch.save(state, run_dir / "checkpoints" / "last.pt")
+    expect_error(capsys, "3 batches into epoch 2; train.epochs = 1 would end the run before it", "train", "--resume",
+                 run_dir)

@@ -81,6 +81,9 @@ def _inputs(args):
         if args.config:
             raise ConfigError(f"--resume {args.resume} goes on with the run's own config.yaml; --config cannot be "
                               "combined with it (change a value with --set KEY=VALUE)")
+        if args.run_dir and Path(args.run_dir).resolve() != Path(args.resume).resolve():
+            raise ConfigError(f"--resume {args.resume} trains in that directory; --run-dir {args.run_dir} cannot be "
+                              "combined with it (copy the run directory first to branch off a copy)")
         run_dir = Path(args.resume)
         state = _resume_state(run_dir)
         return _run_config(run_dir, state, args.set), state, run_dir, run_dir
@@ -183,7 +186,8 @@ def _exit_at_once(signum, frame):
 def _resume_state(run_dir):
     """The run's last checkpoint, or None for a run that has none yet (it is trained from the start)."""
     if not run_dir.is_dir():
-        raise CheckpointError(f"--resume {run_dir}: no such run directory")
+        what = "not a directory" if run_dir.exists() else "no such run directory"
+        raise CheckpointError(f"--resume {run_dir}: {what}")
     last = run_dir / "checkpoints" / "last.pt"
     if not (run_dir / "config.yaml").exists() and not last.exists():
         raise CheckpointError(f"--resume {run_dir}: not a run directory (no config.yaml)")

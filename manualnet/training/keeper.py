@@ -158,6 +158,9 @@ def _check_fits(at, saved_batch_size, train):
                               f"train.batch_size = {saved_batch_size}; it cannot go on with {train.batch_size} "
                               f"mid-epoch (resume with batch size {saved_batch_size} and change it once the epoch "
                               "is done)")
+    if at.batch and at.epoch >= train.epochs:  # its epoch is begun: it cannot end before the epoch does
+        raise CheckpointError(f"the checkpoint is {at.batch} batches into epoch {at.epoch + 1}; train.epochs = "
+                              f"{train.epochs} would end the run before it; resume with train.epochs >= {at.epoch + 1}")
     if at.epoch > train.epochs:
         raise CheckpointError(f"the run has already trained {at.epoch} epochs, more than train.epochs = "
                               f"{train.epochs}; to train more, resume with --set train.epochs=N, N > {at.epoch}")
