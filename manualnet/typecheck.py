@@ -46,8 +46,15 @@ def typechecked(params, kwargs, where):
         return dict(kwargs), {}
     try:
         checked = checker.model_validate({k: kwargs[k] for k in fields})
-    except ValidationError as e:
-        return dict(kwargs), _lines_by_name(e.errors(), where)
+    except ValidationError as e:  # the right ones converted all the same: a range check sees them typed
+        wrong = _lines_by_name(e.errors(), where)
+        right = {k: f for k, f in fields.items() if k not in wrong}
+        out = dict(kwargs)
+        if right:
+            checked = create_model("Arguments", __config__=_ARGUMENTS, **right).model_validate(
+                {k: kwargs[k] for k in right})
+            out.update({k: getattr(checked, k) for k in right})
+        return out, wrong
     out = dict(kwargs)
     out.update({k: getattr(checked, k) for k in fields})
     return out, {}

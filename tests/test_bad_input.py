@@ -443,3 +443,25 @@ def test_resume_refuses_another_run_dir_a_file_and_an_end_inside_the_begun_epoch
     torch.save(state, run_dir / "checkpoints" / "last.pt")
     expect_error(capsys, "3 batches into epoch 2; train.epochs = 1 would end the run before it", "train", "--resume",
                  run_dir)
+
+
+def test_a_plugin_subclass_taking_other_arguments_is_checked_by_its_parents_constructor(tmp_path, capsys):
+    (tmp_path / "square.py").write_text(
+        "import manualnet as mn\n\n\n@mn.register_layer('Square')\nclass Square(mn.Linear):\n"
+        "    def __init__(self, in_features: int, out_features: int | None = None):\n"
+        "        super().__init__(in_features, out_features or in_features)\n")
+    raw = with_changes(model__0={"type": "Square"}, plugins=[str(tmp_path / "square.py")])
+    assert main(["train", "--config", str(write_config(tmp_path, raw)), "--run-dir", str(tmp_path / "r"),
+                 "--quiet"]) == 0, capsys.readouterr().err
+
+
+def test_sizes_may_be_numpy_integers_and_a_wrong_type_elsewhere_leaves_a_right_value_alone(tmp_path, capsys):
+    import numpy as np
+
+    import manualnet as mn
+
+    assert mn.Linear(np.int64(4), np.int64(3)).weight.shape == (3, 4) and mn.GPT(np.int64(5), 4, 1, 1, 4)
+    raw = with_changes(optim={"type": "SGD", "lr": "1e-1", "momentum": "fast"})  # '1e-1': YAML 1.1's string
+    err = expect_error(capsys, "optim.momentum: input should be a valid number", "train", "--config",
+                       write_config(tmp_path, raw), "--run-dir", tmp_path / "r")
+    assert "optim.lr" not in err  # '1e-1' is 0.1, a valid lr, though momentum is wrong

@@ -122,7 +122,7 @@ def test_a_language_model_run_keeps_its_vocabulary_and_reports_perplexity_and_th
                                  "likeliest character every time, use --top-k 1), got 0.0"),
                                 ("--temperature", "nan", "--temperature must be a finite number >= 0.001 (for the "
                                  "likeliest character every time, use --top-k 1), got nan"),
-                                ("--seed", str(2**70), f"--seed must be from 0 to 2**63 - 1, got {2**70}"),
+                                ("--seed", str(2**70), f"--seed must be from 0 to 2**64 - 1, got {2**70}"),
                                 ("--top-k", "0", "--top-k must be >= 1, got 0")):
         assert main(["sample", "--run", str(run_dir), option, value]) == 2
         assert capsys.readouterr().err.splitlines() == [f"manualnet: error: {line}"]
@@ -151,6 +151,7 @@ def test_a_resume_or_eval_on_a_text_whose_vocabulary_changed_is_refused(tmp_path
         assert refused.returncode == 2, refused.stderr
         assert "the text changed since the run trained on it" in refused.stderr and "'e'" in refused.stderr
     assert (run_dir / "vocab.json").read_text(encoding="utf-8") == vocab  # not rewritten
+    assert "epochs: 2" in (run_dir / "config.yaml").read_text()  # nor the --set of the refused resume
     corpus.write_text(TEXT, encoding="utf-8")
     resumed = run_cli("train", "--resume", run_dir, "--set", "train.epochs=3", "--quiet")
     assert resumed.returncode == 0, resumed.stderr

@@ -412,7 +412,7 @@ def test_a_checkpoint_names_its_running_sums_and_the_metric_its_best_epoch_was_c
     assert set(best) == {"train/loss", "epoch", "step"}  # chosen by train loss: it says so
 
 
-@pytest.mark.parametrize("change", ["seed=5", "data.val_fraction=0.2", "data.standardize=false"])
+@pytest.mark.parametrize("change", ["seed=5", "data.val_fraction=0.2", "data.standardize=false", "data.arms=4"])
 def test_a_resume_refuses_a_seed_or_data_change_that_would_reshuffle_what_the_run_trained_on(tmp_path, change):
     run_dir = tmp_path / "r"
     first = run_cli("train", "--config", config_path("spirals"), "--set", "train.epochs=1", "--run-dir", run_dir,

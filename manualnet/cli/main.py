@@ -12,6 +12,7 @@ import difflib
 import importlib
 import signal
 import sys
+import threading
 import warnings
 
 from manualnet.errors import ManualnetError
@@ -169,9 +170,9 @@ def _imported(module, name):
     """``module.name``, imported with SIGINT and SIGTERM held until the import is done: a Ctrl-C that lands in
     numpy's import (torch starts it from C) is swallowed there and leaves numpy half-loaded, to fail later.
     A signal that arrived meanwhile is raised again as the import ends."""
-    arrived = []
+    arrived, held = [], threading.current_thread() is threading.main_thread()  # (only it may set handlers)
     before = {signum: signal.signal(signum, lambda signum, frame: arrived.append(signum))
-              for signum in (signal.SIGINT, signal.SIGTERM)}
+              for signum in (signal.SIGINT, signal.SIGTERM)} if held else {}
     try:
         return getattr(importlib.import_module(module), name)
     finally:

@@ -9,9 +9,10 @@ from manualnet.config.load import load_config
 from manualnet.config.model import build_model
 from manualnet.config.plugins import load_plugins
 from manualnet.config.setup import resolve_device
-from manualnet.data.base import loader_arguments
+from manualnet.data.base import DATASETS, check_arguments, loader_arguments
 from manualnet.data.text import encode, load_vocabulary
 from manualnet.errors import CheckpointError, ConfigError, DataError
+from manualnet.names import COMMON_KEYS
 from manualnet.nn.models.generate import generate
 from manualnet.training import checkpoint
 
@@ -28,8 +29,8 @@ def sample_run(args):
     if not MIN_TEMPERATURE <= args.temperature < math.inf:  # nan fails too; below it, logits / T overflow
         raise ConfigError(f"--temperature must be a finite number >= {MIN_TEMPERATURE:g} (for the likeliest "
                           f"character every time, use --top-k 1), got {args.temperature}")
-    if not 0 <= args.seed < 2**63:
-        raise ConfigError(f"--seed must be from 0 to 2**63 - 1, got {args.seed}")
+    if not 0 <= args.seed < 2**64:  # as a config's seed
+        raise ConfigError(f"--seed must be from 0 to 2**64 - 1, got {args.seed}")
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     vocab = load_vocabulary(run_dir)
@@ -58,8 +59,10 @@ def _language_model(run_dir, vocab_size, device=None):
     config = load_config(run_dir / "config.yaml")
     config.plugins = load_plugins(config.plugins, run_dir)
     device = resolve_device(device or config.device)
-    data = config.data.model_dump()
-    block_size = data.get("block_size", loader_arguments(config.data.dataset).get("block_size"))
+    name = config.data.dataset
+    given = check_arguments(name, DATASETS.get(name, where="data.dataset"),  # as training converted them
+                            {k: v for k, v in config.data.model_dump().items() if k not in COMMON_KEYS})
+    block_size = given.get("block_size", loader_arguments(name).get("block_size"))
     if not isinstance(block_size, int):
         raise CheckpointError(f"--run {run_dir}: its data set ({config.data.dataset}) has no block_size: not a "
                               "language model's run")

@@ -1,6 +1,8 @@
 """Building a registered thing from a config section's keyword arguments, and what is wrong with them: every
 problem at once, one line each, each range checked by the thing's own ``problems`` (``registry.refuse``)."""
 
+import inspect
+
 from manualnet.errors import ConfigError, ManualnetError
 from manualnet.registry import closest
 from manualnet.typecheck import parameters, typechecked
@@ -46,13 +48,30 @@ def _checked(factory, kwargs, where, fixed):
                  if p.default is p.empty and n not in kwargs]
     values, wrong_types = typechecked(allowed, kwargs, where)
     problems += [line for lines in wrong_types.values() for line in lines]
-    own = getattr(factory, "problems", None)
-    if callable(own):  # its own checks, on the given values of the right type and the defaults of the rest
+    own, checked = _own_problems(factory)
+    if own is not None:  # its own checks, on the given values of the right type and the defaults of the rest
         args = {n: p.default for n, p in allowed.items() if p.default is not p.empty and n not in kwargs}
         args.update({k: v for k, v in values.items() if k in allowed and k not in wrong_types})
+        args = {k: v for k, v in args.items() if k in checked}
         problems += [f"{where}.{name}: expected {expected}, got {kwargs.get(name, args[name])!r}"
                      for name, expected in own(args)]
     return problems, values
+
+
+def _own_problems(factory):
+    """``(factory.problems or None, the argument names it may check)``. Inherited by a subclass, it checks only
+    the arguments the subclass takes as its parent does (the same annotation, a default of the same type): a
+    plugin's ``Square(Linear)`` with ``out_features: int | None = None`` passes its parent something else, which
+    the parent's constructor checks."""
+    own = getattr(factory, "problems", None)
+    if not callable(own):
+        return None, set()
+    mine = parameters(factory)
+    owner = next((c for c in factory.__mro__ if "problems" in c.__dict__), factory) if inspect.isclass(factory) \
+        else factory
+    theirs = parameters(owner)
+    return own, {n for n, p in mine.items() if n in theirs and p.annotation == theirs[n].annotation
+                 and type(p.default) is type(theirs[n].default)}
 
 
 def _name(factory):

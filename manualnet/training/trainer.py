@@ -71,20 +71,20 @@ class Trainer:
             first.needs_input_grad = False
         self.at, self.running, self.checkpoints = Position(), RunningMetrics(), CheckpointKeeper(self)
         self.elapsed_before, self.last_metrics, self.hooks, self._before = 0.0, {}, hooks, None
+        main, self.language_model = self.cluster.is_main, bool(setup.data.inferred_sizes())  # LM: token ids in
+        if main and self.language_model and resume is not None:  # its text must be the one its embeddings learned
+            check_vocabulary(run_dir, setup.data.classes)
         if resume is not None:
             self.checkpoints.restore(resume)
-        main = self.cluster.is_main
-        self.language_model = bool(setup.data.inferred_sizes())  # token ids in, next-token logits out
-        if main:
+        if main:  # nothing written before here: a refused resume leaves the run as it was
             write_config(run_dir, self.cfg)
-            if self.language_model:  # a resumed run's text must still be the one its embeddings learned
-                (check_vocabulary if resume is not None else save_vocabulary)(run_dir, setup.data.classes)
+            if self.language_model and resume is None:
+                save_vocabulary(run_dir, setup.data.classes)
         self.log = MetricsLogger(run_dir if main else None, self.cfg.log.tensorboard,
                                  purge_step=self.at.step if resume else None)
         self.progress = Progress(self.cfg.train.epochs, len(self.batches), self.at.epoch, quiet or not main)
         self.stop, self._stopping = StopRequests(), None  # a signal arrived / the ranks agreed to stop on it
-        self.parallel = self.cluster.world_size > 1
-        self.has_val = len(setup.split("val")[0]) > 0
+        self.parallel, self.has_val = self.cluster.world_size > 1, len(setup.split("val")[0]) > 0
 
     def fit(self):
         """Train to ``train.epochs``, then evaluate the best checkpoint on the test split."""
