@@ -465,3 +465,11 @@ def test_sizes_may_be_numpy_integers_and_a_wrong_type_elsewhere_leaves_a_right_v
     err = expect_error(capsys, "optim.momentum: input should be a valid number", "train", "--config",
                        write_config(tmp_path, raw), "--run-dir", tmp_path / "r")
     assert "optim.lr" not in err  # '1e-1' is 0.1, a valid lr, though momentum is wrong
+
+
+def test_a_plugin_entry_that_is_a_directory_or_an_absolute_path_not_there(tmp_path, capsys):
+    expect_error(capsys, f"{tmp_path} is a directory; expected a Python file", "train", "--config",
+                 config_path("spirals"), "--set", f"plugins=[{tmp_path}]", "--run-dir", tmp_path / "r")
+    err = expect_error(capsys, f"plugin file {tmp_path / 'no.py'} not found", "train", "--config",
+                       config_path("spirals"), "--set", f"plugins=[{tmp_path / 'no.py'}]", "--run-dir", tmp_path / "r")
+    assert "looked in the working directory" not in err  # an absolute path is looked for there alone

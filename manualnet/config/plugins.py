@@ -53,7 +53,10 @@ def _plugin_path(entry, base_dir):
         found = path.is_file()
     except (OSError, ValueError) as e:  # a name too long, a NUL byte, ...
         raise ConfigError(f"plugins: {entry!r} is not a usable file path ({e})") from None
+    if not found and path.is_dir():
+        raise ConfigError(f"plugins: {path} is a directory; expected a Python file that registers layers (.py)")
     if not found:
-        raise ConfigError(f"plugins: plugin file {entry} not found (looked in the working directory"
-                          f"{' and ' + str(base_dir) if base_dir else ''})")
+        where = "" if Path(entry).is_absolute() else \
+            f" (looked in the working directory{' and ' + str(base_dir) if base_dir else ''})"
+        raise ConfigError(f"plugins: plugin file {entry} not found{where}")
     return path
