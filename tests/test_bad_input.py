@@ -473,3 +473,18 @@ def test_a_plugin_entry_that_is_a_directory_or_an_absolute_path_not_there(tmp_pa
     err = expect_error(capsys, f"plugin file {tmp_path / 'no.py'} not found", "train", "--config",
                        config_path("spirals"), "--set", f"plugins=[{tmp_path / 'no.py'}]", "--run-dir", tmp_path / "r")
     assert "looked in the working directory" not in err  # an absolute path is looked for there alone
+
+
+def test_a_ctrl_c_before_the_loop_handles_signals_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    from manualnet.training.trainer import Trainer
+
+    def interrupted(*args, **kwargs):  # as a Ctrl-C just before the loop installs its handlers
+        raise KeyboardInterrupt
+
+    run_dir = tmp_path / "r"
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "fit", interrupted)
+        code, err = run(capsys, "train", "--config", config_path("spirals"), "--run-dir", run_dir, "--quiet")
+    assert code == 130 and err.strip() == f"manualnet: interrupted; resume with: manualnet train --resume {run_dir}"
+    code, err = run(capsys, "train", "--resume", run_dir, "--set", "train.epochs=1", "--quiet")
+    assert code == 0, err

@@ -43,7 +43,7 @@ def train(args):
             print(f"manualnet: {resume_dir} has already trained its {config.train.epochs} epochs: nothing to do (to "
                   f"train more, resume with --set train.epochs=N, N > {config.train.epochs})", file=sys.stderr)
             return 0
-        setup = build(config, device=args.device, base_dir=base_dir)
+        setup, run_dir = build(config, device=args.device, base_dir=base_dir), None
         try:
             with cluster_for(setup.device, config.train.dist_timeout_s, config.seed) as cluster, \
                     _claimed_run_dir(cluster, config.name, args.run_dir, resume_dir) as run_dir:
@@ -61,6 +61,10 @@ def train(args):
                     print(f"resumed from {_where(state)}", file=sys.stderr)
                 cluster.broadcast_tensors(setup.optimizer.param_buffers())  # one model: rank 0's weights everywhere
                 return _fit(trainer, run_dir, args.quiet)
+        except KeyboardInterrupt as e:  # a Ctrl-C before the loop handles signals: the run can still go on
+            if type(e) is KeyboardInterrupt and run_dir is not None and (run_dir / "config.yaml").is_file():
+                raise KeyboardInterrupt(f"interrupted; resume with: manualnet train --resume {run_dir}") from None
+            raise
         except RankFailed as e:
             print(f"manualnet: error: {e}", file=sys.stderr)
             return 1
