@@ -8,6 +8,7 @@ without anyone remembering to add it. Built-ins whose constructor needs argument
 """
 
 import inspect
+import signal
 
 import pytest
 import torch
@@ -55,6 +56,16 @@ def torch_threads_as_found():
     yield
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_as_found():
+    """An in-process CLI run interrupted by a test leaves SIGINT and SIGTERM exiting at once (as a process that
+    is stopping should): put back what the test found, or a later test's signal would end pytest."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def pytest_generate_tests(metafunc):
