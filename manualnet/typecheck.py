@@ -22,17 +22,11 @@ def parameters(factory):
 _ARGUMENTS = ConfigDict(allow_inf_nan=False, arbitrary_types_allowed=True)
 
 
-def typecheck(params, kwargs, where):
-    """``(kwargs with values converted, one line per value of the wrong type)``: each value checked by
-    pydantic against its parameter's annotation in ``params`` (name -> inspect.Parameter), or else the
-    type of its default; names not in ``params`` are passed through unchecked. A line reads
-    ``<where>.<name>: <what was expected>, got <value>``."""
-    values, wrong = typechecked(params, kwargs, where)
-    return values, [line for lines in wrong.values() for line in lines]
-
-
 def typechecked(params, kwargs, where):
-    """``typecheck``, its lines grouped by the argument's name (``{name: [line, ...]}``)."""
+    """``(kwargs with values converted, {name: [line, ...]} for each value of the wrong type)``: each value
+    checked by pydantic against its parameter's annotation in ``params`` (name -> inspect.Parameter), or else
+    the type of its default; names not in ``params`` pass unchecked. A line reads ``<where>.<name>: <what was
+    expected>, got <value>``."""
     fields = {}
     for name in kwargs:
         p = params.get(name)

@@ -2,7 +2,6 @@
 
 import contextlib
 import copy
-import inspect
 import os
 import signal
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 from manualnet.config.load import apply_override, load_config, read_yaml, validate
 from manualnet.config.schema import Config
 from manualnet.config.setup import build
-from manualnet.data.base import loader_arguments
+from manualnet.data.base import data_arguments
 from manualnet.data.text import check_vocabulary
 from manualnet.errors import (
     AuditFailed,
@@ -25,7 +24,6 @@ from manualnet.errors import (
 )
 from manualnet.files import storage_error
 from manualnet.log.progress import summary_table
-from manualnet.names import COMMON_KEYS
 from manualnet.training import checkpoint
 from manualnet.training.checkpoint import clean_stale_files
 from manualnet.training.distributed import cluster_for
@@ -230,22 +228,12 @@ def _run_config(run_dir, state, overrides=()):
 MOVABLE = {"path", "root", "download"}  # where the data set's files are, not what it is
 
 
-def _with_defaults(data):
-    """A data section with its data set's defaults filled in (the common keys' and its loader's)."""
-    try:
-        loader = {k: v for k, v in loader_arguments(data.get("dataset", COMMON_KEYS["dataset"])).items()
-                  if v is not inspect.Parameter.empty}
-    except ConfigError:  # an unknown data set: validate says so
-        loader = {}
-    return {**COMMON_KEYS, **loader, **data}
-
-
 def _keeps_its_data(raw, resumed):
     """Refuse a resume whose ``--set`` changes the seed or the data section (but where its files are) of the
     run's config ``raw``: they decide the train/val/test split, the preprocessing and the batch order the run
     has trained on. Keys left out count as their defaults."""
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    run_data, new_data = (_with_defaults(d) for d in (data, resumed.data.model_dump()))
+    run_data, new_data = data_arguments(data), data_arguments(resumed.data.model_dump())
     pairs = [("seed", raw.get("seed", Config.model_fields["seed"].default), resumed.seed)]
     pairs += [(f"data.{k}", run_data.get(k), new_data.get(k)) for k in {*run_data, *new_data} - MOVABLE]
     changed = [f"{key}={new!r} (was {old!r})" for key, old, new in sorted(pairs, key=lambda p: p[0]) if old != new]

@@ -9,10 +9,9 @@ from manualnet.config.load import load_config
 from manualnet.config.model import build_model
 from manualnet.config.plugins import load_plugins
 from manualnet.config.setup import resolve_device
-from manualnet.data.base import DATASETS, check_arguments, loader_arguments
+from manualnet.data.base import data_arguments
 from manualnet.data.text import encode, load_vocabulary
 from manualnet.errors import CheckpointError, ConfigError, DataError
-from manualnet.names import COMMON_KEYS
 from manualnet.nn.models.generate import generate
 from manualnet.training import checkpoint
 
@@ -59,10 +58,7 @@ def _language_model(run_dir, vocab_size, device=None):
     config = load_config(run_dir / "config.yaml")
     config.plugins = load_plugins(config.plugins, run_dir)
     device = resolve_device(device or config.device)
-    name = config.data.dataset
-    given = check_arguments(name, DATASETS.get(name, where="data.dataset"),  # as training converted them
-                            {k: v for k, v in config.data.model_dump().items() if k not in COMMON_KEYS})
-    block_size = given.get("block_size", loader_arguments(name).get("block_size"))
+    block_size = data_arguments(config.data.model_dump()).get("block_size")  # as training converted it
     if not isinstance(block_size, int):
         raise CheckpointError(f"--run {run_dir}: its data set ({config.data.dataset}) has no block_size: not a "
                               "language model's run")

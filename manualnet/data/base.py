@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from manualnet.errors import ConfigError, DataError
+from manualnet.names import COMMON_KEYS
 from manualnet.registry import Registry, closest
-from manualnet.typecheck import typecheck
+from manualnet.typecheck import typechecked
 
 DATASETS = Registry("dataset")
 
@@ -62,15 +63,24 @@ def check_arguments(name, loader, kwargs):
                 f"{name} takes {', '.join(params) or 'no arguments'}" for k in kwargs if k not in params]
     problems += [f"data.{n}: required by dataset {name!r} but missing" for n, p in params.items()
                  if p.default is p.empty and n not in kwargs]
-    values, wrong_types = typecheck(params, kwargs, "data")
+    values, wrong = typechecked(params, kwargs, "data")
     own = getattr(loader, "problems", None)  # its ranges, on the values of the right type (see registry.refuse)
     if callable(own):
-        given = {k: v for k, v in values.items() if k in params and not any(line.startswith(f"data.{k}:")
-                                                                             for line in wrong_types)}
+        given = {k: v for k, v in values.items() if k in params and k not in wrong}
         problems += [f"data.{key}: expected {expected}, got {given[key]!r}" for key, expected in own(given)]
-    if problems or wrong_types:
-        raise ConfigError("\n".join(problems + wrong_types))
+    problems += [line for lines in wrong.values() for line in lines]
+    if problems:
+        raise ConfigError("\n".join(problems))
     return values
+
+
+def data_arguments(section):
+    """A config's data section as its loader gets it: the given keys converted to their types, the others at
+    the common keys' and the loader's defaults (a ConfigError for keys it does not take)."""
+    name = section.get("dataset", COMMON_KEYS["dataset"])
+    defaults = {k: v for k, v in loader_arguments(name).items() if v is not inspect.Parameter.empty}
+    given = check_arguments(name, DATASETS.get(name), {k: v for k, v in section.items() if k not in COMMON_KEYS})
+    return {**COMMON_KEYS, **defaults, **{k: v for k, v in section.items() if k in COMMON_KEYS}, **given}
 
 
 def _config_parameters(loader):

@@ -95,8 +95,8 @@ def update_ratios(model, before):
     parameter that did not move), in one fused op and one host sync for the whole model; ``before`` is
     ``parameters_before(model)``, used up: it becomes before - after, the update negated (no second copy of
     the model). A parameter of more than ``RATIO_SAMPLE`` values is measured on at most that many ``sampled``
-    ones: a few small ops whatever the model's size, for a ratio typically within 0.005-0.01 of the exact one
-    in log10 (more when few values move, as an embedding's rows in a batch)."""
+    ones: a few small ops whatever the model's size, for an estimate of the whole's ratio (docs/training.md says
+    how close)."""
     named = [(name, sampled(p, size=RATIO_SAMPLE)) for name, p in model.named_parameters()]
     params = [p for _, p in named]
     torch._foreach_sub_(before, params)

@@ -4,7 +4,7 @@ import torch
 
 from manualnet.errors import LayerError
 from manualnet.nn.module import Module, register_layer
-from manualnet.registry import expect, refuse
+from manualnet.registry import expect
 
 
 def _check_modules(owner, modules):
@@ -121,7 +121,6 @@ class Residual(Module):
 
     def __init__(self, block):
         super().__init__()
-        refuse(self, {"block": block}, self.problems({"block": block}), LayerError)
         self.block = Sequential(*block) if isinstance(block, (list, tuple)) else block
 
     @classmethod

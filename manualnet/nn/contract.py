@@ -19,6 +19,7 @@ import inspect
 import torch
 
 from manualnet.errors import LayerError
+from manualnet.registry import refuse
 
 SIGNATURES_KEPT = 8  # per module: an epoch's short last batch is a second signature, eval mode a third
 
@@ -43,7 +44,7 @@ def init(module):
 def wrap(cls):
     """Wrap the ``__init__``, ``forward`` and ``backward`` a Module subclass defines itself."""
     if "__init__" in cls.__dict__:
-        cls.__init__ = _initialised(cls.__dict__["__init__"])
+        cls.__init__ = _initialised(cls.__dict__["__init__"], cls if "problems" in cls.__dict__ else None)
     if "forward" in cls.__dict__:
         forward = cls.__dict__["forward"]
         cls.forward = _checked_forward(forward, _arity(forward))
@@ -51,11 +52,24 @@ def wrap(cls):
         cls.backward = _checked_backward(cls.__dict__["backward"])
 
 
-def _initialised(init):
+def _initialised(init, owner=None):
     """``init``, then a LayerError if it never called ``super().__init__()`` (one that assigned nothing would
-    only fail later, in an attribute a forward or an optimizer reads)."""
+    only fail later, in an attribute a forward or an optimizer reads). With ``owner`` (the class that defines
+    ``init`` and a ``problems(args)`` classmethod), first a LayerError naming every argument out of range
+    (``registry.refuse``): a subclass's own ``__init__`` is checked by its parent's for what it passes on."""
+    signature = inspect.signature(init) if owner is not None else None
+
     @functools.wraps(init)
     def checked(self, *args, **kwargs):
+        if signature is not None:
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError:  # arguments that do not fit: init says so itself
+                bound = None
+            if bound is not None:
+                bound.apply_defaults()
+                given = dict(list(bound.arguments.items())[1:])
+                refuse(self, given, owner.problems(given), LayerError)
         init(self, *args, **kwargs)
         if "_parameters" not in self.__dict__:
             raise LayerError(f"{type(self).__name__}: call super().__init__() first in {type(self).__name__}.__init__")

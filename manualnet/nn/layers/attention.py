@@ -3,12 +3,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from manualnet.errors import LayerError
 from manualnet.nn.layers.dropout import Dropout
 from manualnet.nn.layers.linear import Linear
 from manualnet.nn.module import Module, register_layer
 from manualnet.nn.pieces import pieces_along
-from manualnet.registry import expect, is_count, is_probability, refuse
+from manualnet.registry import expect, is_count, is_probability
 
 
 @register_layer("CausalSelfAttention")
@@ -36,8 +35,6 @@ class CausalSelfAttention(Module):
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, generator=None):
         super().__init__()
-        args = {"embed_dim": embed_dim, "num_heads": num_heads, "dropout": dropout}
-        refuse(self, args, self.problems(args), LayerError)
         self.embed_dim, self.num_heads = embed_dim, num_heads
         self.head_dim = embed_dim // num_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)

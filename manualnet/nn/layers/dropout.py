@@ -1,8 +1,7 @@
 import torch
 
-from manualnet.errors import LayerError
 from manualnet.nn.module import Module, register_layer
-from manualnet.registry import expect, is_probability, refuse
+from manualnet.registry import expect, is_probability
 
 
 @register_layer("Dropout")
@@ -17,7 +16,6 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, generator=None):
         super().__init__()
-        refuse(self, {"p": p}, self.problems({"p": p}), LayerError)
         self.p = float(p)
         self.generator = generator
 

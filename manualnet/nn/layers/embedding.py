@@ -1,9 +1,8 @@
 import torch
 import torch.nn.functional as F
 
-from manualnet.errors import LayerError
 from manualnet.nn.module import Module, Parameter, register_layer
-from manualnet.registry import expect, is_size, refuse
+from manualnet.registry import expect, is_size
 
 
 @register_layer("Embedding")
@@ -20,8 +19,6 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, generator=None, device=None, dtype=None):
         super().__init__()
-        sizes = {"num_embeddings": num_embeddings, "embedding_dim": embedding_dim}
-        refuse(self, sizes, self.problems(sizes), LayerError)
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
         self.weight.normal_(0.0, 1.0, generator=generator)

@@ -3,9 +3,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from manualnet.errors import LayerError
 from manualnet.nn.module import Module, Parameter, register_layer
-from manualnet.registry import expect, is_finite_nonnegative, is_size, refuse
+from manualnet.registry import expect, is_finite_nonnegative, is_size
 
 
 @register_layer("LayerNorm")
@@ -25,8 +24,6 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, device=None, dtype=None):
         super().__init__()
-        refuse(self, {"normalized_shape": normalized_shape, "eps": eps},
-               self.problems({"normalized_shape": normalized_shape, "eps": eps}), LayerError)
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps, self.elementwise_affine = shape, float(eps), elementwise_affine
         self.weight = self.bias = None

@@ -3,10 +3,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from manualnet.errors import LayerError
 from manualnet.nn.init import INITS
 from manualnet.nn.module import Module, Parameter, register_layer
-from manualnet.registry import expect, is_size, refuse
+from manualnet.registry import expect, is_size
 
 
 @register_layer("Linear")
@@ -27,8 +26,6 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, init: str = "default",
                  generator=None, device=None, dtype=None):
         super().__init__()
-        sizes = {"in_features": in_features, "out_features": out_features}
-        refuse(self, sizes, self.problems(sizes), LayerError)
         self.in_features, self.out_features = in_features, out_features
         self.needs_input_grad = True
         self.weight = Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))

@@ -3,14 +3,13 @@ attention."""
 
 import torch
 
-from manualnet.errors import LayerError
 from manualnet.nn.layers.attention import CausalSelfAttention, head_problems
 from manualnet.nn.layers.dropout import Dropout
 from manualnet.nn.layers.gelu import GELU
 from manualnet.nn.layers.layernorm import LayerNorm
 from manualnet.nn.layers.linear import Linear
 from manualnet.nn.module import Module, register_layer
-from manualnet.registry import expect, is_count, is_probability, refuse
+from manualnet.registry import expect, is_count, is_probability
 
 
 @register_layer("MLP")
@@ -25,8 +24,6 @@ class MLP(Module):
     def __init__(self, n_embd: int, hidden: int | None = None, dropout: float = 0.0, approximate: str = "tanh",
                  bias: bool = True, generator=None):
         super().__init__()
-        args = {"n_embd": n_embd, "hidden": hidden, "dropout": dropout}
-        refuse(self, args, self.problems(args), LayerError)
         hidden = hidden or 4 * n_embd
         self.fc = Linear(n_embd, hidden, bias=bias, generator=generator)
         self.act = GELU(approximate)
@@ -70,8 +67,6 @@ class Block(Module):
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, generator=None):
         super().__init__()
-        args = {"n_embd": n_embd, "n_head": n_head, "dropout": dropout}
-        refuse(self, args, self.problems(args), LayerError)
         self.ln1 = LayerNorm(n_embd)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias=bias, generator=generator)
         self.ln2 = LayerNorm(n_embd)

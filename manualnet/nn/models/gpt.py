@@ -2,7 +2,6 @@ import math
 
 import torch
 
-from manualnet.errors import LayerError
 from manualnet.nn.containers import ModuleList
 from manualnet.nn.layers.attention import head_problems
 from manualnet.nn.layers.dropout import Dropout
@@ -11,7 +10,7 @@ from manualnet.nn.layers.layernorm import LayerNorm
 from manualnet.nn.layers.linear import Linear
 from manualnet.nn.models.block import Block
 from manualnet.nn.module import Module, register_layer
-from manualnet.registry import expect, is_count, refuse
+from manualnet.registry import expect, is_count
 
 INIT_STD = 0.02  # GPT-2's initial weight scale
 
@@ -36,9 +35,6 @@ class GPT(Module):
     def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
                  dropout: float = 0.0, tie_weights: bool = True, bias: bool = True, generator=None):
         super().__init__()
-        args = {"vocab_size": vocab_size, "block_size": block_size, "n_layer": n_layer, "n_head": n_head,
-                "n_embd": n_embd, "dropout": dropout}
-        refuse(self, args, self.problems(args), LayerError)
         self.vocab_size, self.block_size, self.tie_weights = vocab_size, block_size, tie_weights
         self.wte = Embedding(vocab_size, n_embd, generator=generator)
         self.wpe = Embedding(block_size, n_embd, generator=generator)
