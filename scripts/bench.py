@@ -13,6 +13,8 @@ over rounds of:
 Run ``python scripts/bench.py``; ``--json FILE`` writes the rows. ``--trainer
 CONFIG`` also times ``manualnet train``'s loop against the same steps alone (its overhead). ``--gpt`` times a
 GPT's training step against torch.nn eager and torch.compile instead (scripts/bench_gpt.py; --help there).
+Every mode runs with the C heap kept warm, as ``manualnet train`` runs (manualnet/training/heap.py), for
+every contestant alike; ``--heap default`` leaves glibc's own settings (scripts/bench_heap.py compares both).
 
 The autograd baseline lives here, outside the package: manualnet itself never calls autograd.
 """
@@ -36,6 +38,7 @@ import torch
 import manualnet as mn
 from manualnet.errors import ManualnetError
 from manualnet.optim import SGD
+from manualnet.training.heap import keep_freed_memory
 
 SIZES = {
     "small": ([2, 64, 64, 3], 64),
@@ -44,6 +47,17 @@ SIZES = {
     "tiny": ([3, 5, 4], 6),
 }
 LR, MOMENTUM = 0.01, 0.9
+HEAPS = ("kept", "default")
+
+
+def _take_heap(argv):
+    """(``--heap``'s value, the other arguments): "kept" when it is not given, None when it has no value."""
+    for i, arg in enumerate(argv):
+        if arg == "--heap":
+            return (argv[i + 1] if i + 1 < len(argv) else None), argv[:i] + argv[i + 2:]
+        if arg.startswith("--heap="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+    return "kept", argv
 
 
 def build_pair(sizes, device, dtype, seed=0):
@@ -419,6 +433,13 @@ def format_costs(costs):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    heap, argv = _take_heap(argv)  # before any of the modes' parsers, which do not know it
+    if heap not in HEAPS:
+        got = "nothing" if heap is None else repr(heap)
+        print(f"bench: error: --heap takes one of {', '.join(HEAPS)}, got {got}", file=sys.stderr)
+        return 2
+    if heap == "kept":
+        keep_freed_memory()
     if "--distributed" in argv:  # 1 against N processes: its own script, with its own options
         scaling = runpy.run_path(str(Path(__file__).resolve().with_name("bench_distributed.py")), run_name="scaling")
         return scaling["main"]([a for a in argv if a != "--distributed"])
@@ -435,6 +456,9 @@ def main(argv=None):
                         help="time conv nets' training steps instead (scripts/bench_conv.py; --help there)")
     parser.add_argument("--gpt", action="store_true",
                         help="time a GPT's training step instead (scripts/bench_gpt.py; --help there)")
+    parser.add_argument("--heap", choices=HEAPS, default="kept",
+                        help="kept: the C heap keeps freed memory, as manualnet train sets it (the default); "
+                             "default: glibc's own thresholds")
     parser.add_argument("--sizes", default="small,mnist,large", help="comma-separated: small, mnist, large, tiny")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")

@@ -28,6 +28,7 @@ from manualnet.training import checkpoint
 from manualnet.training.checkpoint import clean_stale_files
 from manualnet.training.distributed import cluster_for
 from manualnet.training.evaluate import evaluate
+from manualnet.training.heap import keep_freed_memory
 from manualnet.training.run_dir import RunLock, clear, discard_if_unlogged, never_trained, new_run_dir
 from manualnet.training.trainer import Trainer
 
@@ -58,6 +59,7 @@ def train(args):
                 if cluster.is_main and state is not None and not args.quiet:
                     print(f"resumed from {_where(state)}", file=sys.stderr)
                 cluster.broadcast_tensors(setup.optimizer.param_buffers())  # one model: rank 0's weights everywhere
+                keep_freed_memory()  # from now on what a step frees serves the next step (training/heap.py)
                 return _fit(trainer, run_dir, args.quiet)
         except KeyboardInterrupt as e:  # a Ctrl-C before the loop handles signals: the run can still go on
             if type(e) is KeyboardInterrupt and run_dir is not None and (run_dir / "config.yaml").is_file():
