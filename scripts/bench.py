@@ -14,7 +14,8 @@ Run ``python scripts/bench.py``; ``--json FILE`` writes the rows. ``--trainer
 CONFIG`` also times ``manualnet train``'s loop against the same steps alone (its overhead). ``--gpt`` times a
 GPT's training step against torch.nn eager and torch.compile instead (scripts/bench_gpt.py; --help there).
 Every mode runs with the C heap kept warm, as ``manualnet train`` runs (manualnet/training/heap.py), for
-every contestant alike; ``--heap default`` leaves glibc's own settings (scripts/bench_heap.py compares both).
+every contestant alike; ``--heap default`` leaves glibc's own settings (scripts/bench_heap.py compares both),
+except in ``--distributed``, whose ranks are ``manualnet train`` processes that keep their own heaps warm.
 
 The autograd baseline lives here, outside the package: manualnet itself never calls autograd.
 """
@@ -51,13 +52,17 @@ HEAPS = ("kept", "default")
 
 
 def _take_heap(argv):
-    """(``--heap``'s value, the other arguments): "kept" when it is not given, None when it has no value."""
-    for i, arg in enumerate(argv):
+    """(``--heap``'s value, the other arguments), every ``--heap`` taken out and the last one's value kept, as
+    argparse keeps the last: "kept" when it is not given, None when the last has no value."""
+    heap, rest, args = "kept", [], iter(argv)
+    for arg in args:
         if arg == "--heap":
-            return (argv[i + 1] if i + 1 < len(argv) else None), argv[:i] + argv[i + 2:]
-        if arg.startswith("--heap="):
-            return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
-    return "kept", argv
+            heap = next(args, None)
+        elif arg.startswith("--heap="):
+            heap = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return heap, rest
 
 
 def build_pair(sizes, device, dtype, seed=0):
@@ -434,7 +439,11 @@ def format_costs(costs):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     heap, argv = _take_heap(argv)  # before any of the modes' parsers, which do not know it
-    if heap not in HEAPS:
+    if heap == "default" and "--distributed" in argv:
+        print("bench: error: --heap default cannot reach --distributed's ranks: each is a manualnet train process, "
+              "which keeps its own heap warm", file=sys.stderr)
+        return 2
+    if heap not in HEAPS and not {"-h", "--help"} & set(argv):
         got = "nothing" if heap is None else repr(heap)
         print(f"bench: error: --heap takes one of {', '.join(HEAPS)}, got {got}", file=sys.stderr)
         return 2

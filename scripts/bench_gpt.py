@@ -11,6 +11,7 @@ spends its time (each module type's forward + backward, the loss, the optimizer)
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -58,18 +59,21 @@ def build(args, device, dtype):
     return ours, steps, (optimizer, loss_fn, x, t)
 
 
-def where_time_goes(model, optimizer, loss_fn, x, t, steps=5):
+def where_time_goes(model, optimizer, loss_fn, x, t, steps=7):
     """{part: seconds per step} of manualnet's step: each module type's own forward + backward (its children's
-    time taken out), the loss, the optimizer; "other" is the step's remaining time (residual adds, Python)."""
-    spent, wrapped = defaultdict(float), []
+    time taken out), the loss, the optimizer, each the median over ``steps`` steps (a burst of load from a
+    neighbour slows some steps, not the medians); "other" is the median step's remaining time (residual adds,
+    Python)."""
+    spent, wrapped, totals = defaultdict(float), [], []
     for module in [*model.modules(), loss_fn]:
         for method in ("forward", "backward"):
             wrapped.append((module, method))
             object.__setattr__(module, method, _timed(module, getattr(module, method), spent))
+    per_step = defaultdict(list)
     try:
-        total = 0.0
         with torch.no_grad():
             for _ in range(steps):
+                spent.clear()
                 start = time.perf_counter()
                 optimizer.zero_grad()
                 loss_fn(model(x), t)
@@ -77,12 +81,15 @@ def where_time_goes(model, optimizer, loss_fn, x, t, steps=5):
                 opt_start = time.perf_counter()
                 optimizer.step()
                 spent["AdamW"] += time.perf_counter() - opt_start
-                total += time.perf_counter() - start
+                totals.append(time.perf_counter() - start)
+                for name, seconds in spent.items():
+                    per_step[name].append(seconds)
     finally:
         for module, method in wrapped:
             vars(module).pop(method, None)
-    parts = {name: s / steps for name, s in sorted(spent.items(), key=lambda kv: -kv[1]) if s > 0}
-    parts["other"] = total / steps - sum(parts.values())
+    medians = {name: statistics.median(s) for name, s in per_step.items()}
+    parts = {name: s for name, s in sorted(medians.items(), key=lambda kv: -kv[1]) if s > 0}
+    parts["other"] = statistics.median(totals) - sum(parts.values())
     return parts
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: what keeping the C heap warm (manualnet/training/heap.py, set by the trainer on a CPU) saves.
+"""Benchmark: what keeping the C heap warm (manualnet/training/heap.py, set by ``manualnet train``) saves.
 
 The setting is process-wide and cannot be taken back, so each of ``--pairs`` pairs runs two child processes
 of ``scripts/bench.py`` with the same arguments, one ``--heap kept`` and one ``--heap default``, in alternate
@@ -28,11 +28,19 @@ def ms_per_step(result):
     return {"manualnet": 1e3 / row["manualnet_steps_per_s"], "autograd": 1e3 / row["autograd_steps_per_s"]}
 
 
+class ChildFailed(Exception):
+    pass
+
+
 def run(bench_args, heap):
+    """{contestant: ms per step} from one child process of bench.py with ``--heap heap``."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "row.json"
-        subprocess.run([sys.executable, str(BENCH), *bench_args, "--heap", heap, "--json", str(out)], check=True,
-                       stdout=subprocess.DEVNULL)
+        command = [sys.executable, str(BENCH), *bench_args, "--heap", heap, "--json", str(out)]
+        child = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if child.returncode != 0:
+            said = (child.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
+            raise ChildFailed(f"bench.py {' '.join(command[2:-2])} exited {child.returncode}: {said}")
         return ms_per_step(json.loads(out.read_text()))
 
 
@@ -43,14 +51,18 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, help="torch.set_num_threads in each process (default: torch's)")
     parser.add_argument("--mlp", action="store_true", help="the MNIST-size MLP's step instead of the GPT's")
     args = parser.parse_args(argv)
-    if min(args.pairs, args.rounds, args.threads or 1) < 1:
+    if min(args.pairs, args.rounds, 1 if args.threads is None else args.threads) < 1:
         parser.error("--pairs, --rounds and --threads must be at least 1")
     bench_args = ["--sizes", "mnist"] if args.mlp else ["--gpt", "--no-compile"]
     bench_args += ["--rounds", str(args.rounds)] + (["--threads", str(args.threads)] if args.threads else [])
     times = {"kept": [], "default": []}
-    for pair in range(args.pairs):
-        for heap in ("kept", "default") if pair % 2 == 0 else ("default", "kept"):
-            times[heap].append(run(bench_args, heap))
+    try:
+        for pair in range(args.pairs):
+            for heap in ("kept", "default") if pair % 2 == 0 else ("default", "kept"):
+                times[heap].append(run(bench_args, heap))
+    except ChildFailed as e:
+        print(f"bench_heap: error: {e}", file=sys.stderr)
+        return 1
     what = "MNIST-size MLP" if args.mlp else "GPT 4x128"
     print(f"{what} step, bench.py {' '.join(bench_args)}, medians over {args.pairs} pairs of processes")
     for name in times["kept"][0]:

@@ -2,6 +2,7 @@
 memory a step frees is not page-faulted in again, that ``manualnet train`` sets it, and its benchmark."""
 
 import json
+import os
 import platform
 import runpy
 import subprocess
@@ -39,7 +40,7 @@ def test_it_raises_glibcs_trim_and_mmap_thresholds_once_per_process(monkeypatch,
     libc = FakeLibc()
     monkeypatch.setattr(heap.ctypes, "CDLL", lambda name: libc)
     assert heap.keep_freed_memory() and heap.keep_freed_memory()
-    assert libc.calls == [(heap.M_TRIM_THRESHOLD, 2**30), (heap.M_MMAP_THRESHOLD, 32 * 2**20)]  # once
+    assert libc.calls == [(heap.M_MMAP_THRESHOLD, 32 * 2**20), (heap.M_TRIM_THRESHOLD, 2**30)]  # once
     assert (heap.M_TRIM_THRESHOLD, heap.M_MMAP_THRESHOLD) == (-1, -3)  # glibc's <malloc.h>
 
 
@@ -55,6 +56,8 @@ def test_another_c_library_is_left_as_it_is(monkeypatch, fresh, libc):
     assert heap.keep_freed_memory() is False
     if isinstance(libc, FakeLibc) and not hasattr(libc, "gnu_get_libc_version"):
         assert libc.calls == []  # another libc's mallopt numbers may mean something else
+    elif isinstance(libc, FakeLibc):  # a refused mmap threshold: the trim threshold is left as it was too
+        assert libc.calls == [(heap.M_MMAP_THRESHOLD, heap.MMAP_THRESHOLD)]
 
 
 FAULTS = textwrap.dedent("""
@@ -84,9 +87,12 @@ FAULTS = textwrap.dedent("""
 
 @pytest.mark.skipif(not GLIBC, reason="the thresholds are glibc's")
 def test_a_steps_freed_memory_serves_the_next_step_without_page_faults():
+    env = {k: v for k, v in os.environ.items()  # glibc's own heap, not one that settings or a preload changed
+           if not k.startswith(("MALLOC_", "GLIBC_TUNABLES")) and k != "LD_PRELOAD"}
+
     def faults(heap_setting):
         out = subprocess.run([sys.executable, "-c", FAULTS, heap_setting], capture_output=True, text=True,
-                             check=True, cwd=ROOT)
+                             check=True, cwd=ROOT, env=env)
         return float(out.stdout)
 
     kept, default = faults("kept"), faults("default")
@@ -99,13 +105,19 @@ def test_manualnet_train_keeps_its_heap_warm_and_the_python_api_leaves_the_calle
 
     calls = []
     monkeypatch.setattr(commands, "keep_freed_memory", lambda: calls.append(True))
-    monkeypatch.setattr(heap, "keep_freed_memory", lambda: calls.append("library"))
     quick = ["--set", "train.epochs=1", "--set", "log.tensorboard=false"]
     assert main(["train", "--config", str(config_path("regression")), "--run-dir", str(tmp_path / "cli"), "--quiet",
                  *quick]) == 0
     assert calls == [True]
-    mn.train(config_path("regression"), run_dir=tmp_path / "api", quiet=True, train__epochs=1, log__tensorboard=False)
-    assert calls == [True]  # the API's caller owns the process: its allocator is theirs
+    libc = FakeLibc()  # whatever path the library took to the allocator, it would reach this
+    monkeypatch.setattr(heap.ctypes, "CDLL", lambda name: libc)
+    heap.keep_freed_memory.cache_clear()
+    try:
+        mn.train(config_path("regression"), run_dir=tmp_path / "api", quiet=True, train__epochs=1,
+                 log__tensorboard=False)
+    finally:
+        heap.keep_freed_memory.cache_clear()
+    assert libc.calls == []  # the API's caller owns the process: its allocator is theirs
 
 
 def test_the_heap_benchmark_compares_both_settings_in_their_own_processes(capsys):
@@ -124,16 +136,31 @@ def test_the_heap_benchmark_compares_both_settings_in_their_own_processes(capsys
     assert "eager: 11.0 ms with the heap kept warm, 11.0 ms with glibc's default (1.00x)" in out
 
 
+def test_a_failed_heap_benchmark_child_is_one_line(capsys):
+    bench_heap = runpy.run_path(str(ROOT / "scripts" / "bench_heap.py"), run_name="bench_heap")
+    with pytest.raises(bench_heap["ChildFailed"], match=r"bench.py --sizes huge --heap kept exited 2: bench: error: "
+                                                        r"unknown size 'huge'"):
+        bench_heap["run"](["--sizes", "huge"], "kept")
+    bench_heap["main"].__globals__["run"] = lambda args, heap: (_ for _ in ()).throw(bench_heap["ChildFailed"]("x"))
+    assert bench_heap["main"](["--pairs", "1"]) == 1
+    assert capsys.readouterr().err == "bench_heap: error: x\n"
+    with pytest.raises(SystemExit) as stop:
+        bench_heap["main"](["--threads", "0"])
+    assert stop.value.code == 2
+
+
 def test_bench_takes_heap_before_its_modes_and_refuses_a_bad_value(tmp_path, capsys):
     bench = runpy.run_path(str(ROOT / "scripts" / "bench.py"), run_name="bench_under_test")
     taken = bench["_take_heap"](["--gpt", "--heap", "default", "--rounds", "1"])
     assert taken == ("default", ["--gpt", "--rounds", "1"])
     assert bench["_take_heap"](["--heap=kept"]) == ("kept", [])
     assert bench["_take_heap"](["--sizes", "tiny"]) == ("kept", ["--sizes", "tiny"])
+    assert bench["_take_heap"](["--heap", "kept", "--gpt", "--heap=default"]) == ("default", ["--gpt"])  # the last
     out = tmp_path / "row.json"
     assert bench["main"](["--sizes", "tiny", "--rounds", "1", "--heap", "default", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["rows"][0]["size"] == "tiny"
     for argv, line in ((["--heap", "warm"], "--heap takes one of kept, default, got 'warm'"),
-                       (["--heap"], "--heap takes one of kept, default, got nothing")):
+                       (["--heap"], "--heap takes one of kept, default, got nothing"),
+                       (["--distributed", "--heap", "default"], "--heap default cannot reach --distributed's ranks")):
         assert bench["main"](["--sizes", "tiny", *argv]) == 2
         assert capsys.readouterr().err.startswith(f"bench: error: {line}")

@@ -6,7 +6,7 @@ over its mmap threshold afresh, so the next step's tensors page-fault in again (
 kernel). ``keep_freed_memory`` raises both thresholds, so the memory a step frees serves the next one, as
 PyTorch's CUDA caching allocator keeps GPU memory. The process then holds its peak heap until it exits, so
 ``manualnet train``, whose process is the run's, sets it; the Python API leaves the caller's process alone.
-``python scripts/bench_heap.py`` measures what it saves (docs/performance.md, "The heap").
+``python scripts/bench_heap.py`` measures what it saves (docs/performance.md, "The memory allocator").
 """
 
 import ctypes
@@ -14,7 +14,7 @@ import functools
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers, from glibc's <malloc.h>
 TRIM_THRESHOLD = 2**30  # keep up to 1 GiB free at the heap's top
-MMAP_THRESHOLD = 32 * 2**20  # blocks up to 32 MiB come from the heap (glibc's largest setting on 64 bits)
+MMAP_THRESHOLD = 32 * 2**20  # blocks up to 32 MiB come from the heap (the most glibc <= 2.34 takes on 64 bits)
 
 
 @functools.cache
@@ -26,5 +26,6 @@ def keep_freed_memory():
         libc.gnu_get_libc_version  # noqa: B018 (only glibc has it: another libc's mallopt may mean otherwise)
     except (OSError, TypeError, AttributeError):
         return False
-    return bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(libc.mallopt(M_MMAP_THRESHOLD,
-                                                                                      MMAP_THRESHOLD))
+    # the mmap threshold first: a glibc that refuses it (a 32-bit one caps it lower) is then left as it was
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD,
+                                                                                      TRIM_THRESHOLD))
