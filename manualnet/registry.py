@@ -97,6 +97,12 @@ def expect(args, name, ok, expected):
     return [(name, expected)] if name in args and not ok(args[name]) else []
 
 
+def range_lines(problems, where, given):
+    """A config's line ``<where>.<name>: expected <expected>, got <value>`` per ``(name, expected)`` of
+    ``problems``, the value as ``given`` (the config's) has it."""
+    return [f"{where}.{name}: expected {expected}, got {given[name]!r}" for name, expected in problems]
+
+
 def refuse(owner, args, problems, error=ConfigError):
     """Raise one ``error``, a line ``<Owner> argument <name>=<value>: expected <expected>`` per problem."""
     if problems:

@@ -2,10 +2,10 @@
 """Benchmark: attention's backward recomputing p = softmax(q k^T / sqrt(d) + M) (manualnet's way) against
 keeping p from the forward, on a GPT's full training step (forward, loss, backward, AdamW).
 
-The cached variant is written out here, for the comparison only: its forward forms p (no fused
-scaled_dot_product_attention) and keeps it; its backward reads p instead of recomputing it. Both give the
-same gradients (printed). Interleaved rounds in one process, medians, and each step's peak memory. Run
-``python scripts/bench_attention.py [--threads N]``.
+The cached variant differs in two methods, here, for the comparison only: its forward forms p (no fused
+scaled_dot_product_attention) and keeps it, and the backward (CausalSelfAttention's own) reads each group of
+heads' p from it instead of recomputing it. Both give the same gradients (printed). Interleaved rounds in
+one process, medians, and each step's peak memory. Run ``python scripts/bench_attention.py [--threads N]``.
 """
 
 import argparse
@@ -21,32 +21,21 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 from bench import idiomatic_step, peak_step_memory, time_interleaved  # noqa: E402
 
 import manualnet as mn  # noqa: E402
+from manualnet.nn.layers.attention import CausalSelfAttention  # noqa: E402
 from manualnet.nn.pieces import pieces_along  # noqa: E402
 
 
 def attend_keeping_p(self, q, k, v):
-    """o = p @ v with p formed and kept for backward (no dropout)."""
-    self.kept_p = self.probabilities(q, k)
-    o = self.kept_p @ v
+    """o = p @ v with p formed and kept for backward (no dropout), in the groups of heads backward walks."""
+    p = CausalSelfAttention.probabilities(self, q, k)
+    self.kept = iter([p[h] for h in pieces_along(p.shape[0], p.shape[1] * p.shape[1])])
+    o = p @ v
     return o.view(-1, self.num_heads, *o.shape[1:]), None
 
 
-def backward_from_kept_p(self, dy):
-    """CausalSelfAttention.backward, with the forward's p read instead of recomputed."""
-    q, k, v, _, heads = self.take_cache()
-    p_all, self.kept_p = self.kept_p, None
-    dheads = self.proj.backward(self.resid_drop.backward(dy))
-    do = self.split_out(dheads)
-    rowdot = (dheads * heads).view(*dheads.shape[:2], self.num_heads, -1).sum(-1)
-    rowdot = rowdot.transpose(1, 2).reshape(-1, rowdot.shape[1], 1)
-    dqkv = torch.empty((3, *q.shape), dtype=q.dtype, device=q.device)
-    for h in pieces_along(q.shape[0], q.shape[1] * q.shape[1]):
-        p, (dq, dk, dv) = p_all[h], dqkv[:, h]
-        torch.bmm(p.transpose(-2, -1), do[h], out=dv)
-        ds = (do[h] @ v[h].transpose(-2, -1)).sub_(rowdot[h]).mul_(p)
-        torch.bmm(ds, k[h], out=dq).mul_(self.scale)
-        torch.bmm(ds.transpose(-2, -1), q[h], out=dk)
-    return self.qkv.backward(self.merge_qkv(dqkv, dy.shape))
+def kept_probabilities(self, q, k):
+    """The forward's p of the group of heads backward asks for next, read instead of recomputed."""
+    return next(self.kept)
 
 
 def main(argv=None):
@@ -65,7 +54,7 @@ def main(argv=None):
     models = {name: mn.GPT(**sizes, generator=torch.Generator().manual_seed(0)) for name in ("recomputed", "kept")}
     for block in models["kept"].blocks:
         block.attn.attend = types.MethodType(attend_keeping_p, block.attn)
-        block.attn.backward = types.MethodType(backward_from_kept_p, block.attn)
+        block.attn.probabilities = types.MethodType(kept_probabilities, block.attn)
     idx = torch.randint(0, vocab, (args.batch, args.block + 1), generator=torch.Generator().manual_seed(1))
     steps = {name: idiomatic_step(model, mn.CrossEntropyLoss(), mn.optim.AdamW(model.parameters(), lr=1e-3),
                                   idx[:, :-1], idx[:, 1:]) for name, model in models.items()}

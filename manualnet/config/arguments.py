@@ -4,7 +4,7 @@ problem at once, one line each, each range checked by the thing's own ``problems
 import inspect
 
 from manualnet.errors import ConfigError, ManualnetError
-from manualnet.registry import closest
+from manualnet.registry import closest, range_lines
 from manualnet.typecheck import parameters, typechecked
 
 RUNTIME = {"generator", "device", "dtype"}  # set by the trainer, never by a config
@@ -53,8 +53,7 @@ def _checked(factory, kwargs, where, fixed):
         args = {n: p.default for n, p in allowed.items() if p.default is not p.empty and n not in kwargs}
         args.update({k: v for k, v in values.items() if k in allowed and k not in wrong_types})
         args = {k: v for k, v in args.items() if k in checked}
-        problems += [f"{where}.{name}: expected {expected}, got {kwargs.get(name, args[name])!r}"
-                     for name, expected in own(args)]
+        problems += range_lines(own(args), where, {**args, **kwargs})
     return problems, values
 
 

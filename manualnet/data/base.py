@@ -16,7 +16,7 @@ import torch
 
 from manualnet.errors import ConfigError, DataError
 from manualnet.names import COMMON_KEYS
-from manualnet.registry import Registry, closest
+from manualnet.registry import Registry, closest, range_lines
 from manualnet.typecheck import typechecked
 
 DATASETS = Registry("dataset")
@@ -67,7 +67,7 @@ def check_arguments(name, loader, kwargs):
     own = getattr(loader, "problems", None)  # its ranges, on the values of the right type (see registry.refuse)
     if callable(own):
         given = {k: v for k, v in values.items() if k in params and k not in wrong}
-        problems += [f"data.{key}: expected {expected}, got {given[key]!r}" for key, expected in own(given)]
+        problems += range_lines(own(given), "data", kwargs)
     problems += [line for lines in wrong.values() for line in lines]
     if problems:
         raise ConfigError("\n".join(problems))
