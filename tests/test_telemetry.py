@@ -53,43 +53,26 @@ def test_update_ratios_are_log10_of_the_update_norm_over_the_parameter_norm():
     torch.manual_seed(0)
     for model in (mn.Sequential(mn.Linear(3, 5), mn.ReLU(), mn.Linear(5, 1, bias=True)),
                   mn.Sequential(mn.Linear(3, 5).to(dtype=torch.float64), mn.Linear(5, 2))):  # no flat buffer
-        ratios = telemetry.UpdateRatios(model)
-        for _ in range(2):  # the second time in the first's copies
-            ratios.before()
-            old = {k: p.clone() for k, p in model.named_parameters()}
-            for name, p in model.named_parameters():
-                if name != "0.bias":  # a parameter that did not move: -inf
-                    p.add_(torch.randn_like(p) * 0.01)
-            expected = {k: math.log10((p - old[k]).norm().item() / p.norm().item()) if k != "0.bias" else -math.inf
-                        for k, p in model.named_parameters()}
-            assert ratios.after() == pytest.approx(expected, rel=1e-5)
-
-
-def test_update_ratios_follow_parameters_moved_to_other_memory():
-    model = mn.Sequential(mn.Linear(3, 5), mn.ReLU(), mn.Linear(5, 2))
-    ratios = telemetry.UpdateRatios(model)
-    ratios.before()
-    mn.optim.SGD(model.parameters(), lr=0.1)  # flattens them into a new buffer
-    ratios.before()
-    old = {k: p.clone() for k, p in model.named_parameters()}
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(1.5)
-    assert ratios.after() == pytest.approx({k: math.log10((p - old[k]).norm().item() / p.norm().item())
-                                            for k, p in model.named_parameters()}, rel=1e-5)
+        before = telemetry.parameters_before(model)
+        old = {k: p.clone() for k, p in model.named_parameters()}
+        for name, p in model.named_parameters():
+            if name != "0.bias":  # a parameter that did not move: -inf
+                p.add_(torch.randn_like(p) * 0.01)
+        expected = {k: math.log10((p - old[k]).norm().item() / p.norm().item()) if k != "0.bias" else -math.inf
+                    for k, p in model.named_parameters()}
+        assert telemetry.update_ratios(model, before) == pytest.approx(expected, rel=1e-5)
 
 
 def test_a_large_parameters_update_ratio_is_estimated_from_a_spread_sample():
     torch.manual_seed(0)
     model = mn.Sequential(mn.Linear(784, 100), mn.ReLU(), mn.Linear(100, 10))  # 78,400 weights: sampled
-    ratios = telemetry.UpdateRatios(model)
-    ratios.before()
-    assert sum(c.numel() for c in ratios._copies) < sum(p.numel() for p in model.parameters())  # large: sampled
+    before = telemetry.parameters_before(model)
+    assert sum(b.numel() for b in before) < sum(p.numel() for p in model.parameters())  # the large weight: sampled
     old = {k: p.clone() for k, p in model.named_parameters()}
     for p in model.parameters():
         p.add_(torch.randn_like(p) * 0.01 * (1 + torch.rand_like(p)))
     exact = [math.log10((p - old[k]).norm().item() / p.norm().item()) for k, p in model.named_parameters()]
-    estimated = list(ratios.after().values())
+    estimated = list(telemetry.update_ratios(model, before).values())
     assert estimated[0] != exact[0] and estimated[0] == pytest.approx(exact[0], abs=0.02)  # this seed: 0.006
     assert estimated[1:] == pytest.approx(exact[1:], rel=1e-5)  # the small ones: every value
 

@@ -188,9 +188,8 @@ def test_without_tensorboard_no_step_computes_histograms_or_update_ratios(tmp_pa
     from manualnet.training import trainer as trainer_module
 
     calls = []
-    for name in ("log_update_ratios", "log_histograms", "record_outputs"):
+    for name in ("parameters_before", "log_update_ratios", "log_histograms", "record_outputs"):
         monkeypatch.setattr(trainer_module, name, lambda *a, name=name, **k: calls.append(name))
-    monkeypatch.setattr(trainer_module.UpdateRatios, "before", lambda self: calls.append("before"))
     setup = build(load_config(config_path("spirals"), ["log.every=2", "log.histograms_every=3",
                                                        "log.tensorboard=false"]))
     trainer = trainer_module.Trainer(setup, tmp_path, quiet=True)

@@ -37,11 +37,12 @@ def _recording(child, tag, outputs):
     return recorded
 
 
-def log_update_ratios(log, ratios, step):
-    """Each parameter's update ratio as the scalar ``update_ratio/<name>``; ``ratios``: an ``UpdateRatios``
-    whose ``before()`` was taken ahead of this step's update."""
-    log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios.after().items()
-                             if math.isfinite(value)}, step)
+def log_update_ratios(log, model, before, step):
+    """Each parameter's update ratio as the scalar ``update_ratio/<name>``; ``before`` is
+    ``parameters_before(model)``, taken before this step's update."""
+    ratios = update_ratios(model, before)
+    log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios.items() if math.isfinite(value)},
+                            step)
 
 
 def log_histograms(log, model, activations, step):
@@ -79,41 +80,30 @@ def filter_grid(weight, scale=FILTER_SCALE, pad=1):
     return grid.permute(1, 2, 0)
 
 
-class UpdateRatios:
-    """{name: log10(|update| / |param|)} per parameter of ``model``, the size of a step relative to the weights'
-    (-inf for a parameter that did not move): ``before()`` copies the parameters ahead of an update, ``after()``
-    measures it, in one fused op and one host sync for the whole model. A parameter of more than
-    ``RATIO_SAMPLE`` values is measured on at most that many ``sampled`` ones: a few small ops whatever the
-    model's size, for an estimate of the whole's ratio (docs/training.md says how close).
+def parameters_before(model, into=None):
+    """A copy of every parameter as it is now (of a large one, its ``sampled`` values), written into ``into``
+    (an earlier call's copy) when it still matches: a fresh copy of a large model page-faults on every call."""
+    params = [sampled(p, size=RATIO_SAMPLE) for p in model.parameters()]
+    if into is None or [(c.shape, c.dtype, c.device) for c in into] != [(p.shape, p.dtype, p.device) for p in params]:
+        return [p.clone() for p in params]
+    torch._foreach_copy_(into, params)
+    return into
 
-    The names and sampled views are made once and the copies reused (a fresh copy of a large model page-faults
-    on every call): parameters change in place (an optimizer step, ``load_state_dict``), and walking the model
-    at each logging step cost more than the arithmetic. Parameters moved to other memory (by a new optimizer
-    flattening them) are seen, and everything made again."""
 
-    def __init__(self, model):
-        self.model, self._params, self._where = model, [], None
-
-    def before(self):
-        """Copy the parameters as they are now."""
-        if [p.data_ptr() for p in self._params] != self._where:
-            self._watch()
-        torch._foreach_copy_(self._copies, self._views)
-
-    def after(self):
-        """The ratios of the update since ``before()``; its copies become before - after (no second copy)."""
-        torch._foreach_sub_(self._copies, self._views)
-        norms = torch.stack(torch._foreach_norm([*self._copies, *self._views])).double().tolist()
-        k = len(self._views)
-        return {name: math.log10(update / param) if update > 0 and param > 0 else -math.inf
-                for name, update, param in zip(self._names, norms[:k], norms[k:], strict=True)}
-
-    def _watch(self):
-        named = list(self.model.named_parameters())
-        self._names, self._params = [name for name, _ in named], [p for _, p in named]
-        self._where = [p.data_ptr() for p in self._params]
-        self._views = [sampled(p, size=RATIO_SAMPLE) for p in self._params]
-        self._copies = [v.clone() for v in self._views]
+def update_ratios(model, before):
+    """{name: log10(|update| / |param|)} per parameter, the size of the step relative to the weights' (-inf for a
+    parameter that did not move), in one fused op and one host sync for the whole model; ``before`` is
+    ``parameters_before(model)``, used up: it becomes before - after, the update negated (no second copy of
+    the model). A parameter of more than ``RATIO_SAMPLE`` values is measured on at most that many ``sampled``
+    ones: a few small ops whatever the model's size, for an estimate of the whole's ratio (docs/training.md says
+    how close)."""
+    named = [(name, sampled(p, size=RATIO_SAMPLE)) for name, p in model.named_parameters()]
+    params = [p for _, p in named]
+    torch._foreach_sub_(before, params)
+    norms = torch.stack(torch._foreach_norm([*before, *params])).double().tolist()
+    k = len(params)
+    return {name: math.log10(update / param) if update > 0 and param > 0 else -math.inf
+            for (name, _), update, param in zip(named, norms[:k], norms[k:], strict=True)}
 
 
 def histogram_data(tensors, bins):

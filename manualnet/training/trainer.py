@@ -21,7 +21,7 @@ from manualnet.files import write_text
 from manualnet.log.language_model import log_language_model
 from manualnet.log.logger import MetricsLogger
 from manualnet.log.progress import Progress
-from manualnet.log.telemetry import UpdateRatios, log_histograms, log_update_ratios, record_outputs
+from manualnet.log.telemetry import log_histograms, log_update_ratios, parameters_before, record_outputs
 from manualnet.optim import clip_grad_norm, grad_norm
 from manualnet.training import checkpoint
 from manualnet.training.audit import audit
@@ -70,7 +70,7 @@ class Trainer:
         if hasattr(first, "needs_input_grad"):  # the model's input is data: nothing upstream wants its gradient
             first.needs_input_grad = False
         self.at, self.running, self.checkpoints = Position(), RunningMetrics(), CheckpointKeeper(self)
-        self.elapsed_before, self.last_metrics, self.hooks, self.ratios = 0.0, {}, hooks, UpdateRatios(self.model)
+        self.elapsed_before, self.last_metrics, self.hooks, self._before = 0.0, {}, hooks, None
         main, self.language_model = self.cluster.is_main, bool(setup.data.inferred_sizes())  # LM: token ids in
         if main and self.language_model and resume is not None:  # its text must be the one its embeddings learned
             check_vocabulary(run_dir, setup.data.classes)
@@ -169,10 +169,11 @@ class Trainer:
         return StepPlan(log, tensorboard and log, histograms, audit, accuracy, {} if histograms else None)
 
     def snapshot(self, plan):
-        """The parameters before this step's update, when it logs their update ratios."""
+        """The parameters before this step's update, when it logs their update ratios (copied into the last
+        logging step's copy)."""
         if plan.update_ratios:
-            self.ratios.before()
-            return self.ratios
+            self._before = parameters_before(self.model, into=self._before)
+            return self._before
         return None
 
     def agree(self, xb, tb, loss, correct):
@@ -210,7 +211,7 @@ class Trainer:
             self.log.scalars(metrics, step, self.at.epoch + 1)
             self.progress.step(metrics)
             if before is not None:
-                log_update_ratios(self.log, before, step)
+                log_update_ratios(self.log, self.model, before, step)
         elif self.progress.tty:
             self.progress.step()
         if plan.histograms:
