@@ -164,22 +164,23 @@ def test_an_optimizer_without_lr_in_the_config_trains_with_its_default(tmp_path)
     assert summary(run_dir)["test/accuracy"] > 0.5  # Adam's default lr = 1e-3 learns the digits (chance: 0.1)
 
 
-@pytest.mark.parametrize("every, counted", [(10, [10, 20, 30]), (100, [33])])
-def test_train_accuracy_is_counted_on_logging_steps_and_on_the_last_batch_only_when_none_logged(
-        tmp_path, monkeypatch, every, counted):
+def test_the_epochs_train_accuracy_counts_every_batch_as_its_loss_does(tmp_path, monkeypatch):
     from manualnet.config.load import load_config
     from manualnet.config.setup import build
     from manualnet.training import trainer as trainer_module
 
-    setup = build(load_config(config_path("spirals"), [f"log.every={every}", "log.tensorboard=false"]))
+    setup = build(load_config(config_path("spirals"), ["log.every=10", "log.tensorboard=false"]))
     trainer = trainer_module.Trainer(setup, tmp_path, quiet=True)
-    steps, count = [], trainer_module.accuracy_count
-    monkeypatch.setattr(trainer_module, "accuracy_count", lambda *a: (steps.append(trainer.at.step + 1), count(*a))[1])
+    counts, count = [], trainer_module.accuracy_count
+    monkeypatch.setattr(trainer_module, "accuracy_count",
+                        lambda pred, labels, *a: (counts.append((int(count(pred, labels, *a)), len(labels))),
+                                                  count(pred, labels, *a))[1])
     with torch.no_grad():
-        trainer.train_epoch()  # 33 batches
+        trainer.train_epoch()  # 33 batches, 3 of them logging steps
     metrics = trainer.running.end_epoch()
     trainer.log.close()
-    assert steps == counted and 0 < metrics["train/accuracy"] <= 1
+    assert len(counts) == 33 and sum(n for _, n in counts) == 2100
+    assert metrics["train/accuracy"] == sum(c for c, _ in counts) / 2100
 
 
 def test_without_tensorboard_no_step_computes_histograms_or_update_ratios(tmp_path, monkeypatch):
@@ -199,7 +200,7 @@ def test_without_tensorboard_no_step_computes_histograms_or_update_ratios(tmp_pa
     assert trainer.at.step > 6 and calls == []
 
 
-def test_every_epoch_reports_train_accuracy_even_when_no_step_logs(tmp_path):
+def test_every_epoch_reports_train_accuracy_when_no_step_logs(tmp_path):
     code, run_dir = train(tmp_path, "mlp", "--set", "log.every=100000")
     assert code == 0
     epochs = [m for m in metrics(run_dir) if "val/loss" in m]

@@ -8,7 +8,7 @@ import time
 class Sums:
     """What the metrics of a stretch of steps are computed from. ``loss`` adds each step's mean batch loss;
     ``correct`` / ``counted`` are the right predictions and the samples of the batches whose accuracy was
-    measured (the logging steps' batches)."""
+    measured (every batch of a classification task; none of another)."""
 
     loss: float = 0.0
     batches: int = 0

@@ -39,18 +39,17 @@ __all__ = ["Trainer"]
 
 @dataclasses.dataclass(frozen=True)
 class StepPlan:
-    """What one step records beyond the algorithm: its scalars, update ratios, histograms, an audit, the
-    batch's accuracy."""
+    """What one step records beyond the algorithm and its loss and accuracy: its scalars, update ratios,
+    histograms, an audit."""
 
     log: bool
     update_ratios: bool
     histograms: bool
     audit: bool
-    accuracy: bool
     activations: dict = None  # the layers' outputs, filled by the forward of a step that logs histograms
 
 
-QUIET_STEP = StepPlan(log=False, update_ratios=False, histograms=False, audit=False, accuracy=False)  # most steps
+QUIET_STEP = StepPlan(log=False, update_ratios=False, histograms=False, audit=False)  # most steps
 
 
 class Trainer:
@@ -139,7 +138,7 @@ class Trainer:
             self.diverged(xb, tb, loss)                 # still there, to tell which layer went non-finite
         self.optimizer.zero_grad()
         self.model.backward(self.loss.backward(weight))                                                # backward
-        correct = accuracy_count(pred, lb, self.s.threshold) if plan.accuracy else None
+        correct = accuracy_count(pred, lb, self.s.threshold) if self.s.classification else None
         loss, correct = self.agree(xb, tb, loss, correct)  # ranks: summed gradients, loss, accuracy, stops
         norm = self.clip(xb, tb, loss, plan.log)                                                       # clip
         if plan.audit:
@@ -154,19 +153,15 @@ class Trainer:
     # -- the step's helpers ----------------------------------------------------------------------------
 
     def plan(self, step):
-        """What step ``step`` logs. Train accuracy is measured on the logging steps' batches, and on an
-        epoch's last batch when none of its batches was (so every epoch has one): counting every batch costs
-        a few ops a step, as much as a small network's layer. Histograms and update ratios are only for
-        TensorBoard: without it, no step computes them."""
+        """What step ``step`` logs. Histograms and update ratios are only for TensorBoard: without it, no
+        step computes them."""
         log, every = step % self.cfg.log.every == 0, self.cfg.log.histograms_every
         tensorboard = self.cfg.log.tensorboard and self.cluster.is_main
         histograms = tensorboard and bool(every) and step % every == 0
         audit = bool(self.cfg.verify.every) and step % self.cfg.verify.every == 0
-        last = self.at.batch == len(self.batches) - 1 and not self.running.epoch.counted
-        accuracy = self.s.classification and (log or last)
-        if not (log or histograms or audit or accuracy):
+        if not (log or histograms or audit):
             return QUIET_STEP
-        return StepPlan(log, tensorboard and log, histograms, audit, accuracy, {} if histograms else None)
+        return StepPlan(log, tensorboard and log, histograms, audit, {} if histograms else None)
 
     def snapshot(self, plan):
         """The parameters before this step's update, when it logs their update ratios (copied into the last
