@@ -32,6 +32,8 @@ def test_train_takes_a_config_dict_and_names_a_mistyped_override(tmp_path):
     for key, hint in (("epochs", "train__epochs"), ("lr", "optim__lr")):  # a section's key given alone
         with pytest.raises(mn.ConfigError, match=rf"unknown key '{key}' in the top level \(did you mean '{hint}'\?\)"):
             mn.train(config, **{key: 1})
+    with pytest.raises(mn.ConfigError, match=r"^train\(\.\.\., optim__lr=\.\.\.\): input should be a valid number"):
+        mn.train(config, optim__lr="fast")  # a bad value: named as the override it came from, not as a --set
 
 
 def test_a_layer_registered_in_the_session_but_not_by_plugins_is_warned_about(tmp_path):

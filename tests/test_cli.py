@@ -58,6 +58,18 @@ def test_a_bad_set_value_is_attributed_to_set_not_to_the_file(tmp_path, capsys):
                                        "equal to 1, got 0\n")
 
 
+def test_setting_only_a_components_type_says_that_its_other_keys_stayed(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "optim": {"type": "SGD", "lr": 0.1, "momentum": 0.9}}))
+    assert main(["train", "--config", str(path), "--set", "optim.type=Adam"]) == 2
+    assert capsys.readouterr().err == (
+        "manualnet: error: --set optim.type=Adam: optim.momentum: unknown argument; Adam takes lr, betas, eps, "
+        "weight_decay, amsgrad (setting only optim.type keeps optim's other keys: set the whole section to replace "
+        "them)\n")
+    assert main(["train", "--config", str(path), "--set", "optim={type: Adam}", "--set", "train.epochs=1",
+                 "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
+
+
 def test_eval_help_documents_run_and_checkpoint_with_its_default(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--help"])

@@ -76,17 +76,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def validate(raw, source="config", base_dir=None, overrides=()):
+def validate(raw, source="config", base_dir=None, overrides=(), name=lambda override: f"--set {override}"):
     """A validated Config from a plain dict, or a ConfigError listing every problem: the schema's and the
     components' (``assembly.component_problems``: layers, loss, optimizer, schedule and data set by name,
     with their arguments), so that one run of the command shows them all. A problem with a key that an
-    override of ``overrides`` (``--set`` values) set is reported as that ``--set``'s, not ``source``'s."""
+    override of ``overrides`` (``--set`` values, ``key.path=value``) set is reported as that override's, named
+    by ``name(override)``, not as ``source``'s."""
     try:
         config, lines = Config.model_validate(raw), []
     except ValidationError as e:
         config, lines = None, [_describe(err, raw) for err in e.errors()]
-    lines = [_attributed(line, overrides) for line in lines + component_problems(raw, base_dir)]
-    if len(lines) == 1 and lines[0].startswith("--set "):
+    attributed = [_attributed(line, overrides, name) for line in lines + component_problems(raw, base_dir)]
+    lines = [line for line, _ in attributed]
+    if len(lines) == 1 and attributed[0][1]:
         raise ConfigError(lines[0])
     if lines:
         raise ConfigError(f"{source}: " + "\n".join(lines) if len(lines) == 1 else
@@ -94,17 +96,22 @@ def validate(raw, source="config", base_dir=None, overrides=()):
     return config
 
 
-def _attributed(line, overrides):
-    """``line`` ("key.path: problem") as the problem of the ``--set`` that set that key, or of a section
-    above it, when one did."""
+def _attributed(line, overrides, name):
+    """(``line``, whether an override caused it): ``line`` ("key.path: problem") as the problem of the
+    override that set that key, or a section above it, or the type of the component it is an argument of,
+    when one did."""
     where, sep, problem = line.partition(": ")
     path = where.split(" (")[0]  # "optim (SGD)": a component's section
     for override in overrides:
         key = override.partition("=")[0].strip()
         argument = key.startswith(path + ".") and f" argument {key.rpartition('.')[2]}=" in problem
+        section = key.removesuffix(".type")
+        if sep and key != section and path.startswith(section + ".") and "unknown argument" in problem:
+            return (f"{name(override)}: {where}: {problem} (setting only {key} keeps {section}'s other keys: "
+                    "set the whole section to replace them)"), True
         if sep and (path == key or path.startswith(key + ".") or argument):
-            return f"--set {override}: {where + ': ' if path != key else ''}{problem}"
-    return line
+            return f"{name(override)}: {where + ': ' if path != key else ''}{problem}", True
+    return line, False
 
 
 def _describe(err, raw):

@@ -37,7 +37,8 @@ def train(config, *, run_dir=None, device=None, quiet=False, **overrides):
         raise ConfigError(f"train: config must be a YAML path or a dict, got {type(config).__name__}")
     for key, value in overrides.items():
         set_value(raw, key.replace("__", "."), value, where=f"train(..., {key}=...)", dot="__")
-    settings = validate(raw, source=source, base_dir=base_dir, overrides=[k.replace("__", ".") for k in overrides])
+    settings = validate(raw, source=source, base_dir=base_dir, overrides=[k.replace("__", ".") for k in overrides],
+                        name=lambda key: f"train(..., {key.replace('.', '__')}=...)")
     setup = build(settings, device=device, base_dir=base_dir)
     session = _session_layers(setup.model, settings.plugins)
     if session:
