@@ -172,6 +172,7 @@ def test_divergence_exits_1_naming_step_and_layer(tmp_path):
     # The weights grow until the squared error overflows: the loss is the first non-finite value.
     assert "training diverged at step 4: the loss is inf; first non-finite value: the loss (MSELoss), in forward" \
         in result.stderr
+    assert result.stderr.endswith(f"so none was written (its logs: {run_dir})\n")  # --quiet prints no other path
     assert "Traceback" not in result.stderr
 
 

@@ -137,7 +137,7 @@ def _fit(trainer, run_dir, quiet):
     except Diverged as e:
         last = run_dir / "checkpoints" / "last.pt"
         kept = (f"the last good checkpoint is kept: {last}" if last.exists()
-                else "it diverged before the first checkpoint, so none was written")
+                else f"it diverged before the first checkpoint, so none was written (its logs: {run_dir})")
         print(f"manualnet: {who}{e}; {kept}", file=sys.stderr)
         return 1
     except AuditFailed as e:

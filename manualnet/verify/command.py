@@ -8,6 +8,7 @@ end to end (each parametrised layer is also checked to ADD its gradients: ``chec
 """
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -69,6 +70,7 @@ def _where(row):
 
 def run(args):
     """The CLI handler: a config's model, or (``--all-layers``) the registry's self-test."""
+    _check_writable(args.json)
     if args.all_layers:
         return report(_self_test(args), args.json)
     if not args.config:
@@ -79,6 +81,17 @@ def run(args):
     dtype = getattr(torch, args.dtype or "float64")
     rows = verify_config(args.config, args.set, dtype=dtype, fd=args.fd, layer=args.layer, device=args.device)
     return report(rows, args.json)
+
+
+def _check_writable(json_path):
+    """Refuse a ``--json`` path that cannot be written before the checks run, not after their verdict."""
+    if not json_path:
+        return
+    path = Path(json_path)
+    problem = ("is a directory" if path.is_dir() else f"{path.parent} is not a directory" if not path.parent.is_dir()
+               else "permission denied" if not os.access(path if path.exists() else path.parent, os.W_OK) else None)
+    if problem:
+        raise ConfigError(f"--json {json_path}: cannot write the report: {problem}")
 
 
 def _self_test(args):
