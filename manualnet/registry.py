@@ -123,6 +123,11 @@ def is_size(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
 
 
+def is_pair_of(ok):
+    """A test of torch.nn's per-axis sizes: a value ``ok`` accepts, or a list or tuple of two."""
+    return lambda value: ok(value) or (isinstance(value, list | tuple) and len(value) == 2 and all(map(ok, value)))
+
+
 def is_probability(value):
     """A dropout rate: 0 <= p < 1 (p = 1 would drop everything and scale by 1 / 0)."""
     return is_number(value) and 0 <= value < 1

@@ -2,6 +2,7 @@
 (or the type of its default), converted where YAML gave a string (``--set optim.lr=1e-3``)."""
 
 import inspect
+import typing
 from typing import Any
 
 from pydantic import ConfigDict, ValidationError, create_model
@@ -27,13 +28,21 @@ def typechecked(params, kwargs, where):
     checked by pydantic against its parameter's annotation in ``params`` (name -> inspect.Parameter), or else
     the type of its default; names not in ``params`` pass unchecked. A line reads ``<where>.<name>: <what was
     expected>, got <value>``."""
-    fields = {}
+    fields, booleans = {}, {}
     for name in kwargs:
         p = params.get(name)
         if p is None:
             continue
         ann = p.annotation if p.annotation is not p.empty else _type_of_default(p.default)
+        if isinstance(kwargs[name], bool) and not _takes_bool(ann):  # pydantic would read true as 1
+            booleans[name] = [f"{where}.{name}: input should be a number, not a boolean, got {kwargs[name]!r}"]
+            continue
         fields[name] = (ann, ...)
+    converted, wrong = _checked(fields, kwargs, where)
+    return converted, {**booleans, **wrong}
+
+
+def _checked(fields, kwargs, where):
     try:
         checker = create_model("Arguments", __config__=_ARGUMENTS, **fields)
     except Exception:  # noqa: BLE001 - an annotation pydantic cannot check (a user's own class): values as given
@@ -54,11 +63,26 @@ def typechecked(params, kwargs, where):
     return out, {}
 
 
+def _takes_bool(ann):
+    """Whether an argument annotated ``ann`` may be a boolean: a bool, or anything (Any, an unknown class)."""
+    return ann is bool or ann is Any or bool in typing.get_args(ann) or not (
+        ann in (int, float) or set(typing.get_args(ann)) & {int, float} or typing.get_origin(ann) is tuple)
+
+
 def _lines_by_name(errors, where):
-    lines = {}
+    """A line per error, or one line for a value that fits none of a union's members (pydantic reports
+    each member's error, located by the member's name: ``kernel_size.int``, ``kernel_size.tuple[int, int]``)."""
+    lines, unions = {}, {}
     for err in errors:
-        lines.setdefault(err["loc"][0], []).append(f"{where}.{'.'.join(map(str, err['loc']))}: {err['msg'][0].lower()}"
-                                                   f"{err['msg'][1:]}, got {err.get('input')!r}")
+        name, members = err["loc"][0], unions.setdefault(err["loc"][0], [])
+        if len(err["loc"]) > 1 and isinstance(err["loc"][1], str):
+            members.append((err["loc"][1], err.get("input")))
+        lines.setdefault(name, []).append(f"{where}.{'.'.join(map(str, err['loc']))}: {err['msg'][0].lower()}"
+                                          f"{err['msg'][1:]}, got {err.get('input')!r}")
+    for name, members in unions.items():
+        tags = list(dict.fromkeys(m for m, _ in members))
+        if len(tags) > 1 and len(members) == len(lines[name]):
+            lines[name] = [f"{where}.{name}: expected {' or '.join(tags)}, got {members[0][1]!r}"]
     return lines
 
 

@@ -338,10 +338,13 @@ def test_a_config_file_of_megabytes_is_refused_at_once(tmp_path, capsys):
                  "train", "--config", path)
 
 
-def test_verify_json_to_a_path_that_cannot_be_written(tmp_path, capsys):
-    target = tmp_path / "no" / "such" / "dir" / "report.json"
-    expect_error(capsys, f"--json {target}: cannot write the report: No such file or directory", "verify",
-                 "--config", write_config(tmp_path, BASE), "--json", target)
+def test_verify_json_to_a_path_that_cannot_be_written_is_refused_before_the_checks_run(tmp_path, capsys):
+    config = write_config(tmp_path, BASE)
+    for target, why in ((tmp_path / "no" / "such" / "report.json", f"{tmp_path / 'no' / 'such'} is not a directory"),
+                        (tmp_path, "is a directory")):
+        assert main(["verify", "--config", str(config), "--json", str(target)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"manualnet: error: --json {target}: cannot write the report: {why}\n"
 
 
 def test_a_plugin_raising_its_own_base_exception(tmp_path, capsys):
@@ -408,8 +411,6 @@ def test_a_gpt_size_of_zero_is_named_by_its_key(tmp_path, capsys, key, value, fr
 @pytest.mark.parametrize("config, key, value, fragment", [
     ("spirals", "model.1.type", "Softmax --set model.1.dim=5", "model.1 (Softmax): cannot run with these arguments "
                                                                "on its input of shape (2, 64): Dimension out of range"),
-    ("cnn_digits", "model.0.stride", "0", "model.0 (Conv2d): cannot run with these arguments on its input of shape "
-                                          "(2, 1, 8, 8): non-positive stride is not supported"),
     ("cnn_digits", "model.1.eps", "-1", "model.1 (BatchNorm2d): cannot run with these arguments"),
     ("spirals", "model.1", "{type: Residual, block: 3}", "model.1.block: expected a Module or a list of them"),
 ])
@@ -417,6 +418,25 @@ def test_an_argument_torch_refuses_when_the_model_is_built_is_one_line(tmp_path,
     sets = f"{key}={value}".split(" --set ")
     expect_error(capsys, fragment, "train", "--config", config_path(config), *(a for s in sets for a in ("--set", s)),
                  "--run-dir", tmp_path / "r")
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("model.0.kernel_size", "0", "expected a whole number >= 1, or a pair of them, got 0"),
+    ("model.0.stride", "[1, 0]", "expected a whole number >= 1, or a pair of them, got [1, 0]"),
+    ("model.0.padding", "-1", "expected a whole number >= 0, or a pair of them, got -1"),
+    ("model.0.groups", "0", "expected a whole number >= 1, got 0"),
+    ("model.0.kernel_size", "big", "expected int or tuple[int, int], got 'big'"),
+    ("model.0.kernel_size", "[3, 3, 3]", "expected int or tuple[int, int], got [3, 3, 3]"),
+    ("model.0.out_channels", "true", "input should be a number, not a boolean, got True"),
+    ("model.3.kernel_size", "0", "expected a whole number >= 1, or a pair of them, got 0"),
+    ("model.3.stride", "-2", "expected a whole number >= 1, or a pair of them, got -2"),
+    ("optim.lr", "true", "input should be a number, not a boolean, got True"),
+])
+def test_conv_pool_and_numeric_arguments_are_checked_in_one_line_before_the_model_is_built(tmp_path, capsys, key,
+                                                                                           value, expected):
+    code, err = run(capsys, "train", "--config", config_path("cnn_digits"), "--set", f"{key}={value}",
+                    "--run-dir", tmp_path / "r")
+    assert code == 2 and err == f"manualnet: error: --set {key}={value}: {expected}\n"
 
 
 def test_a_text_path_that_is_a_directory(tmp_path, capsys):

@@ -5,6 +5,9 @@ import torch.nn.functional as F
 
 from manualnet.nn.init import INITS
 from manualnet.nn.module import Module, Parameter, register_layer
+from manualnet.registry import expect, is_count, is_pair_of, is_size
+
+Size2 = int | tuple[int, int]  # torch.nn's per-axis sizes: one for both axes, or (h, w)
 
 
 def pair(value):
@@ -36,8 +39,9 @@ class Conv2d(Module):
     docs/cnn.md, from ``scripts/bench.py --conv``, its "unfold" column).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, init="default", generator=None, device=None, dtype=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Size2, stride: Size2 = 1, padding: Size2 = 0,
+                 dilation: Size2 = 1, groups: int = 1, bias: bool = True, init: str = "default", generator=None,
+                 device=None, dtype=None):
         super().__init__()
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = pair(kernel_size), pair(stride)
@@ -57,6 +61,14 @@ class Conv2d(Module):
                 self.bias.uniform_(-bound, bound, generator=generator)
             else:
                 self.bias.zero_()
+
+    @classmethod
+    def problems(cls, args):
+        return ([p for name in ("in_channels", "out_channels", "groups") for p in expect(args, name, is_count,
+                                                                                         "a whole number >= 1")]
+                + [p for name in ("kernel_size", "stride", "dilation")
+                   for p in expect(args, name, is_pair_of(is_count), "a whole number >= 1, or a pair of them")]
+                + expect(args, "padding", is_pair_of(is_size), "a whole number >= 0, or a pair of them"))
 
     def check_inputs(self, x):
         super().check_inputs(x)

@@ -1,20 +1,29 @@
 import torch
 import torch.nn.functional as F
 
-from manualnet.nn.layers.conv import pair
+from manualnet.nn.layers.conv import Size2, pair
 from manualnet.nn.module import Module, register_layer
+from manualnet.registry import expect, is_count, is_pair_of, is_size
 
 
 class _Pool2d(Module):
     """What the 2-D pools share: (N, C, H, W) inputs, a window per output pixel, torch.nn's arguments."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    def __init__(self, kernel_size: Size2, stride: Size2 | None = None, padding: Size2 = 0, dilation: Size2 = 1,
+                 ceil_mode: bool = False):
         super().__init__()
         self.kernel_size = pair(kernel_size)
         self.stride = pair(stride if stride is not None else kernel_size)
         self.padding, self.dilation, self.ceil_mode = pair(padding), pair(dilation), bool(ceil_mode)
         if any(2 * p > d * (k - 1) + 1 for p, d, k in zip(self.padding, self.dilation, self.kernel_size, strict=True)):
             raise self.fail(f"padding {self.padding} must be at most half the (dilated) window {self.kernel_size}")
+
+    @classmethod
+    def problems(cls, args):
+        positive = "a whole number >= 1, or a pair of them"
+        return ([p for name in ("kernel_size", "dilation") for p in expect(args, name, is_pair_of(is_count), positive)]
+                + expect(args, "stride", lambda v: v is None or is_pair_of(is_count)(v), positive)
+                + expect(args, "padding", is_pair_of(is_size), "a whole number >= 0, or a pair of them"))
 
     def check_inputs(self, x):
         super().check_inputs(x)
@@ -49,7 +58,8 @@ class MaxPool2d(_Pool2d):
 
     tie_dims = 2  # equal entries within one (H, W) plane may compete for a window's maximum
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    def __init__(self, kernel_size: Size2, stride: Size2 | None = None, padding: Size2 = 0, dilation: Size2 = 1,
+                 ceil_mode: bool = False):
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
 
     def forward(self, x):
@@ -94,7 +104,8 @@ class AvgPool2d(_Pool2d):
     Shape: x (N, C, H, W) -> y (N, C, Ho, Wo), Ho = (H + 2*pad - k) // s + 1 (rounded up with ceil_mode).
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    def __init__(self, kernel_size: Size2, stride: Size2 | None = None, padding: Size2 = 0, ceil_mode: bool = False,
+                 count_include_pad: bool = True):
         super().__init__(kernel_size, stride, padding, 1, ceil_mode)
         self.count_include_pad = bool(count_include_pad)
 
@@ -145,9 +156,15 @@ class AdaptiveAvgPool2d(Module):
     Shape: x (N, C, H, W) -> y (N, C, Ho, Wo).
     """
 
-    def __init__(self, output_size):
+    def __init__(self, output_size: int | tuple[int | None, int | None]):
         super().__init__()
         self.output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+
+    @classmethod
+    def problems(cls, args):
+        pair_ok = lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(s is None or is_count(s) for s in v)  # noqa: E731
+        return expect(args, "output_size", lambda v: is_count(v) or pair_ok(v),
+                      "a whole number >= 1, or a pair of them (None keeps that input size)")
 
     def check_inputs(self, x):
         super().check_inputs(x)
