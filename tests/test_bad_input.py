@@ -4,6 +4,8 @@ Each case runs the CLI entry point (in-process, so any exception other than the 
 escape and fail the test) and checks the exit code and the message.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -439,6 +441,25 @@ def test_conv_pool_and_numeric_arguments_are_checked_in_one_line_before_the_mode
     assert code == 2 and err == f"manualnet: error: --set {key}={value}: {expected}\n"
 
 
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_text_path_that_is_a_device_or_too_large_for_memory(tmp_path, capsys, monkeypatch):
+    expect_error(capsys, "data.path: /dev/zero is not a regular file (a device or a pipe); expected a UTF-8 text "
+                 "file", "train", "--config", config_path("charlm"), "--set", "data.path=/dev/zero",
+                 "--run-dir", tmp_path / "r")
+    text = tmp_path / "big.txt"
+    text.write_text("abc" * 1000)
+
+    read_text = Path.read_text
+
+    def out_of_memory(self, *args, **kwargs):
+        if self == text:
+            raise MemoryError
+        return read_text(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "read_text", out_of_memory)
+    expect_error(capsys, f"data.path: {text} does not fit in memory (0 MB); a text data set is read whole", "train",
+                 "--config", config_path("charlm"), "--set", f"data.path={text}", "--run-dir", tmp_path / "r")
+
+
 def test_a_text_path_that_is_a_directory(tmp_path, capsys):
     expect_error(capsys, f"data.path: {tmp_path} is a directory; expected a UTF-8 text file", "train", "--config",
                  config_path("charlm"), "--set", f"data.path={tmp_path}", "--run-dir", tmp_path / "r")
@@ -493,6 +514,12 @@ def test_a_plugin_entry_that_is_a_directory_or_an_absolute_path_not_there(tmp_pa
     err = expect_error(capsys, f"plugin file {tmp_path / 'no.py'} not found", "train", "--config",
                        config_path("spirals"), "--set", f"plugins=[{tmp_path / 'no.py'}]", "--run-dir", tmp_path / "r")
     assert "looked in the working directory" not in err  # an absolute path is looked for there alone
+    (tmp_path / "plug.yaml").write_text("x: 1\n")
+    expect_error(capsys, "plugins: plug.yaml is not a .py file; expected a Python file", "train", "--config",
+                 write_config(tmp_path, {**BASE, "plugins": ["plug.yaml"]}), "--run-dir", tmp_path / "r")
+    expect_error(capsys, "plugins: plugin file nope.py not found (looked in the working directory and the "
+                       f"config file's folder, {tmp_path})", "train", "--config",
+                       write_config(tmp_path, {**BASE, "plugins": ["nope.py"]}), "--run-dir", tmp_path / "r")
 
 
 def test_a_ctrl_c_before_the_loop_handles_signals_says_how_to_resume(tmp_path, capsys, monkeypatch):

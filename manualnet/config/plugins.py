@@ -56,7 +56,9 @@ def _plugin_path(entry, base_dir):
     if not found and path.is_dir():
         raise ConfigError(f"plugins: {path} is a directory; expected a Python file that registers layers (.py)")
     if not found:
-        where = "" if Path(entry).is_absolute() else \
-            f" (looked in the working directory{' and ' + str(base_dir) if base_dir else ''})"
+        folder = f" and the config file's folder, {base_dir}" if base_dir else ""
+        where = "" if Path(entry).is_absolute() else f" (looked in the working directory{folder})"
         raise ConfigError(f"plugins: plugin file {entry} not found{where}")
+    if path.suffix != ".py":  # importlib finds no loader for another suffix
+        raise ConfigError(f"plugins: {entry} is not a .py file; expected a Python file that registers layers (.py)")
     return path
