@@ -56,6 +56,8 @@ def test_a_bad_set_value_is_attributed_to_set_not_to_the_file(tmp_path, capsys):
     assert main(["train", "--config", str(path), "--set", "train.epochs=0"]) == 2
     assert capsys.readouterr().err == ("manualnet: error: --set train.epochs=0: input should be greater than or "
                                        "equal to 1, got 0\n")
+    assert main(["train", "--config", str(path), "--set", "train.epochs=2", "--set", "train.epochs=0"]) == 2
+    assert capsys.readouterr().err.startswith("manualnet: error: --set train.epochs=0: ")  # the one that holds
 
 
 def test_setting_only_a_components_type_says_that_its_other_keys_stayed(tmp_path, capsys):

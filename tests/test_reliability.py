@@ -422,6 +422,18 @@ def test_a_resume_refuses_a_seed_or_data_change_that_would_reshuffle_what_the_ru
     refused = run_cli("train", "--resume", run_dir, "--set", change, "--set", "train.epochs=2", "--quiet")
     assert refused.returncode == 2 and "a resumed run keeps its seed and data" in refused.stderr, refused.stderr
     assert (run_dir / "config.yaml").read_text() == config_before
+    key, _, value = change.partition("=")
+    edited = yaml.safe_load(config_before)
+    section = edited.setdefault("data", {}) if key.startswith("data.") else edited
+    section[key.removeprefix("data.")] = yaml.safe_load(value)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(edited))  # the same change, by hand
+    refused = run_cli("train", "--resume", run_dir, "--set", "train.epochs=2", "--quiet")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.startswith(f"manualnet: error: {run_dir / 'config.yaml'} (edited since the run's last "
+                                     f"checkpoint): {key}="), refused.stderr
+    (run_dir / "config.yaml").write_text(config_before)
+    typo = run_cli("train", "--resume", run_dir, "--set", "train.epochs=x", "--quiet")  # named as the --set's
+    assert typo.returncode == 2 and typo.stderr.startswith("manualnet: error: --set train.epochs=x: "), typo.stderr
     more = run_cli("train", "--resume", run_dir, "--set", "train.epochs=2", "--quiet")
     assert more.returncode == 0, more.stderr
 

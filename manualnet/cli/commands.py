@@ -221,27 +221,28 @@ def _run_config(run_dir, state, overrides=()):
     before = copy.deepcopy(raw)
     for override in overrides:
         apply_override(raw, override)
-    config = validate(raw, source=str(path), base_dir=run_dir)
-    if overrides and state is not None:  # (a run never checkpointed trains from the start: it may change)
-        _keeps_its_data(before, config)
+    config = validate(raw, source=str(path), base_dir=run_dir, overrides=overrides)
+    saved = state.get("config") if state else None  # what the run trained with, whatever config.yaml says now
+    changed = _data_changes(saved if isinstance(saved, dict) else before, config) if state is not None else []
+    if changed:  # (a run never checkpointed trains from the start: it may change)
+        who = "--set " if _data_changes(before, config) else f"{path} (edited since the run's last checkpoint): "
+        raise ConfigError(f"{who}{', '.join(changed)}: a resumed run keeps its seed and data, which decide its "
+                          "train/val/test split, preprocessing and batch order; train a new run to change them")
     return config
 
 
 MOVABLE = {"path", "root", "download"}  # where the data set's files are, not what it is
 
 
-def _keeps_its_data(raw, resumed):
-    """Refuse a resume whose ``--set`` changes the seed or the data section (but where its files are) of the
-    run's config ``raw``: they decide the train/val/test split, the preprocessing and the batch order the run
-    has trained on. Keys left out count as their defaults."""
+def _data_changes(raw, resumed):
+    """``["key=new (was old)", ...]`` for the seed and the data section's keys (but where its files are) that
+    the config ``resumed`` changes from the raw config ``raw``: they decide the train/val/test split, the
+    preprocessing and the batch order a run trains on. Keys left out count as their defaults."""
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     run_data, new_data = data_arguments(data), data_arguments(resumed.data.model_dump())
     pairs = [("seed", raw.get("seed", Config.model_fields["seed"].default), resumed.seed)]
     pairs += [(f"data.{k}", run_data.get(k), new_data.get(k)) for k in {*run_data, *new_data} - MOVABLE]
-    changed = [f"{key}={new!r} (was {old!r})" for key, old, new in sorted(pairs, key=lambda p: p[0]) if old != new]
-    if changed:
-        raise ConfigError(f"--set {', '.join(changed)}: a resumed run keeps its seed and data, which decide its "
-                          "train/val/test split, preprocessing and batch order; train a new run to change them")
+    return [f"{key}={new!r} (was {old!r})" for key, old, new in sorted(pairs, key=lambda p: p[0]) if old != new]
 
 
 def evaluate_run(args):

@@ -102,7 +102,7 @@ def _attributed(line, overrides, name):
     when one did."""
     where, sep, problem = line.partition(": ")
     path = where.split(" (")[0]  # "optim (SGD)": a component's section
-    for override in overrides:
+    for override in reversed(overrides):  # the last override of a key is the one that holds
         key = override.partition("=")[0].strip()
         argument = key.startswith(path + ".") and f" argument {key.rpartition('.')[2]}=" in problem
         section = key.removesuffix(".type")
