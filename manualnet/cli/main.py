@@ -99,7 +99,8 @@ def _parser():
                    help="best: the epoch with the lowest val/loss; last: the latest checkpoint (default: best)")
     s.add_argument("--prompt", default="", help="the text to continue (default: a newline)")
     s.add_argument("--tokens", type=int, default=500, help="how many characters to generate (default: 500)")
-    s.add_argument("--temperature", type=float, default=1.0, help="divides the logits: below 1 is more conservative")
+    s.add_argument("--temperature", type=float, default=1.0,
+                   help="divides the logits: below 1 is more conservative (default: 1.0)")
     s.add_argument("--top-k", type=int, help="draw only from the k likeliest characters")
     s.add_argument("--seed", type=int, default=0, help="seeds the draws: the same seed, the same text (default: 0)")
     s.add_argument("--device", help="auto, cpu, cuda or cuda:N")

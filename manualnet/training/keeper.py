@@ -125,7 +125,7 @@ class CheckpointKeeper:
             t.optimizer.load_state_dict(state["optim"])
             t.schedule.load_state_dict(state["schedule"])
             t.at = Position(state["epoch"], state["batch"], state["step"])
-            _check_fits(t.at, state["config"]["train"]["batch_size"], t.cfg.train)
+            saved_batch_size = state["config"]["train"]["batch_size"]
             t.elapsed_before = state.get("elapsed_s", 0.0)
             t.last_metrics = dict(state.get("last_metrics", {}))
             self.best = Best.from_dict(state["best"])
@@ -137,6 +137,7 @@ class CheckpointKeeper:
             raise CheckpointError(f"checkpoint does not fit this run: {e}") from None
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"checkpoint is missing or has a malformed entry: {e}") from None
+        _check_fits(t.at, saved_batch_size, t.cfg.train)  # the run's settings, not the checkpoint, say why
         # a kill between writing last.pt (``state``, resumed from) and best.pt: best.pt is made what it should be
         last, best = t.run_dir / "checkpoints" / "last.pt", t.run_dir / "checkpoints" / "best.pt"
         if t.cluster.is_main and self.best.step == t.at.step and last.is_file() and \
