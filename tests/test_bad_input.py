@@ -441,6 +441,12 @@ def test_conv_pool_and_numeric_arguments_are_checked_in_one_line_before_the_mode
     assert code == 2 and err == f"manualnet: error: --set {key}={value}: {expected}\n"
 
 
+def test_a_run_name_too_long_for_a_directory_is_refused_in_a_line_of_readable_length(tmp_path, capsys):
+    code, err = run(capsys, "train", "--config", config_path("spirals"), "--set", f"name={'b' * 300}",
+                    "--run-dir", tmp_path / "r")
+    assert code == 2 and "up to 100 letters" in err and "(302 characters)" in err and len(err) < 400
+
+
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
 def test_a_text_path_that_is_a_device_or_too_large_for_memory(tmp_path, capsys, monkeypatch):
     expect_error(capsys, "data.path: /dev/zero is not a regular file (a device or a pipe); expected a UTF-8 text "

@@ -76,7 +76,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def validate(raw, source="config", base_dir=None, overrides=(), name=lambda override: f"--set {override}"):
+def validate(raw, source="config", base_dir=None, overrides=(), name=lambda override: f"--set {_shortened(override)}"):
     """A validated Config from a plain dict, or a ConfigError listing every problem: the schema's and the
     components' (``assembly.component_problems``: layers, loss, optimizer, schedule and data set by name,
     with their arguments), so that one run of the command shows them all. A problem with a key that an
@@ -123,13 +123,18 @@ def _describe(err, raw):
     if err["type"] == "missing":
         return f"{path}: required key is missing"
     got = err.get("input")
-    shown = f", got {got!r}" if not isinstance(got, dict) else ""
+    shown = f", got {_shortened(repr(got))}" if not isinstance(got, dict) else ""
     if err["type"] == "model_type":  # pydantic names its model class: say what the YAML must hold instead
         example = {"data": "{dataset: ..., ...}"}.get(path, "{type: ..., ...}" if path in ("optim", "schedule", "loss")
                                                       else "{key: value}")
         return f"{path}: expected a mapping such as {example}{shown}"
     msg = err["msg"].removeprefix("Value error, ")
     return f"{path}: {msg[0].lower() + msg[1:]}{shown}" if msg else path
+
+
+def _shortened(text, most=80):
+    """``text``, or its start and its length when longer than ``most`` (a line stays a line)."""
+    return text if len(text) <= most else f"{text[:most]}... ({len(text)} characters)"
 
 
 def _section_model(loc):

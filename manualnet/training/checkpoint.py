@@ -12,6 +12,7 @@ import io
 import os
 import pickle
 import queue
+import re
 import shutil
 import threading
 import zipfile
@@ -107,9 +108,10 @@ def load(path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        found = re.search(r"GLOBAL (\S+)", str(e))  # torch's text is a paragraph, with terminal colour codes
+        what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(f"{path}: refused to load: it holds pickled objects other than tensors and plain "
-                              f"data, which could run code ({first})") from None
+                              f"data{what}, which could run code") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({first})") from None
