@@ -441,6 +441,14 @@ def test_conv_pool_and_numeric_arguments_are_checked_in_one_line_before_the_mode
     assert code == 2 and err == f"manualnet: error: --set {key}={value}: {expected}\n"
 
 
+def test_a_gpt_on_a_data_set_of_feature_vectors_is_told_it_needs_text(tmp_path, capsys):
+    expect_error(capsys, "model.0: GPT needs vocab_size and block_size, which a text data set gives (data: {dataset: "
+                 "text, ...}); this data set gives feature vectors", "train", "--config",
+                 write_config(tmp_path, {"data": {"dataset": "digits"},
+                                         "model": [{"type": "GPT", "n_layer": 1, "n_head": 2, "n_embd": 8}]}),
+                 "--run-dir", tmp_path / "r")
+
+
 def test_a_run_name_too_long_for_a_directory_is_refused_in_a_line_of_readable_length(tmp_path, capsys):
     code, err = run(capsys, "train", "--config", config_path("spirals"), "--set", f"name={'b' * 300}",
                     "--run-dir", tmp_path / "r")

@@ -47,6 +47,11 @@ def _build_layer(spec, probe, where, device, dtype, sizes):
                                        device, dtype, sizes)[0]
     accepted = inspect.signature(cls.__init__).parameters
     kwargs.update({k: v for k, v in sizes.items() if k in accepted and kwargs.get(k) is None})
+    unsized = [k for k in DATA_SIZES if k in accepted and accepted[k].default is accepted[k].empty
+               and kwargs.get(k) is None]
+    if unsized:  # sizes a language model's data fixes, on a data set of feature vectors
+        raise ConfigError(f"{where}: {spec['type']} needs {' and '.join(unsized)}, which a text data set gives "
+                          "(data: {dataset: text, ...}); this data set gives feature vectors")
     for key in inferred_arguments(cls):
         size = INFERRED[key](probe)
         given = kwargs.get(key)
