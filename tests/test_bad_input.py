@@ -413,7 +413,6 @@ def test_a_gpt_size_of_zero_is_named_by_its_key(tmp_path, capsys, key, value, fr
 @pytest.mark.parametrize("config, key, value, fragment", [
     ("spirals", "model.1.type", "Softmax --set model.1.dim=5", "model.1 (Softmax): cannot run with these arguments "
                                                                "on its input of shape (2, 64): Dimension out of range"),
-    ("cnn_digits", "model.1.eps", "-1", "model.1 (BatchNorm2d): cannot run with these arguments"),
     ("spirals", "model.1", "{type: Residual, block: 3}", "model.1.block: expected a Module or a list of them"),
 ])
 def test_an_argument_torch_refuses_when_the_model_is_built_is_one_line(tmp_path, capsys, config, key, value, fragment):
@@ -433,6 +432,8 @@ def test_an_argument_torch_refuses_when_the_model_is_built_is_one_line(tmp_path,
     ("model.3.kernel_size", "0", "expected a whole number >= 1, or a pair of them, got 0"),
     ("model.3.stride", "-2", "expected a whole number >= 1, or a pair of them, got -2"),
     ("optim.lr", "true", "input should be a number, not a boolean, got True"),
+    ("model.1.eps", "-1", "expected a finite number >= 0, got -1"),
+    ("model.1.momentum", "5", "expected a number from 0 to 1, or null (a cumulative average), got 5"),
 ])
 def test_conv_pool_and_numeric_arguments_are_checked_in_one_line_before_the_model_is_built(tmp_path, capsys, key,
                                                                                            value, expected):

@@ -2,6 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from manualnet.nn.module import Module, Parameter, register_layer
+from manualnet.registry import expect, is_finite_nonnegative, is_number, is_size
 
 
 class _BatchNorm(Module):
@@ -28,7 +29,8 @@ class _BatchNorm(Module):
 
     data_dims, data_shape = (), ""  # how many dims an input may have, and the shapes that says
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, device=None, dtype=None):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 device=None, dtype=None):
         super().__init__()
         self.num_features, self.eps, self.momentum, self.affine = num_features, float(eps), momentum, affine
         self.weight = self.bias = None
@@ -38,6 +40,13 @@ class _BatchNorm(Module):
         self.register_buffer("running_mean", torch.zeros(num_features, device=device, dtype=dtype))
         self.register_buffer("running_var", torch.ones(num_features, device=device, dtype=dtype))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+
+    @classmethod
+    def problems(cls, args):
+        return (expect(args, "num_features", is_size, "a whole number >= 0")
+                + expect(args, "eps", is_finite_nonnegative, "a finite number >= 0")
+                + expect(args, "momentum", lambda m: m is None or (is_number(m) and 0 <= m <= 1),
+                         "a number from 0 to 1, or null (a cumulative average)"))
 
     def check_inputs(self, x):
         super().check_inputs(x)
