@@ -100,7 +100,16 @@ def expect(args, name, ok, expected):
 def range_lines(problems, where, given):
     """A config's line ``<where>.<name>: expected <expected>, got <value>`` per ``(name, expected)`` of
     ``problems``, the value as ``given`` (the config's) has it."""
-    return [f"{where}.{name}: expected {expected}, got {given[name]!r}" for name, expected in problems]
+    return [f"{where}.{name}: expected {expected}, got {shown(given[name])}" for name, expected in problems]
+
+
+def shown(value, most=80):
+    """``repr(value)``, or for a long string or value its start and its length: a line stays a line."""
+    text = repr(value)
+    if len(text) <= most:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters written out"
+    return f"{text[:most]}... ({size})"
 
 
 def refuse(owner, args, problems, error=ConfigError):

@@ -2,10 +2,13 @@
 (or the type of its default), converted where YAML gave a string (``--set optim.lr=1e-3``)."""
 
 import inspect
+import types
 import typing
 from typing import Any
 
 from pydantic import ConfigDict, ValidationError, create_model
+
+from manualnet.registry import shown
 
 
 def parameters(factory):
@@ -50,7 +53,7 @@ def _checked(fields, kwargs, where):
     try:
         checked = checker.model_validate({k: kwargs[k] for k in fields})
     except ValidationError as e:  # the right ones converted all the same: a range check sees them typed
-        wrong = _lines_by_name(e.errors(), where)
+        wrong = _lines_by_name(e.errors(), where, fields, kwargs)
         right = {k: f for k, f in fields.items() if k not in wrong}
         out = dict(kwargs)
         if right:
@@ -69,21 +72,31 @@ def _takes_bool(ann):
         ann in (int, float) or set(typing.get_args(ann)) & {int, float} or typing.get_origin(ann) is tuple)
 
 
-def _lines_by_name(errors, where):
-    """A line per error, or one line for a value that fits none of a union's members (pydantic reports
-    each member's error, located by the member's name: ``kernel_size.int``, ``kernel_size.tuple[int, int]``)."""
-    lines, unions = {}, {}
+def _lines_by_name(errors, where, fields, kwargs):
+    """A line per error, or one line for a value that fits none of a union's members (pydantic reports each
+    member's error, located by the member's name: ``kernel_size.int``, ``kernel_size.tuple[int, int]``)."""
+    lines, unions = {}, set()
     for err in errors:
-        name, members = err["loc"][0], unions.setdefault(err["loc"][0], [])
-        if len(err["loc"]) > 1 and isinstance(err["loc"][1], str):
-            members.append((err["loc"][1], err.get("input")))
+        name = err["loc"][0]
+        if typing.get_origin(fields[name][0]) in (typing.Union, types.UnionType):
+            unions.add(name)
         lines.setdefault(name, []).append(f"{where}.{'.'.join(map(str, err['loc']))}: {err['msg'][0].lower()}"
-                                          f"{err['msg'][1:]}, got {err.get('input')!r}")
-    for name, members in unions.items():
-        tags = list(dict.fromkeys(m for m, _ in members))
-        if len(tags) > 1 and len(members) == len(lines[name]):
-            lines[name] = [f"{where}.{name}: expected {' or '.join(tags)}, got {members[0][1]!r}"]
+                                          f"{err['msg'][1:]}, got {shown(err.get('input'))}")
+    for name in unions:
+        members = " or ".join(_plain(a) for a in typing.get_args(fields[name][0]))
+        lines[name] = [f"{where}.{name}: expected {members}, got {shown(kwargs[name])}"]
     return lines
+
+
+def _plain(ann):
+    """A union member as a config's reader knows it: ``int``, ``a pair of int``, ``null``."""
+    if ann is type(None):
+        return "null"
+    if typing.get_origin(ann) is tuple:
+        args = typing.get_args(ann)
+        return f"a pair of {' or '.join(_plain(a) for a in typing.get_args(args[0])) or _plain(args[0])}" \
+            if len(args) == 2 and args[0] == args[1] else str(ann)
+    return getattr(ann, "__name__", str(ann))
 
 
 def _type_of_default(default):

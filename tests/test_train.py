@@ -451,3 +451,12 @@ def test_a_resumed_run_says_where_it_resumed_from(tmp_path, capsys):
     assert "resumed from the end of epoch 2 (step 252)\n" in capsys.readouterr().err
     assert _where({"epoch": 2, "batch": 5, "step": 45}) == "epoch 3, after its batch 5 (step 45)"
     assert [m["epoch"] for m in metrics(run_dir) if "val/loss" in m] == [1, 2, 3]
+
+
+def test_a_language_models_train_accuracy_keeps_its_fractions_of_positions():
+    from manualnet.training.metrics import RunningMetrics
+
+    running = RunningMetrics()
+    for correct in (torch.tensor(5.81, dtype=torch.float64), torch.tensor(8.06, dtype=torch.float64)):
+        running.add(1.0, correct, 16)  # a window counts the fraction of its positions that are right
+    assert running.end_epoch()["train/accuracy"] == pytest.approx((5.81 + 8.06) / 32)

@@ -223,7 +223,9 @@ def _run_config(run_dir, state, overrides=()):
         apply_override(raw, override)
     config = validate(raw, source=str(path), base_dir=run_dir, overrides=overrides)
     saved = state.get("config") if state else None  # what the run trained with, whatever config.yaml says now
-    changed = _data_changes(saved if isinstance(saved, dict) else before, config) if state is not None else []
+    trained = {**before, **{k: saved[k] for k in ("seed", "data") if k in saved}} if isinstance(saved, dict) \
+        else before  # (an older checkpoint's config may lack a key: config.yaml's then stands for it)
+    changed = _data_changes(trained, config) if state is not None else []
     if changed:  # (a run never checkpointed trains from the start: it may change)
         who = "--set " if _data_changes(before, config) else f"{path} (edited since the run's last checkpoint): "
         raise ConfigError(f"{who}{', '.join(changed)}: a resumed run keeps its seed and data, which decide its "

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ValidationError
 from manualnet.config.check import component_problems
 from manualnet.config.schema import MAX_CONFIG_BYTES, MAX_NESTING, Config
 from manualnet.errors import ConfigError
-from manualnet.registry import closest
+from manualnet.registry import closest, shown
 
 
 def load_config(path, overrides=()):
@@ -76,7 +76,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def validate(raw, source="config", base_dir=None, overrides=(), name=lambda override: f"--set {_shortened(override)}"):
+def validate(raw, source="config", base_dir=None, overrides=(), name=lambda override: f"--set {_set_text(override)}"):
     """A validated Config from a plain dict, or a ConfigError listing every problem: the schema's and the
     components' (``assembly.component_problems``: layers, loss, optimizer, schedule and data set by name,
     with their arguments), so that one run of the command shows them all. A problem with a key that an
@@ -102,15 +102,18 @@ def _attributed(line, overrides, name):
     when one did."""
     where, sep, problem = line.partition(": ")
     path = where.split(" (")[0]  # "optim (SGD)": a component's section
-    for override in reversed(overrides):  # the last override of a key is the one that holds
-        key = override.partition("=")[0].strip()
+    if not sep:
+        return line, False
+    keys = [(override, override.partition("=")[0].strip()) for override in reversed(overrides)]  # the last holds
+    for override, key in keys:
         argument = key.startswith(path + ".") and f" argument {key.rpartition('.')[2]}=" in problem
+        if path == key or path.startswith(key + ".") or argument:
+            return f"{name(override)}: {where + ': ' if path != key else ''}{problem}", True
+    for override, key in keys:  # a key the file gave that the component an override chose does not take
         section = key.removesuffix(".type")
-        if sep and key != section and path.startswith(section + ".") and "unknown argument" in problem:
+        if key != section and path.startswith(section + ".") and "unknown argument" in problem:
             return (f"{name(override)}: {where}: {problem} (setting only {key} keeps {section}'s other keys: "
                     "set the whole section to replace them)"), True
-        if sep and (path == key or path.startswith(key + ".") or argument):
-            return f"{name(override)}: {where + ': ' if path != key else ''}{problem}", True
     return line, False
 
 
@@ -123,18 +126,18 @@ def _describe(err, raw):
     if err["type"] == "missing":
         return f"{path}: required key is missing"
     got = err.get("input")
-    shown = f", got {_shortened(repr(got))}" if not isinstance(got, dict) else ""
+    got_text = f", got {shown(got)}" if not isinstance(got, dict) else ""
     if err["type"] == "model_type":  # pydantic names its model class: say what the YAML must hold instead
         example = {"data": "{dataset: ..., ...}"}.get(path, "{type: ..., ...}" if path in ("optim", "schedule", "loss")
                                                       else "{key: value}")
-        return f"{path}: expected a mapping such as {example}{shown}"
+        return f"{path}: expected a mapping such as {example}{got_text}"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{path}: {msg[0].lower() + msg[1:]}{shown}" if msg else path
+    return f"{path}: {msg[0].lower() + msg[1:]}{got_text}" if msg else path
 
 
-def _shortened(text, most=80):
-    """``text``, or its start and its length when longer than ``most`` (a line stays a line)."""
-    return text if len(text) <= most else f"{text[:most]}... ({len(text)} characters)"
+def _set_text(override, most=80):
+    """A ``--set`` as given, or its start and its length when longer than ``most``: a line stays a line."""
+    return override if len(override) <= most else f"{override[:most]}... ({len(override)} characters)"
 
 
 def _section_model(loc):

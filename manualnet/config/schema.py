@@ -98,8 +98,8 @@ class Config(Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value):
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
-            raise ValueError("expected a run name (the directory under runs/): up to 100 letters, digits, '.', '_' "
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", value):  # 255: a file name's longest
+            raise ValueError("expected a run name (the directory under runs/): up to 255 letters, digits, '.', '_' "
                              "and '-', starting with a letter or digit")
         return value
 

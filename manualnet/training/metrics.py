@@ -13,7 +13,7 @@ class Sums:
     loss: float = 0.0
     batches: int = 0
     samples: int = 0
-    correct: int = 0
+    correct: float = 0  # a language model's sample counts the fraction of its positions that are right
     counted: int = 0
 
     def add(self, loss, correct, samples):
@@ -48,7 +48,7 @@ class RunningMetrics:
         """One global batch (summed over ranks, so every rank holds the same sums): its mean ``loss``, its
         ``samples`` and ``correct`` predictions (None for a batch whose accuracy was not measured)."""
         self.samples_total += samples
-        correct = None if correct is None else int(correct)  # one host sync, not one per sum
+        correct = None if correct is None else float(correct)  # one host sync, not one per sum
         self.epoch.add(loss, correct, samples)
         self.interval.add(loss, correct, samples)
 
