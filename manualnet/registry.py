@@ -103,13 +103,15 @@ def range_lines(problems, where, given):
     return [f"{where}.{name}: expected {expected}, got {shown(given[name])}" for name, expected in problems]
 
 
+def shortened(text, most=80):
+    """``text``, or its start and its length when longer than ``most``: a line stays a line."""
+    return text if len(text) <= most else f"{text[:most]}... ({len(text)} characters)"
+
+
 def shown(value, most=80):
-    """``repr(value)``, or for a long string or value its start and its length: a line stays a line."""
-    text = repr(value)
-    if len(text) <= most:
-        return text
-    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters written out"
-    return f"{text[:most]}... ({size})"
+    """``repr(value)``, shortened: a long string's start and its own length, another value's written out."""
+    return f"{value[:most]!r}... ({len(value)} characters)" if isinstance(value, str) and len(value) > most \
+        else shortened(repr(value), most)
 
 
 def refuse(owner, args, problems, error=ConfigError):

@@ -164,3 +164,14 @@ def test_bench_takes_heap_before_its_modes_and_refuses_a_bad_value(tmp_path, cap
                        (["--distributed", "--heap", "default"], "--heap default cannot reach --distributed's ranks")):
         assert bench["main"](["--sizes", "tiny", *argv]) == 2
         assert capsys.readouterr().err.startswith(f"bench: error: {line}")
+
+
+def test_the_fetch_benchmark_times_each_way_of_training_an_epoch(capsys):
+    bench_fetch = runpy.run_path(str(ROOT / "scripts" / "bench_fetch.py"), run_name="bench_fetch")
+    assert bench_fetch["main"](["--config", str(ROOT / "configs" / "spirals.yaml"), "--rounds", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("33 steps an epoch on 1 thread(s), medians of 1 rounds, us a step")
+    assert [line.split()[0] for line in out[1:5]] == ["pre-gathered", "gathered", "epoch", "loop"]
+    assert all(float(line.split()[-1]) > 0 for line in out[1:5])
+    assert [line.split(":")[0].strip() for line in out[5:]] == ["gathered - pre-gathered", "epoch copy - gathered",
+                                                                "loop - gathered"]

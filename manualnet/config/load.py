@@ -8,7 +8,7 @@ from pydantic import BaseModel, ValidationError
 from manualnet.config.check import component_problems
 from manualnet.config.schema import MAX_CONFIG_BYTES, MAX_NESTING, Config
 from manualnet.errors import ConfigError
-from manualnet.registry import closest, shown
+from manualnet.registry import closest, shortened, shown
 
 
 def load_config(path, overrides=()):
@@ -76,7 +76,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def validate(raw, source="config", base_dir=None, overrides=(), name=lambda override: f"--set {_set_text(override)}"):
+def validate(raw, source="config", base_dir=None, overrides=(), name=lambda override: f"--set {shortened(override)}"):
     """A validated Config from a plain dict, or a ConfigError listing every problem: the schema's and the
     components' (``assembly.component_problems``: layers, loss, optimizer, schedule and data set by name,
     with their arguments), so that one run of the command shows them all. A problem with a key that an
@@ -133,11 +133,6 @@ def _describe(err, raw):
         return f"{path}: expected a mapping such as {example}{got_text}"
     msg = err["msg"].removeprefix("Value error, ")
     return f"{path}: {msg[0].lower() + msg[1:]}{got_text}" if msg else path
-
-
-def _set_text(override, most=80):
-    """A ``--set`` as given, or its start and its length when longer than ``most``: a line stays a line."""
-    return override if len(override) <= most else f"{override[:most]}... ({len(override)} characters)"
 
 
 def _section_model(loc):

@@ -78,12 +78,13 @@ def sample_windows(ids, block_size, count, generator):
 
 
 def read_text(path):
+    file = Path(path)
     try:
-        if Path(path).exists() and not (Path(path).is_file() or Path(path).is_dir()):  # /dev/zero never ends
+        if file.exists() and not (file.is_file() or file.is_dir()):  # /dev/zero never ends
             raise DataError(f"data.path: {path} is not a regular file (a device or a pipe); expected a UTF-8 text file")
-        return Path(path).read_text(encoding="utf-8")
+        return file.read_text(encoding="utf-8")
     except MemoryError:
-        raise DataError(f"data.path: {path} does not fit in memory ({Path(path).stat().st_size / 2**20:.0f} MB); "
+        raise DataError(f"data.path: {path} does not fit in memory ({file.stat().st_size / 2**20:.0f} MB); "
                         "a text data set is read whole") from None
     except FileNotFoundError:
         raise DataError(f"data.path: {path} does not exist") from None

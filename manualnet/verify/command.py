@@ -91,7 +91,7 @@ def _check_writable(json_path):
     folder = path.parent
     problem = ("is a directory" if path.is_dir() else f"{folder} does not exist" if not folder.exists()
                else f"{folder} is not a directory" if not folder.is_dir()
-               else "permission denied" if not os.access(path if path.exists() else path.parent, os.W_OK) else None)
+               else "permission denied" if not os.access(path if path.exists() else folder, os.W_OK) else None)
     if problem:
         raise ConfigError(f"--json {json_path}: cannot write the report: {problem}")
 

@@ -162,8 +162,8 @@ class AdaptiveAvgPool2d(Module):
 
     @classmethod
     def problems(cls, args):
-        pair_ok = lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(s is None or is_count(s) for s in v)  # noqa: E731
-        return expect(args, "output_size", lambda v: is_count(v) or pair_ok(v),
+        in_pair = is_pair_of(lambda s: s is None or is_count(s))  # (None alone is no size)
+        return expect(args, "output_size", lambda v: is_count(v) or (isinstance(v, list | tuple) and in_pair(v)),
                       "a whole number >= 1, or a pair of them (None keeps that input size)")
 
     def check_inputs(self, x):
