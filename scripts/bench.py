@@ -10,9 +10,9 @@ over rounds of:
 - autograd: the same network in torch.nn from the same weights with torch.optim.SGD;
 - floor: the step's matrix multiplies alone, into preallocated outputs (per Linear the forward product and
   the two backward products, minus the first layer's input gradient).
-Run ``python scripts/bench.py``; ``--json FILE`` writes the rows. ``--trainer
-CONFIG`` also times ``manualnet train``'s loop against the same steps alone (its overhead). ``--gpt`` times a
-GPT's training step against torch.nn eager and torch.compile instead (scripts/bench_gpt.py; --help there).
+Run ``python scripts/bench.py``; ``--json FILE`` writes the rows. ``--trainer CONFIG`` also times
+``manualnet train``'s loop against a bare loop over the same batches (its overhead). ``--gpt`` times a GPT's
+training step against torch.nn eager and torch.compile instead (scripts/bench_gpt.py; --help there).
 Every mode runs with the C heap kept warm, as ``manualnet train`` runs (manualnet/training/heap.py), for
 every contestant alike; ``--heap default`` leaves glibc's own settings (scripts/bench_heap.py compares both),
 except in ``--distributed``, whose ranks are ``manualnet train`` processes that keep their own heaps warm.
@@ -258,28 +258,34 @@ def bench_size(name, device, dtype, rounds):
 
 
 def trainer_overhead(config_path, rounds, overrides=()):
-    """What ``manualnet train``'s loop costs beyond the same training steps alone, from ``rounds``
-    interleaved rounds of a whole run (a quiet Trainer's fit) and of its steps alone on the same batches.
+    """What ``manualnet train``'s loop costs beyond the shortest loop that trains the same way, from
+    ``rounds`` interleaved rounds of a whole run (a quiet Trainer's fit), of that bare loop, and of the bare
+    steps on batches gathered beforehand.
 
     The loop is timed from the start of fit's loop to its end, which includes the logger's hand-off of the
     events it still held (the run's last second of TensorBoard events: logging work, paid there), less the
-    validation passes (training, not bookkeeping: ``validation_share`` is their time over the pure steps').
-    The pure steps are the trainer's own (forward, loss, backward with zero_grad folded in, optimizer and
-    schedule step) and nothing else.
+    validation passes (training, not bookkeeping: ``validation_share`` is their time over the bare loop's).
+    The bare loop takes each epoch's batches from the trainer's own data loader (the same seeded order and
+    gathers, which a shuffled epoch has to pay whoever writes the loop) and runs the trainer's step on each
+    (forward, loss, backward with zero_grad folded in, optimizer and schedule step), nothing else.
 
     ``overhead`` is from per-step medians: for each step i, the median over rounds of the time from step
-    i's start to the next step's start (step i and the loop's work after it: logging, an epoch's end,
-    a checkpoint) less the median of step i alone, summed with the medians of the time before the first
-    step, over the sum of the pure steps' medians. A burst of load from a neighbour slows some steps of one
+    i's start to the next step's start (step i, the loop's work after it: logging, an epoch's end, a
+    checkpoint, and fetching the next batch) less the bare loop's median for the same interval, summed with
+    the difference before the first step, over the sum of the bare loop's medians; each round's times are
+    taken relative to its bare loop's speed (``_extra_times``), so a slower minute on the shared host, which
+    slows both, does not count as the loop's. A burst of load from a neighbour slows some steps of one
     round, which the per-step medians discard and a whole-run ratio takes in: ``overhead_per_round``, the
-    median over rounds of (loop / pure steps) - 1, moves by several times as much from run to run.
-    ``costs`` says where the overhead goes, by kind of step (see ``_costs``).
+    median over rounds of (loop / bare loop) - 1. ``costs`` says where the overhead goes, by kind of step
+    (see ``_costs``).
+    ``overhead_pregathered`` is the same figure over the bare steps alone on copies of the batches made
+    before the timer starts (``pure_steps_*``): the batches' fetching then counts as the loop's.
     """
     from manualnet.config.load import load_config
     from manualnet.training.threads import torch_threads
 
     config, base_dir = load_config(config_path, overrides), Path(config_path).parent
-    looped, pure, loops, validations, fetches = [], [], [], [], []
+    looped, bare, pure, loops, validations, fetches = [], [], [], [], [], []
     for _ in range(rounds):
         trainer, clock = _fit(config, base_dir)
         looped.append(clock.intervals())
@@ -288,23 +294,38 @@ def trainer_overhead(config_path, rounds, overrides=()):
         validations.append(sum(seconds for _, seconds in clock.validations))
         pure.append([])
         with torch_threads(trainer.threads):  # the threads the trainer ran on (train.threads)
+            bare.append(_bare_loop(config, base_dir))
             _pure_steps(*_pure_work(config, base_dir), step_times=pure[-1])
-    pures = [sum(p) for p in pure]
-    start = statistics.median(i[0] for i in looped)
-    extra = [statistics.median(loop) - statistics.median(alone)
-             for loop, alone in zip(zip(*(i[1:] for i in looped), strict=True), zip(*pure, strict=True), strict=True)]
-    pure_median = sum(statistics.median(alone) for alone in zip(*pure, strict=True))
-    per_round = list(zip(loops, validations, pures, strict=True))
+    (start, *extra), bare_median = _extra_times(looped, bare)
+    pure_extra, pure_median = _extra_times(looped, [[0.0, *p] for p in pure])  # nothing before the first step
+    per_round = list(zip(loops, validations, [sum(b) for b in bare], strict=True))
     return {"config": str(config_path), "overrides": list(overrides), "steps": trainer.at.step,
             "threads": trainer.threads or torch.get_num_threads(),  # train.threads as it resolved
             "loop_s": statistics.median(loops), "validation_s": statistics.median(validations),
-            "pure_steps_s": statistics.median(pures), "pure_steps_median_s": pure_median,
-            "overhead": (start + sum(extra)) / pure_median,
-            "overhead_per_round": statistics.median((loop - val) / p for loop, val, p in per_round) - 1,
-            "overhead_with_validation": statistics.median(loop / p for loop, _, p in per_round) - 1,
-            "validation_share": statistics.median(val / p for _, val, p in per_round),
+            "bare_loop_s": statistics.median(b for _, _, b in per_round), "bare_loop_median_s": bare_median,
+            "pure_steps_s": statistics.median(sum(p) for p in pure), "pure_steps_median_s": pure_median,
+            "overhead": (start + sum(extra)) / bare_median,
+            "overhead_per_round": statistics.median((loop - val) / b for loop, val, b in per_round) - 1,
+            "overhead_with_validation": statistics.median(loop / b for loop, _, b in per_round) - 1,
+            "overhead_pregathered": sum(pure_extra) / pure_median,
+            "validation_share": statistics.median(val / b for _, val, b in per_round),
             "batch_fetch_s": sum(statistics.median(f) for f in zip(*fetches, strict=True)),
             "costs": _costs(config, len(trainer.batches), start, extra)}
+
+
+def _extra_times(looped, alone):
+    """(each interval's extra seconds in ``looped`` over ``alone``, the sum of ``alone``'s), from rounds of
+    intervals (``LoopClock.intervals``): each round's intervals counted in its own median interval alone (the
+    host's speed in that round, which moves from minute to minute), the median over rounds of each interval
+    taken in those units, then turned back into seconds at the rounds' median speed."""
+    units = [statistics.median(a) for a in alone]
+
+    def scaled(rounds):
+        return zip(*([t / u for t in r] for r, u in zip(rounds, units, strict=True)), strict=True)
+    unit = statistics.median(units)
+    medians = [(statistics.median(loop), statistics.median(a)) for loop, a in zip(scaled(looped), scaled(alone),
+                                                                                 strict=True)]
+    return [unit * (loop - a) for loop, a in medians], unit * sum(a for _, a in medians)
 
 
 def _costs(config, steps_per_epoch, start, extra):
@@ -324,6 +345,21 @@ def _costs(config, steps_per_epoch, start, extra):
              for kind, v in kinds.items() if v}
     costs["start"] = {"steps": 0, "total_s": start, "median_s": start}
     return costs
+
+
+def _bare_loop(config, base_dir):
+    """The shortest loop training a fresh build of ``config`` as the trainer does (``trainer_overhead``): its
+    intervals as ``LoopClock.intervals`` gives the trainer's, from the loop's start to the first step, from
+    each step's start to the next one's, and from the last to the loop's end."""
+    setup, batches = _built(config, base_dir)
+    step, marks = _bare_step(setup), [time.perf_counter()]
+    with torch.no_grad():
+        for epoch in range(config.train.epochs):
+            for xb, tb, _ in batches.epoch(epoch, reuse=True):
+                marks.append(time.perf_counter())
+                step(xb, tb)
+    marks.append(time.perf_counter())
+    return [b - a for a, b in itertools.pairwise(marks)]
 
 
 class LoopClock:
@@ -381,32 +417,46 @@ def _fit(config, base_dir):
     return trainer, clock
 
 
-def _pure_work(config, base_dir):
-    """A fresh build of ``config`` and copies of the batches its training run visits, in order."""
+def _built(config, base_dir):
+    """A fresh build of ``config`` and its training split's batches, as the trainer makes them."""
     from manualnet.config.setup import build
     from manualnet.data import Batches
 
     setup = build(config, base_dir=base_dir)
     x, targets, labels = setup.split("train")
-    batches = Batches(x, targets, config.train.batch_size, config.seed, labels=labels)
+    return setup, Batches(x, targets, config.train.batch_size, config.seed, labels=labels)
+
+
+def _pure_work(config, base_dir):
+    """A fresh build of ``config`` and copies of the batches its training run visits, in order."""
+    setup, batches = _built(config, base_dir)
     return setup, [tuple(t.clone() for t in b) for e in range(config.train.epochs) for b in batches.epoch(e)]
+
+
+def _bare_step(setup):
+    """The trainer's training step and nothing else, as a function of a batch (x, targets)."""
+    model, loss, optimizer, schedule = setup.model, setup.loss, setup.optimizer, setup.schedule
+    model.train()
+    first = next(iter(model.children()), None)
+    if hasattr(first, "needs_input_grad"):  # as the trainer sets it
+        first.needs_input_grad = False
+
+    def step(xb, tb):
+        optimizer.zero_grad()
+        loss(model(xb), tb)
+        model.backward(loss.backward())
+        optimizer.step()
+        schedule.step()
+    return step
 
 
 def _pure_steps(setup, work, step_times=None):
     """Seconds for the training steps alone on ``work``; with ``step_times``, each step's appended too."""
-    model, loss, optimizer, schedule = setup.model, setup.loss, setup.optimizer, setup.schedule
-    model.train()
+    step = _bare_step(setup)
     start = step_start = time.perf_counter()
-    first = next(iter(model.children()), None)
-    if hasattr(first, "needs_input_grad"):  # as the trainer sets it
-        first.needs_input_grad = False
     with torch.no_grad():
         for xb, tb, _ in work:
-            optimizer.zero_grad()
-            loss(model(xb), tb)
-            model.backward(loss.backward())
-            optimizer.step()
-            schedule.step()
+            step(xb, tb)
             if step_times is not None:
                 now = time.perf_counter()
                 step_times.append(now - step_start)
@@ -532,13 +582,15 @@ def main(argv=None):
         else:
             sets = "".join(f" --set {o}" for o in args.trainer_set)
             print(f"manualnet train loop on {loop['config']}{sets}: {loop['steps']} steps on {loop['threads']} "
-                  f"thread(s) in {loop['loop_s']:.3f} s "
-                  f"({loop['validation_s']:.3f} s of it validating) against {loop['pure_steps_s']:.3f} s of pure "
-                  f"steps (medians of {args.trainer_rounds} rounds): overhead {100 * loop['overhead']:.1f}% without "
-                  f"the validation passes (per-step medians; per round: {100 * loop['overhead_per_round']:.1f}%, "
+                  f"thread(s) in {loop['loop_s']:.3f} s ({loop['validation_s']:.3f} s of it validating) against "
+                  f"{loop['bare_loop_s']:.3f} s of a bare loop over the same batches (medians of "
+                  f"{args.trainer_rounds} rounds): overhead {100 * loop['overhead']:.1f}% without the validation "
+                  f"passes (per-step medians; per round: {100 * loop['overhead_per_round']:.1f}%, "
                   f"{100 * loop['overhead_with_validation']:.1f}% with the validation passes)")
-            print("where it goes, beyond the same steps alone: " + format_costs(loop["costs"]) +
-                  f"; fetching the batches in the epochs (part of each kind): {1e3 * loop['batch_fetch_s']:.1f} ms")
+            print("where it goes, beyond the bare loop: " + format_costs(loop["costs"]))
+            print(f"against the bare steps on batches gathered beforehand ({loop['pure_steps_s']:.3f} s): overhead "
+                  f"{100 * loop['overhead_pregathered']:.1f}%, fetching the batches within the epochs "
+                  f"{1e3 * loop['batch_fetch_s']:.1f} ms of it")
             result["trainer"] = loop
     if args.json:
         with open(args.json, "w") as f:

@@ -38,16 +38,18 @@ def test_bench_writes_rows_for_each_size_and_the_trainer_overhead(tmp_path, caps
         assert row[key] > 0, key
     loop = result["trainer"]
     assert loop["steps"] == 220 and loop["pure_steps_s"] > 0 and 0 < loop["validation_s"] < loop["loop_s"]
+    assert loop["bare_loop_s"] > 0 and loop["overhead_pregathered"] > -1
     assert loop["overhead_per_round"] < loop["overhead_with_validation"]  # the same rounds, less validation
     costs = loop["costs"]
     assert set(costs) == {"epoch end", "logging", "other", "end", "start"}  # regression.yaml: no histograms
     assert sum(c["steps"] for c in costs.values()) == 220  # every step counted once, by its kind
     assert costs["epoch end"]["steps"] == 19 and costs["end"]["steps"] == 1  # 20 epochs of 11 steps
     by_kind = sum(c["total_s"] for c in costs.values())
-    assert abs(by_kind - loop["overhead"] * loop["pure_steps_median_s"]) < 1e-9  # the headline, taken apart
+    assert abs(by_kind - loop["overhead"] * loop["bare_loop_median_s"]) < 1e-9  # the headline, taken apart
     assert 0 < loop["batch_fetch_s"] < loop["loop_s"]  # 200 fetches within the epochs (each epoch's first: at its end)
     out = capsys.readouterr().out
-    assert "ratio" in out and "where it goes, beyond the same steps alone: epoch end" in out
+    assert "ratio" in out and "where it goes, beyond the bare loop: epoch end" in out
+    assert "against the bare steps on batches gathered beforehand" in out
 
 
 def test_the_trainer_config_takes_overrides(capsys):
@@ -87,3 +89,12 @@ def test_bad_options_are_one_line_before_any_benchmark_runs(tmp_path, capsys):
         captured = capsys.readouterr()
         assert captured.err.startswith(f"bench: error: {line}") and captured.err.count("\n") == 1
         assert "ratio" not in captured.out
+
+
+def test_the_loop_extra_time_is_read_at_each_rounds_own_speed():
+    bare_steps, loop_steps = [1.0, 2.0, 2.0, 2.0], [1.0, 3.0, 2.0, 2.0]  # one interval 1 s dearer in the loop
+    speeds = [1.0, 2.0, 1.5]  # the host, slower in the second round, for both loops alike
+    extra, total = BENCH["_extra_times"]([[s * t for t in loop_steps] for s in speeds],
+                                         [[s * t for t in bare_steps] for s in speeds])
+    assert extra == [0.0, 1.5, 0.0, 0.0] and total == 1.5 * 7  # in seconds at the rounds' median speed
+    assert sum(extra) / total == 1 / 7

@@ -10,8 +10,8 @@ def accuracy_count(pred, labels, threshold=0.5):
     pred > threshold (0.5 for probabilities, 0 for logits). For a sequence of predictions (pred (N, T, C),
     labels (N, T)) a sample counts as the fraction of its positions that are right."""
     if pred.shape[-1] == 1:
-        return ((pred[:, 0] > threshold).long() == labels).sum()
-    right = pred.argmax(-1) == labels
+        return (pred[:, 0] > threshold).long().eq_(labels).sum()
+    right = pred.argmax(-1).eq_(labels)  # in place: the trainer calls it every step, each op counts
     return right.sum() if right.dim() == 1 else right.flatten(1).double().mean(1).sum()
 
 
