@@ -3,9 +3,10 @@
 
 One process, one built config (``configs/mnist_size.yaml`` by default), and four ways to train one epoch
 of its batches, run in turn for ``--rounds`` rounds: ``pre-gathered`` (the bare steps on copies of the
-batches made beforehand, as ``bench.py --trainer``'s pure steps are), ``gathered`` (the bare steps on the
-batches as the trainer's data loader gathers them), ``epoch copy`` (the bare steps on views of one shuffled
-copy of the epoch, refilled each epoch) and ``loop`` (the trainer's own ``train_epoch``, logging nothing).
+batches made beforehand, as in the last line of ``bench.py --trainer``), ``gathered`` (the bare steps on the
+batches as the trainer's data loader gathers them: ``bench.py --trainer``'s bare loop), ``epoch copy`` (the
+bare steps on views of one shuffled copy of the epoch, refilled each epoch) and ``loop`` (the trainer's own
+``train_epoch``, logging nothing).
 It prints each one's median time a step and the medians of the paired differences (round by round): what
 the batch gather, the alternative epoch copy and the loop around ``train_step`` cost a step. Run ``python
 scripts/bench_fetch.py [--config PATH] [--rounds 25]``.
