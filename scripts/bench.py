@@ -38,7 +38,7 @@ import torch
 
 import manualnet as mn
 from manualnet.errors import ManualnetError
-from manualnet.optim import SGD
+from manualnet.optim import SGD, clip_grad_norm
 from manualnet.training.heap import keep_freed_memory
 
 SIZES = {
@@ -259,52 +259,69 @@ def bench_size(name, device, dtype, rounds):
 
 def trainer_overhead(config_path, rounds, overrides=()):
     """What ``manualnet train``'s loop costs beyond the shortest loop that trains the same way, from
-    ``rounds`` interleaved rounds of a whole run (a quiet Trainer's fit), of that bare loop, and of the bare
-    steps on batches gathered beforehand.
+    ``rounds`` rounds of a whole run (a quiet Trainer's fit), of that bare loop, and of the bare steps on
+    batches gathered beforehand (the trainer first in every other round, last in the others).
 
     The loop is timed from the start of fit's loop to its end, which includes the logger's hand-off of the
     events it still held (the run's last second of TensorBoard events: logging work, paid there), less the
     validation passes (training, not bookkeeping: ``validation_share`` is their time over the bare loop's).
     The bare loop takes each epoch's batches from the trainer's own data loader (the same seeded order and
-    gathers, which a shuffled epoch has to pay whoever writes the loop) and runs the trainer's step on each
-    (forward, loss, backward with zero_grad folded in, optimizer and schedule step), nothing else.
+    gathers, which a shuffled epoch has to pay whoever writes the loop: so the loader's own cost is not in
+    the overhead) and runs the trainer's step on each (forward, loss, backward with zero_grad folded in, the
+    clipping when ``train.grad_clip`` is set, optimizer and schedule step), nothing else.
 
     ``overhead`` is from per-step medians: for each step i, the median over rounds of the time from step
     i's start to the next step's start (step i, the loop's work after it: logging, an epoch's end, a
     checkpoint, and fetching the next batch) less the bare loop's median for the same interval, summed with
     the difference before the first step, over the sum of the bare loop's medians; each round's times are
-    taken relative to its bare loop's speed (``_extra_times``), so a slower minute on the shared host, which
-    slows both, does not count as the loop's. A burst of load from a neighbour slows some steps of one
-    round, which the per-step medians discard and a whole-run ratio takes in: ``overhead_per_round``, the
-    median over rounds of (loop / bare loop) - 1. ``costs`` says where the overhead goes, by kind of step
-    (see ``_costs``).
-    ``overhead_pregathered`` is the same figure over the bare steps alone on copies of the batches made
-    before the timer starts (``pure_steps_*``): the batches' fetching then counts as the loop's.
+    taken relative to its bare loop's median interval (``_extra_times``), so a slower minute on the shared
+    host, which slows both, does not count as the loop's (``overhead_unscaled``: the same from the seconds
+    themselves). A burst of load from a neighbour slows some steps of one round, which the per-step medians
+    discard and a whole-run ratio takes in: ``overhead_per_round``, the median over rounds of (loop -
+    validation) / bare loop - 1. ``costs`` says where the overhead goes, by kind of step (see ``_costs``).
+    ``overhead_pregathered`` is the unscaled figure over the bare steps alone on copies of the batches made
+    before the timer starts (``pure_steps_*``), as this benchmark measured the loop until 1 December 2026:
+    the batches' fetching and each epoch's shuffle then count as the loop's.
     """
     from manualnet.config.load import load_config
     from manualnet.training.threads import torch_threads
 
     config, base_dir = load_config(config_path, overrides), Path(config_path).parent
     looped, bare, pure, loops, validations, fetches = [], [], [], [], [], []
-    for _ in range(rounds):
+
+    def run_trainer():
         trainer, clock = _fit(config, base_dir)
         looped.append(clock.intervals())
         fetches.append(clock.fetches(len(trainer.batches)))
         loops.append(clock.ended - clock.begun)
         validations.append(sum(seconds for _, seconds in clock.validations))
-        pure.append([])
-        with torch_threads(trainer.threads):  # the threads the trainer ran on (train.threads)
+        return trainer
+
+    def run_bare(threads):
+        with torch_threads(threads):  # the threads the trainer ran on (train.threads as it resolved)
             bare.append(_bare_loop(config, base_dir))
+            pure.append([])
             _pure_steps(*_pure_work(config, base_dir), step_times=pure[-1])
+
+    trainer = run_trainer()
+    run_bare(trainer.threads)
+    for r in range(1, rounds):  # the other way round every other round: neither side always runs second
+        if r % 2:
+            run_bare(trainer.threads)
+            trainer = run_trainer()
+        else:
+            trainer = run_trainer()
+            run_bare(trainer.threads)
     (start, *extra), bare_median = _extra_times(looped, bare)
-    pure_extra, pure_median = _extra_times(looped, [[0.0, *p] for p in pure])  # nothing before the first step
+    raw_extra, raw_median = _extra_times(looped, bare, scaled=False)
+    pure_extra, pure_median = _extra_times(looped, [[0.0, *p] for p in pure], scaled=False)  # none before step 1
     per_round = list(zip(loops, validations, [sum(b) for b in bare], strict=True))
     return {"config": str(config_path), "overrides": list(overrides), "steps": trainer.at.step,
             "threads": trainer.threads or torch.get_num_threads(),  # train.threads as it resolved
             "loop_s": statistics.median(loops), "validation_s": statistics.median(validations),
             "bare_loop_s": statistics.median(b for _, _, b in per_round), "bare_loop_median_s": bare_median,
             "pure_steps_s": statistics.median(sum(p) for p in pure), "pure_steps_median_s": pure_median,
-            "overhead": (start + sum(extra)) / bare_median,
+            "overhead": (start + sum(extra)) / bare_median, "overhead_unscaled": sum(raw_extra) / raw_median,
             "overhead_per_round": statistics.median((loop - val) / b for loop, val, b in per_round) - 1,
             "overhead_with_validation": statistics.median(loop / b for loop, _, b in per_round) - 1,
             "overhead_pregathered": sum(pure_extra) / pure_median,
@@ -313,27 +330,28 @@ def trainer_overhead(config_path, rounds, overrides=()):
             "costs": _costs(config, len(trainer.batches), start, extra)}
 
 
-def _extra_times(looped, alone):
+def _extra_times(looped, alone, scaled=True):
     """(each interval's extra seconds in ``looped`` over ``alone``, the sum of ``alone``'s), from rounds of
-    intervals (``LoopClock.intervals``): each round's intervals counted in its own median interval alone (the
-    host's speed in that round, which moves from minute to minute), the median over rounds of each interval
-    taken in those units, then turned back into seconds at the rounds' median speed."""
-    units = [statistics.median(a) for a in alone]
+    intervals (``LoopClock.intervals``): with ``scaled``, each round's intervals counted in its own median
+    interval alone (the host's speed in that round, which moves from minute to minute), the median over rounds
+    of each interval taken in those units, then turned back into seconds at the rounds' median speed; without,
+    the medians of the seconds themselves."""
+    units = [max(statistics.median(a), 1e-9) if scaled else 1.0 for a in alone]
 
-    def scaled(rounds):
+    def in_units(rounds):
         return zip(*([t / u for t in r] for r, u in zip(rounds, units, strict=True)), strict=True)
     unit = statistics.median(units)
-    medians = [(statistics.median(loop), statistics.median(a)) for loop, a in zip(scaled(looped), scaled(alone),
-                                                                                 strict=True)]
+    medians = [(statistics.median(loop), statistics.median(a))
+               for loop, a in zip(in_units(looped), in_units(alone), strict=True)]
     return [unit * (loop - a) for loop, a in medians], unit * sum(a for _, a in medians)
 
 
 def _costs(config, steps_per_epoch, start, extra):
     """{kind: {"steps": how many, "total_s": their summed extra time, "median_s": a step's}} for the steps
-    that end an epoch (validation excluded: the epoch's metrics, a checkpoint when due, the next epoch's
-    shuffle), that log histograms, that log scalars, and the others; ``start`` is the time before the first
-    step, ``end`` the last step's (the last epoch's end, its checkpoint, the events handed off); ``extra``
-    is each step's median time beyond the same step alone (``trainer_overhead``)."""
+    that end an epoch (validation excluded: the epoch's metrics, the best weights, a checkpoint when due),
+    that log histograms, that log scalars, and the others; ``start`` is the time before the first step,
+    ``end`` the last step's (the last epoch's end, its checkpoint, the events handed off); ``extra`` is each
+    step's median time beyond the bare loop's (``trainer_overhead``)."""
     kinds = {"epoch end": [], "histogram": [], "logging": [], "other": [], "end": []}
     hist_every, log_every = config.log.histograms_every, config.log.every
     for step, seconds in enumerate(extra, 1):
@@ -434,8 +452,10 @@ def _pure_work(config, base_dir):
 
 
 def _bare_step(setup):
-    """The trainer's training step and nothing else, as a function of a batch (x, targets)."""
+    """The trainer's training step and nothing else, as a function of a batch (x, targets): with
+    ``train.grad_clip``, the clipping too."""
     model, loss, optimizer, schedule = setup.model, setup.loss, setup.optimizer, setup.schedule
+    max_norm = setup.config.train.grad_clip
     model.train()
     first = next(iter(model.children()), None)
     if hasattr(first, "needs_input_grad"):  # as the trainer sets it
@@ -445,6 +465,8 @@ def _bare_step(setup):
         optimizer.zero_grad()
         loss(model(xb), tb)
         model.backward(loss.backward())
+        if max_norm is not None:
+            clip_grad_norm(optimizer.grad_buffers(), max_norm)
         optimizer.step()
         schedule.step()
     return step
@@ -585,10 +607,12 @@ def main(argv=None):
                   f"thread(s) in {loop['loop_s']:.3f} s ({loop['validation_s']:.3f} s of it validating) against "
                   f"{loop['bare_loop_s']:.3f} s of a bare loop over the same batches (medians of "
                   f"{args.trainer_rounds} rounds): overhead {100 * loop['overhead']:.1f}% without the validation "
-                  f"passes (per-step medians; per round: {100 * loop['overhead_per_round']:.1f}%, "
+                  f"passes (per-step medians at each round's speed; in seconds: "
+                  f"{100 * loop['overhead_unscaled']:.1f}%; per round: {100 * loop['overhead_per_round']:.1f}%, "
                   f"{100 * loop['overhead_with_validation']:.1f}% with the validation passes)")
             print("where it goes, beyond the bare loop: " + format_costs(loop["costs"]))
-            print(f"against the bare steps on batches gathered beforehand ({loop['pure_steps_s']:.3f} s): overhead "
+            print(f"against the bare steps on batches gathered beforehand ({loop['pure_steps_s']:.3f} s; per-step "
+                  f"medians in seconds, as measured until 1 December 2026): overhead "
                   f"{100 * loop['overhead_pregathered']:.1f}%, fetching the batches within the epochs "
                   f"{1e3 * loop['batch_fetch_s']:.1f} ms of it")
             result["trainer"] = loop

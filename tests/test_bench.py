@@ -93,8 +93,40 @@ def test_bad_options_are_one_line_before_any_benchmark_runs(tmp_path, capsys):
 
 def test_the_loop_extra_time_is_read_at_each_rounds_own_speed():
     bare_steps, loop_steps = [1.0, 2.0, 2.0, 2.0], [1.0, 3.0, 2.0, 2.0]  # one interval 1 s dearer in the loop
-    speeds = [1.0, 2.0, 1.5]  # the host, slower in the second round, for both loops alike
-    extra, total = BENCH["_extra_times"]([[s * t for t in loop_steps] for s in speeds],
-                                         [[s * t for t in bare_steps] for s in speeds])
-    assert extra == [0.0, 1.5, 0.0, 0.0] and total == 1.5 * 7  # in seconds at the rounds' median speed
-    assert sum(extra) / total == 1 / 7
+    speeds = [1.0, 2.0, 3.0]  # the host's speed moves from round to round, for both loops alike
+    looped = [[s * t for t in loop_steps] for s in speeds]
+    looped[0][1] += 5.0  # and a neighbour's burst lands on one step of the fastest round
+    bare = [[s * t for t in bare_steps] for s in speeds]
+    extra, total = BENCH["_extra_times"](looped, bare)
+    assert extra == [0.0, 2.0, 0.0, 0.0] and total == 14.0  # in seconds at the rounds' median speed: 1/7
+    unscaled, _ = BENCH["_extra_times"](looped, bare, scaled=False)
+    assert unscaled[1] == 8.0 - 4.0  # the seconds' medians: the burst's round is the loop's median, 1/3.5
+
+
+def test_the_extra_time_over_steps_alone_counts_the_time_before_the_first_step():
+    extra, total = BENCH["_extra_times"]([[1.0, 2.0]], [[0.0, 1.5]], scaled=False)  # one round, one step
+    assert extra == [1.0, 0.5] and total == 1.5
+
+
+def test_the_bare_loop_trains_on_the_trainers_batches_as_the_trainer_does(tmp_path):
+    from manualnet.config.load import load_config
+    from manualnet.config.setup import build
+    from manualnet.training.trainer import Trainer
+
+    config = load_config(config_path("spirals"), ["train.epochs=2", "train.grad_clip=0.05", "log.tensorboard=false"])
+    bare_globals, built = BENCH["_bare_loop"].__globals__, []
+    made = bare_globals["_built"]
+    bare_globals["_built"] = lambda *args: built.append(made(*args)) or built[-1]
+    try:
+        intervals = BENCH["_bare_loop"](config, config_path("spirals").parent)
+    finally:
+        bare_globals["_built"] = made
+    trainer = Trainer(build(config, base_dir=config_path("spirals").parent), tmp_path, quiet=True)
+    with torch.no_grad():
+        for epoch in range(2):
+            trainer.at.epoch, trainer.at.batch = epoch, 0
+            trainer.train_epoch()
+    assert len(intervals) == trainer.at.step + 1  # as LoopClock.intervals: before the first step, then each step
+    ours = built[0][0].model.state_dict()
+    for name, p in trainer.model.state_dict().items():
+        assert torch.equal(p, ours[name]), name  # the same batches, the same clipped steps
