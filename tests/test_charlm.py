@@ -11,7 +11,7 @@ from manualnet.cli.main import main
 from manualnet.data import load_dataset
 from manualnet.data.text import stdlib_corpus, unigram_entropy
 from manualnet.errors import DataError
-from tests.helpers import config_path, run_cli, summary
+from tests.helpers import config_path, run_cli, start_cli, summary
 
 TEXT = "the cat sat on the mat. " * 40 + "a dog ran far. " * 20
 
@@ -111,6 +111,10 @@ def test_a_language_model_run_keeps_its_vocabulary_and_reports_perplexity_and_th
     (tmp_path / "corpus.txt").rename(tmp_path / "moved.txt")  # the run dir alone is enough: its data may be gone
     moved = run_cli("sample", "--run", run_dir, "--prompt", "the ", "--tokens", 30, "--top-k", 3, "--seed", 1)
     assert moved.returncode == 0 and moved.stdout == sampled.stdout, moved.stderr
+    streamed = start_cli("sample", "--run", run_dir, "--prompt", "the ", "--tokens", 10**6)  # hours if drawn whole
+    assert streamed.stdout.read(8).startswith("the ")  # the text shows as it is drawn
+    streamed.stdout.close()  # as `| head` does: the next character finds no reader
+    assert streamed.wait(timeout=60) == 0 and "Traceback" not in streamed.stderr.read()
 
     bad = run_cli("sample", "--run", run_dir, "--prompt", "THE")
     assert bad.returncode == 2

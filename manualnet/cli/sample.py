@@ -1,6 +1,8 @@
 """``manualnet sample``: text from a trained language model's checkpoint."""
 
 import math
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -47,8 +49,17 @@ def sample_run(args):
     model.eval()
     idx = encode(prompt, {ch: i for i, ch in enumerate(vocab)}).unsqueeze(0).to(device)
     generator = torch.Generator(device).manual_seed(args.seed)
-    out = generate(model, idx, args.tokens, block_size, args.temperature, args.top_k, generator)
-    print(prompt + "".join(vocab[i] for i in out[0, idx.shape[1]:].tolist()))
+
+    def show(text):  # each character as it is drawn: a long --tokens shows its text from the start
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    try:
+        show(prompt)
+        generate(model, idx, args.tokens, block_size, args.temperature, args.top_k, generator,
+                 on_token=lambda next_id: show(vocab[next_id.item()]))
+        show("\n")
+    except BrokenPipeError:  # the reader went away (| head): stop drawing, without a traceback at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
