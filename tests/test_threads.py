@@ -38,7 +38,9 @@ def test_auto_is_one_thread_below_the_small_step_size_and_the_free_cores_above()
     rows = int(SMALL_STEP_FLOPS // (6 * 4547))  # the last batch size under the limit, and the first over it
     assert (cpu_threads("auto", small, rows, CPU, busy=0.0), cpu_threads("auto", small, rows + 1, CPU, busy=0.0)) \
         == (1, min(own, cores))
-    assert cpu_threads(3, mnist, 128, CPU) == 3 and cpu_threads(2, small, 64, CPU) == 2  # a number is kept
+    assert cpu_threads(1, mnist, 128, CPU) == 1 and cpu_threads(cores, small, 64, CPU) == cores  # a number is kept
+    with pytest.warns(UserWarning, match=f"train.threads {cores + 1} is more than this machine's {cores} cores"):
+        assert cpu_threads(cores + 1, mnist, 128, CPU) == cores + 1  # kept, with a word on what it costs
     assert cpu_threads("auto", small, 64, CUDA) is None and cpu_threads(4, small, 64, CUDA) is None
 
 

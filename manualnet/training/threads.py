@@ -9,6 +9,7 @@ The measurements behind both choices are in docs/performance.md ("Threads"), wit
 import contextlib
 import os
 import time
+import warnings
 
 import torch
 
@@ -25,6 +26,10 @@ def cpu_threads(setting, model, rows, device, busy=None):
     if device.type != "cpu":
         return None
     if setting != "auto":
+        if setting > os.cpu_count():
+            warnings.warn(f"train.threads {setting} is more than this machine's {os.cpu_count()} cores: threads that "
+                          "share a core wait for one another (train.threads: auto picks from the free cores)",
+                          stacklevel=2)
         return setting
     params = sum(p.numel() for p in model.parameters())
     if 6 * params * rows < SMALL_STEP_FLOPS:
