@@ -171,10 +171,10 @@ def test_the_epochs_train_accuracy_counts_every_batch_as_its_loss_does(tmp_path,
 
     setup = build(load_config(config_path("spirals"), ["log.every=10", "log.tensorboard=false"]))
     trainer = trainer_module.Trainer(setup, tmp_path, quiet=True)
-    counts, count = [], trainer_module.accuracy_count
-    monkeypatch.setattr(trainer_module, "accuracy_count",
-                        lambda pred, labels, *a: (counts.append((int(count(pred, labels, *a)), len(labels))),
-                                                  count(pred, labels, *a))[1])
+    counts, flags = [], trainer_module.right_predictions
+    monkeypatch.setattr(trainer_module, "right_predictions",
+                        lambda pred, labels, *a: (counts.append((int(flags(pred, labels, *a).sum()), len(labels))),
+                                                  flags(pred, labels, *a))[1])
     with torch.no_grad():
         trainer.train_epoch()  # 33 batches, 3 of them logging steps
     metrics = trainer.running.end_epoch()
@@ -460,3 +460,30 @@ def test_a_language_models_train_accuracy_keeps_its_fractions_of_positions():
     for correct in (torch.tensor(5.81, dtype=torch.float64), torch.tensor(8.06, dtype=torch.float64)):
         running.add(1.0, correct, 16)  # a window counts the fraction of its positions that are right
     assert running.end_epoch()["train/accuracy"] == pytest.approx((5.81 + 8.06) / 32)
+    flags = torch.tensor([[True, False, False, False], [True, True, True, False]])  # as right_predictions gives
+    running.add(1.0, flags, 2)
+    running.add(1.0, flags[:1], 1)  # an epoch's last, smaller batch
+    assert running.end_epoch()["train/accuracy"] == pytest.approx((0.25 + 0.75 + 0.25) / 3)
+
+
+def test_right_prediction_flags_counted_later_give_the_sums_counts_give_at_once():
+    from manualnet.training import metrics as metrics_module
+    from manualnet.training.evaluate import accuracy_count, right_predictions
+
+    torch.manual_seed(0)
+    batches = [(torch.randn(n, 3), torch.randint(0, 3, (n,))) for n in [8] * 150 + [5]]
+    at_once, flagged = metrics_module.RunningMetrics(), metrics_module.RunningMetrics()
+    for step, (pred, labels) in enumerate(batches, 1):
+        at_once.add(0.5, accuracy_count(pred, labels), len(labels))
+        flagged.add(0.5, right_predictions(pred, labels), len(labels))
+        assert len(flagged._uncounted) < metrics_module.MAX_UNCOUNTED  # the memory they hold stays bounded
+        if step % 10 == 0:  # a logging step: the interval's sums are read
+            assert flagged.interval_metrics(0.1, None)["train/accuracy_step"] == \
+                at_once.interval_metrics(0.1, None)["train/accuracy_step"]
+        if step == 77:  # a checkpoint between logging steps holds the flags' count
+            assert flagged.state_dict()["interval"] == at_once.state_dict()["interval"]
+        if step % 40 == 0:  # an epoch's end, inside an interval
+            assert flagged.end_epoch() == at_once.end_epoch()
+    assert flagged.end_epoch() == at_once.end_epoch() and flagged.state_dict()["interval"]["correct"] > 0
+    binary = right_predictions(torch.tensor([[0.7], [0.2], [0.9]]), torch.tensor([1, 1, 0]))
+    assert binary.tolist() == [True, False, False]  # a single output: pred > threshold names class 1

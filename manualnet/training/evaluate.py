@@ -5,14 +5,23 @@ import math
 import torch
 
 
-def accuracy_count(pred, labels, threshold=0.5):
-    """How many predictions name the right class: the argmax, or for a single output of a binary task,
-    pred > threshold (0.5 for probabilities, 0 for logits). For a sequence of predictions (pred (N, T, C),
-    labels (N, T)) a sample counts as the fraction of its positions that are right."""
+def right_predictions(pred, labels, threshold=0.5):
+    """Whether each prediction names the right class (bool, shaped like ``labels``): the argmax, or for a
+    single output of a binary task, pred > threshold (0.5 for probabilities, 0 for logits)."""
     if pred.shape[-1] == 1:
-        return (pred[:, 0] > threshold).long().eq_(labels).sum()
-    right = pred.argmax(-1).eq_(labels)  # in place: the trainer calls it every step, each op counts
+        return (pred[:, 0] > threshold) == labels
+    return pred.argmax(-1) == labels
+
+
+def count_right(right):
+    """How many of ``right_predictions``' flags are right, a 0-d tensor; for a sequence of predictions (flags
+    (N, T)) a sample counts as the fraction of its positions that are right."""
     return right.sum() if right.dim() == 1 else right.flatten(1).double().mean(1).sum()
+
+
+def accuracy_count(pred, labels, threshold=0.5):
+    """How many of ``pred``'s predictions name the right class (see ``right_predictions``, ``count_right``)."""
+    return count_right(right_predictions(pred, labels, threshold))
 
 
 def evaluate(model, loss, x, targets, labels, classification, threshold=0.5, batch_size=4096, perplexity=False):

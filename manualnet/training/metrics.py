@@ -3,6 +3,12 @@
 import dataclasses
 import time
 
+import torch
+
+from manualnet.training.evaluate import count_right
+
+MAX_UNCOUNTED = 64  # batches whose right-prediction flags may wait to be counted: bounds the memory they hold
+
 
 @dataclasses.dataclass
 class Sums:
@@ -39,6 +45,7 @@ class RunningMetrics:
     def __init__(self):
         self.epoch, self.interval, self.samples_total = Sums(), Sums(), 0
         self._interval_start, self._interval_before = time.perf_counter(), 0.0
+        self._uncounted = []  # right-prediction flags of the batches since the sums were last read
 
     def start_clock(self):
         """Time the current interval from now on (plus what a resumed run had spent in it)."""
@@ -46,16 +53,32 @@ class RunningMetrics:
 
     def add(self, loss, correct, samples):
         """One global batch (summed over ranks, so every rank holds the same sums): its mean ``loss``, its
-        ``samples`` and ``correct`` predictions (None for a batch whose accuracy was not measured)."""
+        ``samples`` and ``correct``: how many of its predictions are right (a number), their flags
+        (``right_predictions``: counted with the other batches' when the sums are next read), or None for a
+        batch whose accuracy was not measured."""
         self.samples_total += samples
-        correct = None if correct is None else float(correct)  # one host sync, not one per sum
+        if isinstance(correct, torch.Tensor) and correct.dim():
+            self._uncounted.append(correct)  # one count for many batches: a step's few small ops cost more
+            correct = 0.0
+        elif correct is not None:
+            correct = float(correct)  # one host sync, not one per sum
         self.epoch.add(loss, correct, samples)
         self.interval.add(loss, correct, samples)
+        if len(self._uncounted) >= MAX_UNCOUNTED:
+            self._count()
+
+    def _count(self):
+        """Add the waiting flags' count to both sums (each read of the sums counts them first)."""
+        if self._uncounted:
+            correct, self._uncounted = float(count_right(torch.cat(self._uncounted))), []
+            self.epoch.correct += correct
+            self.interval.correct += correct
 
     def interval_metrics(self, lr, norm):
         """The logging interval's mean loss and accuracy (``train/loss_step``, ``train/accuracy_step``: the
         epoch's are ``train/loss`` and ``train/accuracy``), learning rate, samples/s and gradient norm."""
         now = time.perf_counter()
+        self._count()
         metrics = {**self.interval.metrics("_step"), "lr": lr,
                    "samples_per_sec": self.interval.samples / max(now - self._interval_start, 1e-9),
                    "grad_norm": norm}
@@ -64,10 +87,12 @@ class RunningMetrics:
 
     def end_epoch(self):
         """The epoch's metrics; the next epoch's sums start from zero."""
+        self._count()
         metrics, self.epoch = self.epoch.metrics(), Sums()
         return metrics
 
     def state_dict(self):
+        self._count()
         return {"epoch": dataclasses.asdict(self.epoch), "interval": dataclasses.asdict(self.interval),
                 "samples_total": self.samples_total, "interval_s": time.perf_counter() - self._interval_start}
 

@@ -27,7 +27,7 @@ from manualnet.training import checkpoint
 from manualnet.training.audit import audit
 from manualnet.training.distributed import Single
 from manualnet.training.divergence import diagnose
-from manualnet.training.evaluate import accuracy_count, evaluate
+from manualnet.training.evaluate import count_right, evaluate, right_predictions
 from manualnet.training.keeper import CheckpointKeeper, Position
 from manualnet.training.metrics import RunningMetrics
 from manualnet.training.run_dir import write_config
@@ -138,7 +138,7 @@ class Trainer:
             self.diverged(xb, tb, loss)                 # still there, to tell which layer went non-finite
         self.optimizer.zero_grad()
         self.model.backward(self.loss.backward(weight))                                                # backward
-        correct = accuracy_count(pred, lb, self.s.threshold) if self.s.classification else None
+        correct = right_predictions(pred, lb, self.s.threshold) if self.s.classification else None
         loss, correct = self.agree(xb, tb, loss, correct)  # ranks: summed gradients, loss, accuracy, stops
         norm = self.clip(xb, tb, loss, plan.log)                                                       # clip
         if plan.audit:
@@ -172,12 +172,13 @@ class Trainer:
         return None
 
     def agree(self, xb, tb, loss, correct):
-        """The ranks' sum of the gradients, the global batch's mean loss, its correct count and the stop
-        requests, so every rank logs the same numbers and stops together; alone, the signal that arrived."""
+        """The ranks' sum of the gradients, the global batch's mean loss, its count of right predictions and
+        the stop requests, so every rank logs the same numbers and stops together; alone, the signal that
+        arrived (and the flags of ``right_predictions``, counted later)."""
         signum = self.stop.arrived  # read once: this rank acts on what it adds to the sum
         if self.parallel:
-            loss, total, signals = self.cluster.reduce(self.optimizer.grad_buffers(),
-                                                       [loss, correct or 0, signum is not None])
+            count = count_right(correct) if correct is not None else 0  # each rank has its shard's flags
+            loss, total, signals = self.cluster.reduce(self.optimizer.grad_buffers(), [loss, count, signum is not None])
             correct = total if correct is not None else None
             signum = (signum or signal.SIGTERM) if signals else None  # a rank not asked itself stops as asked
             if not math.isfinite(loss):  # the global loss: every rank stops here together
