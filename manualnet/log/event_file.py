@@ -38,9 +38,16 @@ class EventFile:
     def add(self, event):
         self._records.write(event.SerializeToString())
 
+    def event(self, step=0, walltime=None):
+        """A new event at ``step``, for its ``summary`` to be filled in place (a Summary built apart is copied
+        into the event: twice the work) and then ``add``-ed."""
+        return self._event(step=step, wall_time=time.time() if walltime is None else walltime)
+
     def add_summary(self, summary, step=0, walltime=None):
         """One event holding ``summary`` (a tensorboard Summary protobuf) at ``step``."""
-        self.add(self._event(summary=summary, step=step, wall_time=time.time() if walltime is None else walltime))
+        event = self.event(step, walltime)
+        event.summary.CopyFrom(summary)
+        self.add(event)
 
     def flush(self):
         """Everything added so far, handed to the OS (on disk even if this process is killed)."""

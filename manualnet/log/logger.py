@@ -57,7 +57,7 @@ class MetricsLogger:
         """Every value of ``values`` (tag -> number) as a TensorBoard scalar at ``step``: one event holding
         them all (``add_scalar`` would write one event per value)."""
         if self.events and values:
-            self._pending.append((_scalar_summary, values, step, time.time()))
+            self._pending.append((_fill_scalars, values, step, time.time()))
             self._hand_off_when_due()
 
     def histograms(self, tensors, step, bins=30):
@@ -68,13 +68,13 @@ class MetricsLogger:
             return
         data = histogram_data(tensors, bins)
         if data:
-            self._pending.append((_histogram_summary, data, step, time.time()))
+            self._pending.append((_fill_histograms, data, step, time.time()))
             self._hand_off_when_due()
 
     def images(self, images, step):
         """Each (H, W, 3) tensor in [0, 1] of ``images`` (tag -> tensor) as a TensorBoard image, one event."""
         if self.events and images:
-            self._pending.append((_image_summary, images, step, time.time()))
+            self._pending.append((_fill_images, images, step, time.time()))
             self._hand_off_when_due()
 
     def _hand_off_when_due(self):
@@ -94,8 +94,10 @@ class MetricsLogger:
         self.write_rows()
         pending, self._pending, self._handed_at = self._pending, [], time.monotonic()
         if self.events:
-            for build, payload, step, walltime in _one_event_per_step(pending):
-                self.events.add_summary(build(payload), step, walltime)
+            for fill, payload, step, walltime in _one_event_per_step(pending):
+                event = self.events.event(step, walltime)
+                fill(event.summary, payload)
+                self.events.add(event)
             with naming(self.events.path):
                 self.events.flush()
 
@@ -194,38 +196,34 @@ def _one_event_per_step(pending):
     write than a value in it."""
     joined = []
     for record in pending:
-        build, payload, step, _ = record
-        if joined and build is _scalar_summary and joined[-1][0] is build and joined[-1][2] == step \
+        fill, payload, step, _ = record
+        if joined and fill is _fill_scalars and joined[-1][0] is fill and joined[-1][2] == step \
                 and payload.keys().isdisjoint(joined[-1][1]):
-            joined[-1] = (build, {**joined[-1][1], **payload}, step, joined[-1][3])
+            joined[-1] = (fill, {**joined[-1][1], **payload}, step, joined[-1][3])
         else:
             joined.append(record)
     return joined
 
 
-def _scalar_summary(values):
-    from tensorboard.compat.proto.summary_pb2 import Summary
+def _fill_scalars(summary, values):
+    add = summary.value.add  # each value made in place: a Summary.Value made apart is copied in
+    for tag, v in values.items():
+        add(tag=tag, simple_value=float(v))
 
-    return Summary(value=[Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
 
-
-def _histogram_summary(data):
-    from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
-
-    summary = Summary()
+def _fill_histograms(summary, data):
     for tag, num, lo, hi, total, squares, counts in data:
-        summary.value.add(tag=tag, histo=HistogramProto(min=lo, max=hi, num=num, sum=total, sum_squares=squares,
-                                                         bucket_limit=bucket_limits(lo, hi, len(counts)),
-                                                         bucket=counts))
-    return summary
+        histo = summary.value.add(tag=tag).histo
+        histo.min, histo.max, histo.num, histo.sum, histo.sum_squares = lo, hi, num, total, squares
+        histo.bucket_limit.extend(bucket_limits(lo, hi, len(counts)))
+        histo.bucket.extend(counts)
 
 
-def _image_summary(images):
-    from tensorboard.compat.proto.summary_pb2 import Summary
+def _fill_images(summary, images):
     from torch.utils.tensorboard.summary import image
 
-    return Summary(value=[value for tag, hwc in images.items()
-                          for value in image(tag, hwc.numpy(), dataformats="HWC").value])
+    for tag, hwc in images.items():
+        summary.value.extend(image(tag, hwc.numpy(), dataformats="HWC").value)
 
 
 def _json_number(value):

@@ -47,11 +47,13 @@ class Progress:
         if self.step_bar is not None:
             self.step_bar.close()
             self.step_bar = None
+        if self.quiet:
+            return
         line = epoch_line(epoch, self.epochs, metrics)
         if self.tty:
             tqdm.write(line, file=self.stream)
             self.epoch_bar.update(1)
-        elif not self.quiet:
+        else:
             print(line, file=self.stream, flush=True)
 
     def close(self):
