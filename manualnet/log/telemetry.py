@@ -1,6 +1,7 @@
 """TensorBoard histograms: weights, gradients, activations and update-to-data ratios, per layer; and the first
 conv layer's filters as an image grid."""
 
+import dataclasses
 import math
 
 import torch
@@ -37,10 +38,10 @@ def _recording(child, tag, outputs):
     return recorded
 
 
-def log_update_ratios(log, model, before, step):
+def log_update_ratios(log, before, step):
     """Each parameter's update ratio as the scalar ``update_ratio/<name>``; ``before`` is
     ``parameters_before(model)``, taken before this step's update."""
-    ratios = update_ratios(model, before)
+    ratios = update_ratios(before)
     log.tensorboard_scalars({f"update_ratio/{name}": value for name, value in ratios.items() if math.isfinite(value)},
                             step)
 
@@ -80,30 +81,44 @@ def filter_grid(weight, scale=FILTER_SCALE, pad=1):
     return grid.permute(1, 2, 0)
 
 
+@dataclasses.dataclass
+class Snapshot:
+    """The parameters' ``names``, their ``views`` (of a large one, its ``sampled`` values: they follow the
+    parameter's updates) and ``copies`` of the views' values when the snapshot was taken."""
+
+    names: list
+    views: list
+    copies: list
+
+
 def parameters_before(model, into=None):
-    """A copy of every parameter as it is now (of a large one, its ``sampled`` values), written into ``into``
-    (an earlier call's copy) when it still matches: a fresh copy of a large model page-faults on every call."""
-    params = [sampled(p, size=RATIO_SAMPLE) for p in model.parameters()]
-    if into is None or [(c.shape, c.dtype, c.device) for c in into] != [(p.shape, p.dtype, p.device) for p in params]:
-        return [p.clone() for p in params]
-    torch._foreach_copy_(into, params)
+    """A Snapshot of every parameter as it is now, copied into ``into`` (an earlier call's snapshot) when it
+    still matches: a fresh copy of a large model page-faults on every call."""
+    named = [(name, sampled(p, size=RATIO_SAMPLE)) for name, p in model.named_parameters()]
+    names, views = [name for name, _ in named], [view for _, view in named]
+    if into is None or [(c.shape, c.dtype, c.device) for c in into.copies] != [(v.shape, v.dtype, v.device)
+                                                                              for v in views]:
+        return Snapshot(names, views, [v.clone() for v in views])
+    torch._foreach_copy_(into.copies, views)
+    into.names, into.views = names, views
     return into
 
 
-def update_ratios(model, before):
+def update_ratios(before):
     """{name: log10(|update| / |param|)} per parameter, the size of the step relative to the weights' (-inf for a
     parameter that did not move), in one fused op and one host sync for the whole model; ``before`` is
-    ``parameters_before(model)``, used up: it becomes before - after, the update negated (no second copy of
-    the model). A parameter of more than ``RATIO_SAMPLE`` values is measured on at most that many ``sampled``
-    ones: a few small ops whatever the model's size, for an estimate of the whole's ratio (docs/training.md says
-    how close)."""
-    named = [(name, sampled(p, size=RATIO_SAMPLE)) for name, p in model.named_parameters()]
-    params = [p for _, p in named]
-    torch._foreach_sub_(before, params)
-    norms = torch.stack(torch._foreach_norm([*before, *params])).double().tolist()
-    k = len(params)
+    ``parameters_before(model)`` taken before the update (in the same step: the views are the parameters'
+    own), used up: its copies become before - after, the update negated (no second copy of the model). A
+    parameter of more than ``RATIO_SAMPLE`` values is measured on at most that many ``sampled`` ones: a few
+    small ops whatever the model's size, for an estimate of the whole's ratio (docs/training.md says how
+    close)."""
+    if not before.views:
+        return {}
+    torch._foreach_sub_(before.copies, before.views)
+    norms = torch.stack(torch._foreach_norm([*before.copies, *before.views])).tolist()
+    k = len(before.views)
     return {name: math.log10(update / param) if update > 0 and param > 0 else -math.inf
-            for (name, _), update, param in zip(named, norms[:k], norms[k:], strict=True)}
+            for name, update, param in zip(before.names, norms[:k], norms[k:], strict=True)}
 
 
 def histogram_data(tensors, bins):

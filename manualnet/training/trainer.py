@@ -207,7 +207,7 @@ class Trainer:
             self.log.scalars(metrics, step, self.at.epoch + 1)
             self.progress.step(metrics)
             if before is not None:
-                log_update_ratios(self.log, self.model, before, step)
+                log_update_ratios(self.log, before, step)
         elif self.progress.tty:
             self.progress.step()
         if plan.histograms:
