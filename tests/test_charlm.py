@@ -126,10 +126,14 @@ def test_a_language_model_run_keeps_its_vocabulary_and_reports_perplexity_and_th
                                  "likeliest character every time, use --top-k 1), got 0.0"),
                                 ("--temperature", "nan", "--temperature must be a finite number >= 0.001 (for the "
                                  "likeliest character every time, use --top-k 1), got nan"),
-                                ("--seed", str(2**70), f"--seed must be from 0 to 2**64 - 1, got {2**70}"),
+                                ("--seed", str(2**70), f"--seed must be from -2**63 to 2**64 - 1, got {2**70}"),
+                                ("--seed", str(-2**63 - 1), f"--seed must be from -2**63 to 2**64 - 1, got "
+                                 f"{-2**63 - 1}"),
                                 ("--top-k", "0", "--top-k must be >= 1, got 0")):
         assert main(["sample", "--run", str(run_dir), option, value]) == 2
         assert capsys.readouterr().err.splitlines() == [f"manualnet: error: {line}"]
+    assert main(["sample", "--run", str(run_dir), "--tokens", "5", "--seed", "-3"]) == 0  # as a config's seed may be
+    capsys.readouterr()
     for garbage in ("garbage", "[1, 2]"):  # a vocab.json the run did not write
         (run_dir / "vocab.json").write_text(garbage, encoding="utf-8")
         assert main(["sample", "--run", str(run_dir)]) == 2

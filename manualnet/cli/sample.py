@@ -30,8 +30,8 @@ def sample_run(args):
     if not MIN_TEMPERATURE <= args.temperature < math.inf:  # nan fails too; below it, logits / T overflow
         raise ConfigError(f"--temperature must be a finite number >= {MIN_TEMPERATURE:g} (for the likeliest "
                           f"character every time, use --top-k 1), got {args.temperature}")
-    if not 0 <= args.seed < 2**64:  # as a config's seed
-        raise ConfigError(f"--seed must be from 0 to 2**64 - 1, got {args.seed}")
+    if not -(2**63) <= args.seed < 2**64:  # as a config's seed: what torch's manual_seed takes
+        raise ConfigError(f"--seed must be from -2**63 to 2**64 - 1, got {args.seed}")
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     vocab = load_vocabulary(run_dir)
