@@ -75,6 +75,12 @@ def test_a_large_parameters_update_ratio_is_estimated_from_a_spread_sample():
     estimated = list(telemetry.update_ratios(before).values())
     assert estimated[0] != exact[0] and estimated[0] == pytest.approx(exact[0], abs=0.02)  # this seed: 0.006
     assert estimated[1:] == pytest.approx(exact[1:], rel=1e-5)  # the small ones: every value
+    weight = model[0].weight
+    weight.data = weight.data.t().contiguous().t()  # not contiguous: its sample is a copy, taken again after
+    before, old = telemetry.parameters_before(model), weight.clone()
+    weight.add_(torch.randn_like(weight) * 0.01)
+    ratio = telemetry.update_ratios(before)["0.weight"]
+    assert ratio == pytest.approx(math.log10((weight - old).norm().item() / weight.norm().item()), abs=0.02)
 
 
 def test_activation_histograms_are_the_outputs_of_the_steps_own_forward(tmp_path, monkeypatch):

@@ -467,6 +467,7 @@ def test_a_language_models_train_accuracy_keeps_its_fractions_of_positions():
 
 
 def test_right_prediction_flags_counted_later_give_the_sums_counts_give_at_once():
+    from manualnet.errors import DataError
     from manualnet.training import metrics as metrics_module
     from manualnet.training.evaluate import accuracy_count, right_predictions
 
@@ -487,3 +488,24 @@ def test_right_prediction_flags_counted_later_give_the_sums_counts_give_at_once(
     assert flagged.end_epoch() == at_once.end_epoch() and flagged.state_dict()["interval"]["correct"] > 0
     binary = right_predictions(torch.tensor([[0.7], [0.2], [0.9]]), torch.tensor([1, 1, 0]))
     assert binary.tolist() == [True, False, False]  # a single output: pred > threshold names class 1
+    with pytest.raises(DataError, match=r"labels of shape \(3, 1\) for predictions of shape \(3, 1\); "
+                                        r"expected labels of shape \(3,\)"):
+        right_predictions(torch.tensor([[0.7], [0.2], [0.9]]), torch.tensor([[1], [1], [0]]))  # not broadcast
+
+
+def test_a_sequences_fractions_are_summed_batch_by_batch_as_a_resumed_run_sums_them():
+    from manualnet.training.evaluate import accuracy_count, right_predictions
+    from manualnet.training.metrics import RunningMetrics
+
+    torch.manual_seed(0)  # 20 positions: fractions of 20ths, inexact in binary, so the order of sums shows
+    at_once, flagged = RunningMetrics(), RunningMetrics()
+    for step in range(1, 31):
+        pred, labels = torch.randn(8, 20, 5), torch.randint(0, 5, (8, 20))
+        at_once.add(0.5, accuracy_count(pred, labels), 8)
+        flagged.add(0.5, right_predictions(pred, labels), 8)
+        if step % 7 == 0:  # a checkpoint between logging steps
+            assert flagged.state_dict()["interval"] == at_once.state_dict()["interval"]
+        if step % 10 == 0:
+            assert flagged.interval_metrics(0.1, None)["train/accuracy_step"] == \
+                at_once.interval_metrics(0.1, None)["train/accuracy_step"]
+    assert flagged.end_epoch() == at_once.end_epoch()

@@ -83,40 +83,42 @@ def filter_grid(weight, scale=FILTER_SCALE, pad=1):
 
 @dataclasses.dataclass
 class Snapshot:
-    """The parameters' ``names``, their ``views`` (of a large one, its ``sampled`` values: they follow the
-    parameter's updates) and ``copies`` of the views' values when the snapshot was taken."""
+    """The model's parameters (``names``, ``params``) and ``copies`` of their values (of a large one, its
+    ``sampled`` values) when the snapshot was taken."""
 
     names: list
-    views: list
+    params: list
     copies: list
 
 
 def parameters_before(model, into=None):
     """A Snapshot of every parameter as it is now, copied into ``into`` (an earlier call's snapshot) when it
     still matches: a fresh copy of a large model page-faults on every call."""
-    named = [(name, sampled(p, size=RATIO_SAMPLE)) for name, p in model.named_parameters()]
-    names, views = [name for name, _ in named], [view for _, view in named]
+    named = list(model.named_parameters())
+    names, params = [name for name, _ in named], [p for _, p in named]
+    values = [sampled(p, size=RATIO_SAMPLE) for p in params]
     if into is None or [(c.shape, c.dtype, c.device) for c in into.copies] != [(v.shape, v.dtype, v.device)
-                                                                              for v in views]:
-        return Snapshot(names, views, [v.clone() for v in views])
-    torch._foreach_copy_(into.copies, views)
-    into.names, into.views = names, views
+                                                                              for v in values]:
+        return Snapshot(names, params, [v.clone() for v in values])
+    torch._foreach_copy_(into.copies, values)
+    into.names, into.params = names, params
     return into
 
 
 def update_ratios(before):
     """{name: log10(|update| / |param|)} per parameter, the size of the step relative to the weights' (-inf for a
     parameter that did not move), in one fused op and one host sync for the whole model; ``before`` is
-    ``parameters_before(model)`` taken before the update (in the same step: the views are the parameters'
-    own), used up: its copies become before - after, the update negated (no second copy of the model). A
+    ``parameters_before(model)`` taken before the update (of the same parameters: the model is not walked
+    again), used up: its copies become before - after, the update negated (no second copy of the model). A
     parameter of more than ``RATIO_SAMPLE`` values is measured on at most that many ``sampled`` ones: a few
     small ops whatever the model's size, for an estimate of the whole's ratio (docs/training.md says how
     close)."""
-    if not before.views:
+    if not before.params:
         return {}
-    torch._foreach_sub_(before.copies, before.views)
-    norms = torch.stack(torch._foreach_norm([*before.copies, *before.views])).tolist()
-    k = len(before.views)
+    after = [sampled(p, size=RATIO_SAMPLE) for p in before.params]  # a non-contiguous one's sample is a copy
+    torch._foreach_sub_(before.copies, after)
+    norms = torch.stack(torch._foreach_norm([*before.copies, *after])).tolist()
+    k = len(after)
     return {name: math.log10(update / param) if update > 0 and param > 0 else -math.inf
             for name, update, param in zip(before.names, norms[:k], norms[k:], strict=True)}
 

@@ -4,13 +4,17 @@ import math
 
 import torch
 
+from manualnet.errors import DataError
+
 
 def right_predictions(pred, labels, threshold=0.5):
     """Whether each prediction names the right class (bool, shaped like ``labels``): the argmax, or for a
     single output of a binary task, pred > threshold (0.5 for probabilities, 0 for logits)."""
-    if pred.shape[-1] == 1:
-        return (pred[:, 0] > threshold) == labels
-    return pred.argmax(-1) == labels
+    predicted = (pred[:, 0] > threshold) if pred.shape[-1] == 1 else pred.argmax(-1)
+    if predicted.shape != labels.shape:  # == would broadcast them into a wrong count
+        raise DataError(f"accuracy: labels of shape {tuple(labels.shape)} for predictions of shape "
+                        f"{tuple(pred.shape)}; expected labels of shape {tuple(predicted.shape)}")
+    return predicted == labels
 
 
 def count_right(right):

@@ -54,12 +54,14 @@ class RunningMetrics:
     def add(self, loss, correct, samples):
         """One global batch (summed over ranks, so every rank holds the same sums): its mean ``loss``, its
         ``samples`` and ``correct``: how many of its predictions are right (a number), their flags
-        (``right_predictions``: counted with the other batches' when the sums are next read), or None for a
-        batch whose accuracy was not measured."""
+        (``right_predictions``; a classifier's are counted with the other batches' when the sums are next
+        read), or None for a batch whose accuracy was not measured."""
         self.samples_total += samples
-        if isinstance(correct, torch.Tensor) and correct.dim():
+        if isinstance(correct, torch.Tensor) and correct.dim() > 1:  # a sequence's fractions of positions:
+            correct = count_right(correct)  # added batch by batch, the rounding a resumed run's sums repeat
+        if isinstance(correct, torch.Tensor) and correct.dim() == 1:
             self._uncounted.append(correct)  # one count for many batches: a step's few small ops cost more
-            correct = 0.0
+            correct = 0.0  # (whole numbers: summed in any grouping, the same sums)
         elif correct is not None:
             correct = float(correct)  # one host sync, not one per sum
         self.epoch.add(loss, correct, samples)
