@@ -404,6 +404,17 @@ def test_torch_optim_trains_a_manualnet_model_and_zero_grad_set_to_none_is_fine(
     assert model[0].weight.grad.shape == (5, 3) and not model[0].weight.requires_grad
 
 
+def test_zero_grad_in_place_after_dropping_the_gradients_before_any_backward_does_nothing():
+    model = Sequential(Linear(3, 5), ReLU(), Linear(5, 2))
+    optimizer = SGD(model.parameters(), lr=0.1)
+    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad()  # as torch.optim's: no gradient to zero is no error
+    assert all(p.grad is None for p in model.parameters())
+    model.backward(torch.ones_like(model(torch.randn(4, 3))))
+    optimizer.step()  # the gradients backward allocated, per parameter: the step takes them
+    assert model[0].weight.grad.shape == (5, 3)
+
+
 @pytest.mark.parametrize("norm_type", [2.0, float("inf")])
 @pytest.mark.parametrize("max_norm", [0.5, 1e3])
 def test_clip_grad_norm_matches_torch(max_norm, norm_type):

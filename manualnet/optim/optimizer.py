@@ -130,8 +130,8 @@ class Optimizer:
             if set_to_none:
                 for p in group.params:
                     p.grad = None
-            else:
-                torch._foreach_zero_(group.targets()[1])
+            elif grads := group.targets()[1]:  # none yet (dropped before any backward): nothing to zero
+                torch._foreach_zero_(grads)
 
     def grad_buffers(self):
         """The tensors that hold every gradient: one flat buffer per group, or one tensor per parameter."""
