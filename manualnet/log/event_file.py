@@ -39,8 +39,8 @@ class EventFile:
         self._records.write(event.SerializeToString())
 
     def event(self, step=0, walltime=None):
-        """A new event at ``step``, for its ``summary`` to be filled in place (a Summary built apart is copied
-        into the event: twice the work) and then ``add``-ed."""
+        """A new event at ``step``, for its ``summary`` to be filled in place (a Summary built apart would be
+        copied into it) and then ``add``-ed."""
         return self._event(step=step, wall_time=time.time() if walltime is None else walltime)
 
     def add_summary(self, summary, step=0, walltime=None):
